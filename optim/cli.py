@@ -1,0 +1,322 @@
+"""The ``optim`` command line: thin commands over the stage modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rich.markup import escape
+
+from optim.console import console, info
+from optim.errors import InputError, OptimError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Export, quantize, check, benchmark and report vision models (INT8/FP8/FP16/BF16).",
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got '{text}'") from None
+    if not vals or any(v < 1 for v in vals):
+        raise InputError(f"{what} must be positive integers, got '{text}'")
+    return vals
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (text or "").split(",") if v.strip())
+
+
+def _recipe(path: Path | None):
+    if path is None:
+        return None
+    from optim.recipe import load_recipe
+
+    return load_recipe(path)
+
+
+def _input_spec_from_onnx(path: Path):
+    """The input spec of an ONNX file (batch axis dynamic, the rest fixed)."""
+    from optim.onnx_tools import graph_inputs, load_onnx
+    from optim.recipe import InputSpec
+
+    ins = graph_inputs(load_onnx(path))
+    if len(ins) != 1:
+        raise InputError(f"{path} has {len(ins)} inputs; optim handles single-input models")
+    dims = ins[0].shape[1:]
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        raise InputError(f"{path}: input '{ins[0].name}' has non-fixed sizes {list(dims)} besides batch")
+    return InputSpec(name=ins[0].name, shape=tuple(int(d) for d in dims))
+
+
+def _preprocess_for(spec, recipe):
+    from optim.recipe import Preprocess
+
+    if recipe is not None:
+        return recipe.preprocess
+    channels = spec.shape[0] if len(spec.shape) == 3 else 1
+    return Preprocess(color="gray" if channels == 1 else "rgb", mean=(0.0,), std=(1.0,))
+
+
+def _load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: Path | None = None):
+    from optim.data import prepare, parse_data_arg
+
+    spec = parse_data_arg(arg)
+    if labels is not None:
+        spec = spec.model_copy(update={"labels": labels.resolve()})
+    ispec = _input_spec_from_onnx(onnx_path)
+    return prepare(spec, _preprocess_for(ispec, recipe), ispec, samples)
+
+
+RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", help="Take preprocessing (and defaults) from this recipe.")]
+
+
+@app.command()
+def export(
+    model: Annotated[Optional[str], typer.Argument(help="torchvision:NAME, package.module:factory or bundled:NAME.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")] = Path("model.fp32.onnx"),
+    weights: Annotated[Optional[Path], typer.Option(help="Trained weights: .safetensors or a state-dict checkpoint (never unpickled).")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="Per-sample input shape, e.g. 3,224,224.")] = None,
+    input_name: Annotated[str, typer.Option(help="Name of the ONNX input.")] = "input",
+    batch_min: Annotated[int, typer.Option(help="Smallest batch size.")] = 1,
+    batch_max: Annotated[int, typer.Option(help="Largest batch size.")] = 256,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
+    output_name: Annotated[str, typer.Option(help="Name of the ONNX output.")] = "output",
+    atol: Annotated[float, typer.Option(help="Absolute tolerance vs PyTorch.")] = 1e-4,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance vs PyTorch.")] = 1e-3,
+    recipe: RecipeOpt = None,
+) -> None:
+    """Export a PyTorch model to a verified FP32 ONNX with a dynamic batch axis."""
+    from optim.export import onnx_from_torch
+    from optim.recipe import BatchRange, ExportSettings, InputSpec
+    from optim.sources import load_model
+
+    r = _recipe(recipe)
+    if r is not None:
+        model = model or r.model.source
+        weights = weights or r.model.weights
+        spec, settings, kwargs = r.input, r.export, r.model.kwargs
+    else:
+        if model is None or input_shape is None:
+            raise InputError("give MODEL and --input-shape (or --recipe)")
+        spec = InputSpec(name=input_name, shape=_ints(input_shape, "--input-shape"),
+                         batch=BatchRange(min=batch_min, opt=batch_min, max=batch_max))
+        vb = tuple(sorted({batch_min, min(batch_max, max(batch_min, 4))}))
+        settings = ExportSettings(opset=opset, output_names=(output_name,), atol=atol, rtol=rtol,
+                                  verify_batches=vb)
+        kwargs = {}
+    if model is None:
+        raise InputError("give MODEL (or a --recipe that names one)")
+    loaded = load_model(model, weights, **kwargs)
+    if not loaded.trained:
+        info("[yellow]note[/]: no trained weights given; the model has random weights")
+    rep = onnx_from_torch(loaded, spec, settings, output)
+    info(f"wrote {output}: opset {rep.opset}, {rep.nodes} nodes, dynamic batch "
+         f"{spec.batch.min}..{spec.batch.max}")
+    info(f"verified vs PyTorch at batches {rep.verify_batches}: max abs error {rep.max_abs_error:.3g}, "
+         f"max rel error {rep.max_rel_error:.3g} (tolerance atol {rep.atol:g}, rtol {rep.rtol:g})")
+
+
+@app.command()
+def quantize(
+    onnx_path: Annotated[Path, typer.Argument(metavar="ONNX", help="FP32 ONNX model.")],
+    precision: Annotated[str, typer.Option(help="int8, fp8, fp16 or bf16.")],
+    target: Annotated[str, typer.Option(help="tensorrt (modelopt Q/DQ) or onnxruntime (ORT CPU integer kernels; int8 only).")] = "tensorrt",
+    calib: Annotated[Optional[str], typer.Option(help="Calibration data: .npz/.npy, IDX file, image folder, spec .yaml.")] = None,
+    calib_samples: Annotated[int, typer.Option(help="Use the first N calibration samples.")] = 256,
+    method: Annotated[str, typer.Option(help="Calibration: max, entropy, percentile (onnxruntime target).")] = "entropy",
+    exclude_nodes: Annotated[Optional[str], typer.Option(help="Comma-separated node names (regex) to keep unquantized.")] = None,
+    exclude_op_types: Annotated[Optional[str], typer.Option(help="Comma-separated op types to keep unquantized.")] = None,
+    high_precision: Annotated[str, typer.Option(help="Precision outside quantized ops: fp32 or fp16.")] = "fp32",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output ONNX (default: beside the input).")] = None,
+    recipe: RecipeOpt = None,
+) -> None:
+    """Quantize (INT8/FP8, explicit Q/DQ) or convert (FP16/BF16) an FP32 ONNX model."""
+    from pydantic import ValidationError
+
+    from optim.quantize import quantize_onnx
+    from optim.recipe import QuantizeSettings, RecipeError, validation_message
+
+    try:
+        qs = QuantizeSettings(precision=precision, target=target, method=method,
+                              exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
+                              high_precision=high_precision)
+    except ValidationError as exc:
+        raise RecipeError(validation_message("bad option", exc)) from None
+    r = _recipe(recipe)
+    x = None
+    if qs.precision in ("int8", "fp8"):
+        if calib is None and r is not None:
+            from optim.data import prepare
+
+            x, _, ds = prepare(r.calibration.data, r.preprocess, r.input, calib_samples)
+        elif calib is None:
+            raise InputError(f"{qs.precision} needs calibration data: pass --calib (or --recipe)")
+        else:
+            x, _, ds = _load_data(calib, onnx_path, r, calib_samples)
+        info(f"calibrating with {len(x)} samples from {ds.source}")
+    out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
+    rep = quantize_onnx(onnx_path, qs, out, x)
+    cov = rep.coverage
+    cov_txt = f"; {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul quantized" if cov else ""
+    info(f"wrote {out} ({rep.tool}{', ' + rep.method if rep.method else ''}{cov_txt}, {rep.seconds:.1f} s)")
+
+
+@app.command()
+def check(
+    candidate: Annotated[Path, typer.Argument(help="ONNX model to check.")],
+    reference: Annotated[Path, typer.Option(help="The FP32 reference ONNX.")],
+    data: Annotated[str, typer.Option(help="Evaluation data: .npz/.npy, IDX, image folder, spec .yaml, synthetic:N.")],
+    labels: Annotated[Optional[Path], typer.Option(help="Labels .npy/IDX file when the data carries none.")] = None,
+    samples: Annotated[Optional[int], typer.Option(help="Use the first N samples.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Inference batch size.")] = 256,
+    max_top1_drop: Annotated[Optional[float], typer.Option(help="Gate: most top-1 points the candidate may lose.")] = None,
+    min_cosine: Annotated[Optional[float], typer.Option(help="Gate: least mean cosine similarity to FP32.")] = None,
+    min_top1_agreement: Annotated[Optional[float], typer.Option(help="Gate: least top-1 agreement with FP32, in %.")] = None,
+    max_abs_error: Annotated[Optional[float], typer.Option(help="Gate: largest absolute output error.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")] = None,
+    recipe: RecipeOpt = None,
+) -> None:
+    """Compare a candidate with the FP32 reference: output deltas, task accuracy, gates."""
+    from optim.artifacts import write_json
+    from optim.check import check_candidate, raise_on_failures
+    from optim.recipe import CheckSettings, Gates
+
+    r = _recipe(recipe)
+    x, y, ds = _load_data(data, reference, r, samples, labels)
+    gates = Gates(max_top1_drop=max_top1_drop, min_cosine=min_cosine,
+                  min_top1_agreement=min_top1_agreement, max_abs_error=max_abs_error)
+    res = check_candidate(candidate, reference, x, y, CheckSettings(batch_size=batch_size), gates,
+                          data=ds.source)
+    for name, d in res.outputs.items():
+        agree = f", top-1 agreement {d['top1_agreement']:.2f}%" if "top1_agreement" in d else ""
+        print(f"{name}: max abs {d['max_abs_error']:.4g}, mean abs {d['mean_abs_error']:.4g}, "
+              f"cosine {d['cosine']:.6f} (min {d['min_cosine']:.6f}){agree}")
+    if res.accuracy:
+        a = res.accuracy
+        print(f"task accuracy on {res.samples} labelled samples: top-1 {a['top1']:.2f}% "
+              f"({a['top1_delta']:+.2f} pts vs FP32 {a['reference_top1']:.2f}%), top-5 {a['top5']:.2f}% "
+              f"({a['top5_delta']:+.2f} pts)")
+    print(f"method: {res.method}")
+    for g in res.gates:
+        print(g.line(res.tag))
+    if json_out:
+        write_json(json_out, res.as_dict())
+    raise_on_failures([res])
+
+
+@app.command()
+def bench(
+    models: Annotated[list[Path], typer.Argument(help="ONNX model(s), measured one after another in one run.")],
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,64",
+    warmup: Annotated[int, typer.Option(help="Untimed runs per batch size.")] = 5,
+    iterations: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 30,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
+) -> None:
+    """Latency (median/p90/p99) and throughput per batch size on ONNX Runtime CPU."""
+    from optim.artifacts import write_json
+    from optim.bench import bench_model
+    from optim.recipe import BenchSettings
+
+    s = BenchSettings(batch_sizes=_ints(batch_sizes, "--batch-sizes"), warmup=warmup,
+                      iterations=iterations, threads=threads)
+    results = [bench_model(m, s) for m in models]
+    base = {}
+    print(f"{'model':<36} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>10} {'x first':>8}")
+    for res in results:
+        if res.skipped:
+            print(f"{Path(res.model).name:<36} not run: {res.skipped}")
+            continue
+        for t in res.timings:
+            base.setdefault(t.batch, t.throughput)
+            print(f"{Path(res.model).name:<36} {t.batch:>5} {t.median_ms:>9.3f} {t.p90_ms:>9.3f} "
+                  f"{t.p99_ms:>9.3f} {t.throughput:>10.1f} {t.throughput / base[t.batch]:>8.2f}")
+    for res in results:
+        print(f"{Path(res.model).name}: {res.method}")
+    if json_out:
+        write_json(json_out, [r.as_dict() for r in results])
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. artifacts/NAME.")]) -> None:
+    """Write report.{md,html,json,png} for a run folder and print the table."""
+    from optim.report import write_report
+
+    paths = write_report(run_dir)
+    print(paths["md"].read_text())
+    info("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/fashion_resnet.yaml.")],
+    force: Annotated[bool, typer.Option(help="Redo every stage, ignoring the cache.")] = False,
+    out_root: Annotated[Path, typer.Option(help="Runs go to OUT_ROOT/<recipe name>/.")] = Path("artifacts"),
+    weights: Annotated[Optional[Path], typer.Option(help="Trained weights for the recipe's model.")] = None,
+    eval_samples: Annotated[Optional[int], typer.Option(help="Evaluate on the first N samples only.")] = None,
+    calib_samples: Annotated[Optional[int], typer.Option(help="Calibrate on the first N samples only.")] = None,
+    precisions: Annotated[Optional[str], typer.Option(help="Only these entries, e.g. fp32,int8-tensorrt,fp16.")] = None,
+    bench_iterations: Annotated[Optional[int], typer.Option(help="Timed runs per batch size.")] = None,
+) -> None:
+    """Run every stage of a recipe: export, quantize, check, bench, report."""
+    from optim.pipeline import Pipeline
+
+    r = _apply_overrides(_recipe(recipe), weights, eval_samples, calib_samples, precisions, bench_iterations)
+    Pipeline(r, recipe, out_root=out_root, force=force).run()
+
+
+def _apply_overrides(r, weights, eval_samples, calib_samples, precisions, bench_iterations):
+    upd = {}
+    if weights is not None:
+        upd["model"] = r.model.model_copy(update={"weights": weights.resolve()})
+    if eval_samples is not None:
+        upd["evaluation"] = r.evaluation.model_copy(update={"samples": eval_samples})
+    if calib_samples is not None:
+        upd["calibration"] = r.calibration.model_copy(update={"samples": calib_samples})
+    if bench_iterations is not None:
+        upd["bench"] = r.bench.model_copy(update={"iterations": bench_iterations})
+    if precisions is not None:
+        wanted = set(_names(precisions)) | {"fp32"}
+        known = {r.settings_for(c).tag for c in r.precisions}
+        unknown = wanted - known
+        if unknown:
+            raise InputError(f"--precisions names {sorted(unknown)}, not in the recipe ({sorted(known)})")
+        upd["precisions"] = tuple(c for c in r.precisions if r.settings_for(c).tag in wanted)
+    return r.model_copy(update=upd) if upd else r
+
+
+def main() -> None:
+    try:
+        app()
+    except OptimError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+            if getattr(exc, "detail", ""):
+                console.print(exc.detail, markup=False)
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: nothing half-written was left behind")
+        sys.exit(130)
+    except Exception as exc:  # a bug in optim or a dependency: one line, unless --debug
+        if _state["debug"]:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        console.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(first)} "
+                      "(rerun with --debug for the traceback)")
+        sys.exit(1)

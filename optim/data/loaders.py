@@ -1,0 +1,191 @@
+"""Load images and labels from the formats a DataSpec names.
+
+Arrays are read with ``allow_pickle=False``: an object array (which would need
+unpickling) is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optim.data.idx import read_idx
+from optim.errors import DataError
+from optim.recipe import DataSpec
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class Dataset:
+    images: np.ndarray  # uint8 raw images (N,H,W[,C]) or float model-ready inputs
+    labels: np.ndarray | None
+    source: str
+    synthetic: bool = False
+    class_names: tuple[str, ...] = ()
+    total: int | None = None  # size of the set before ``head``
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def head(self, n: int | None) -> Dataset:
+        if n is None or n >= len(self):
+            return self
+        labels = None if self.labels is None else self.labels[:n]
+        return Dataset(self.images[:n], labels, f"{self.source} (first {n})",
+                       self.synthetic, self.class_names, total=len(self))
+
+
+def _load_array(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{what} file not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not (magic.startswith(b"\x93NUMPY") or magic.startswith(b"PK")):
+        raise DataError(f"{path} is not a readable .npy/.npz file (no NumPy or zip header)")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DataError(f"{path} holds Python objects, which optim never unpickles; "
+                            "save plain numeric arrays (np.save with a numeric dtype)") from None
+        raise DataError(f"{path} is not a readable .npy/.npz file: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npy/.npz file: {exc}") from None
+    return arr
+
+
+def _from_npz(spec: DataSpec) -> Dataset:
+    assert spec.path is not None
+    archive = _load_array(spec.path, "npz")
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{spec.path} is a .npy array, not an .npz archive; use kind: npy")
+    with archive:
+        keys = set(archive.files)
+        if spec.images_key not in keys:
+            raise DataError(f"{spec.path} has no array '{spec.images_key}' (it has: "
+                            f"{', '.join(sorted(keys)) or 'nothing'}); set images_key")
+        try:
+            images = archive[spec.images_key]
+            labels = archive[spec.labels_key] if spec.labels_key in keys else None
+        except ValueError:
+            raise DataError(f"{spec.path} holds Python objects, which optim never unpickles") from None
+    return Dataset(images, labels, str(spec.path))
+
+
+def _plain_array(path: Path, what: str) -> np.ndarray:
+    arr = _load_array(path, what)
+    if isinstance(arr, np.lib.npyio.NpzFile):
+        arr.close()
+        raise DataError(f"{path} is an .npz archive, not a .npy array; use kind: npz")
+    return arr
+
+
+def _from_npy(spec: DataSpec) -> Dataset:
+    assert spec.path is not None
+    images = _plain_array(spec.path, "images")
+    labels = _plain_array(spec.labels, "labels") if spec.labels else None
+    return Dataset(images, labels, str(spec.path))
+
+
+def _from_idx(spec: DataSpec) -> Dataset:
+    assert spec.path is not None
+    labels = read_idx(spec.labels) if spec.labels else None
+    return Dataset(read_idx(spec.path), labels, str(spec.path))
+
+
+def _from_folder(spec: DataSpec) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    root = spec.path
+    assert root is not None
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes:
+        files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
+                 if f.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    images = []
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                images.append(np.asarray(im.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"cannot read image {f}: {exc}") from None
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        images = _same_size(images)
+    labels = np.array([lab for _, lab in files]) if classes else None
+    return Dataset(np.stack(images), labels, str(root), class_names=tuple(classes))
+
+
+def _same_size(images: list[np.ndarray]) -> list[np.ndarray]:
+    """Folders of mixed sizes: resize every image to the smallest height/width seen.
+
+    The recipe's resize/crop then acts on these; give a ``resize`` in the recipe to
+    control the final size.
+    """
+    from PIL import Image
+
+    h = min(im.shape[0] for im in images)
+    w = min(im.shape[1] for im in images)
+    return [np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in images]
+
+
+def _synthetic(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
+    assert spec.count is not None
+    rng = np.random.default_rng(spec.seed)
+    x = rng.standard_normal((spec.count, *input_shape)).astype(np.float32)
+    return Dataset(x, None, f"synthetic normal (seed {spec.seed}, {spec.count} samples)", synthetic=True)
+
+
+def load_dataset(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
+    if spec.kind == "synthetic":
+        ds = _synthetic(spec, input_shape)
+    else:
+        ds = {"npz": _from_npz, "npy": _from_npy, "idx": _from_idx, "folder": _from_folder}[spec.kind](spec)
+    if ds.images.dtype == object or ds.images.dtype.kind not in "uif":
+        raise DataError(f"{ds.source}: images must be a numeric array, got dtype {ds.images.dtype}")
+    if len(ds) == 0:
+        raise DataError(f"{ds.source}: the data set is empty")
+    if ds.labels is not None:
+        ds.labels = np.asarray(ds.labels)
+        if ds.labels.dtype.kind not in "iu" or ds.labels.ndim != 1:
+            raise DataError(f"{ds.source}: labels must be a 1-D integer array, got "
+                            f"{ds.labels.dtype} of shape {ds.labels.shape}")
+        if len(ds.labels) != len(ds):
+            raise DataError(f"{ds.source}: {len(ds)} images but {len(ds.labels)} labels")
+    return ds
+
+
+def parse_data_arg(arg: str) -> DataSpec:
+    """A command-line ``--data`` value: a spec .yaml, .npz, .npy, an IDX file, a folder,
+    or ``synthetic:N``."""
+    from optim.recipe import load_data_spec
+
+    if arg.startswith("synthetic:"):
+        try:
+            return DataSpec(kind="synthetic", count=int(arg.split(":", 1)[1]))
+        except ValueError:
+            raise DataError(f"bad data '{arg}': use synthetic:N with N a positive count") from None
+    p = Path(arg)
+    if p.suffix in (".yaml", ".yml"):
+        return load_data_spec(p.name, p.parent.resolve(), arg)
+    if p.is_dir():
+        return DataSpec(kind="folder", path=p.resolve())
+    if not p.exists():
+        raise DataError(f"data not found: {arg}")
+    kind = {".npz": "npz", ".npy": "npy"}.get(p.suffix)
+    if kind is None and ("idx" in p.name or p.name.endswith("-ubyte.gz")):
+        kind = "idx"
+    if kind is None:
+        raise DataError(f"cannot tell the format of {arg}: give a .npz, .npy, IDX file, "
+                        "image folder, data spec .yaml, or synthetic:N")
+    return DataSpec(kind=kind, path=p.resolve())

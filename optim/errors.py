@@ -1,0 +1,49 @@
+"""One exception family. Every message should tell the user what to do next."""
+
+from __future__ import annotations
+
+
+class OptimError(Exception):
+    """Base class: the CLI prints the message on one line and exits with ``exit_code``."""
+
+    exit_code = 2
+
+
+class InputError(OptimError):
+    """A file, path or argument given by the user is missing or malformed."""
+
+
+class RecipeError(InputError):
+    """A recipe does not validate."""
+
+
+class ModelError(InputError):
+    """A model source, weights file or ONNX model cannot be loaded or is not usable."""
+
+
+class DataError(InputError):
+    """Calibration or evaluation data is missing, empty or does not fit the model."""
+
+
+class ExportError(OptimError):
+    """The exported ONNX does not match PyTorch, or the export itself failed."""
+
+    exit_code = 4
+
+
+class QuantizeError(OptimError):
+    """Quantization or precision conversion failed."""
+
+    exit_code = 4
+
+
+class BackendUnavailable(OptimError):
+    """A backend (TensorRT, a GPU, an ONNX Runtime provider) is not present here."""
+
+    exit_code = 5
+
+
+class GateError(OptimError):
+    """An accuracy gate failed: the candidate lost more than allowed."""
+
+    exit_code = 3

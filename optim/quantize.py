@@ -1,0 +1,223 @@
+"""Stage 2: FP32 ONNX -> INT8 / FP8 (explicit Q/DQ) or FP16 / BF16 ONNX.
+
+Two placements of Q/DQ, for two backends:
+
+* ``tensorrt``: NVIDIA modelopt's ONNX PTQ. Q/DQ sit on Conv/Gemm inputs only, the
+  form TensorRT's explicit-quantization builder fuses. Everything outside the
+  quantized ops stays FP32 unless ``high_precision: fp16``. ONNX Runtime on CPU
+  runs these files, but slower than FP32 (they are made for TensorRT).
+* ``onnxruntime``: ONNX Runtime's own static QDQ quantizer (per-channel weights,
+  uint8 activations), which ORT's CPU provider fuses into integer kernels. INT8 only.
+
+FP16 and BF16 come from modelopt's AutoCast, keeping FP32 inputs and outputs.
+
+Each quantization runs in a fresh worker process: modelopt patches ONNX Runtime's
+calibrators in the process that calls it (which breaks a later ORT
+``quantize_static`` there), and the worker keeps the tools' console chatter in a
+log that is shown only when something fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import multiprocessing
+import os
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from optim.artifacts import atomic_path
+from optim.errors import QuantizeError
+from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage
+from optim.recipe import QuantizeSettings
+
+CALIB_BATCH = 32
+
+
+@dataclass
+class QuantizeReport:
+    path: str
+    tag: str
+    precision: str
+    target: str
+    tool: str
+    method: str | None
+    calibration_samples: int
+    coverage: dict | None
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _quiet_modelopt() -> None:
+    for name in ("modelopt", "modelopt.onnx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _captured(tool: str):
+    """Keep third-party chatter off the terminal; show it only if the tool fails."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    except QuantizeError:
+        raise
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise QuantizeError(f"{tool} failed: {detail}") from exc
+
+
+def _check_calib(calib: np.ndarray | None, s: QuantizeSettings) -> np.ndarray:
+    if calib is None or len(calib) == 0:
+        raise QuantizeError(f"{s.precision.upper()} needs calibration data (none given)")
+    return calib
+
+
+def _modelopt_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name: str, out: Path) -> None:
+    if s.method == "percentile":
+        raise QuantizeError("modelopt (target tensorrt) calibrates with 'max' or 'entropy' only; "
+                            "use one of those, or target onnxruntime for 'percentile'")
+    from modelopt.onnx.quantization import quantize
+
+    _quiet_modelopt()
+    with _captured("modelopt quantize"):
+        quantize(
+            onnx_path=str(src), quantize_mode=s.precision, calibration_data={input_name: calib},
+            calibration_method=s.method, calibration_eps=["cpu"], high_precision_dtype=s.high_precision,
+            op_types_to_exclude=list(s.exclude_op_types) or None,
+            nodes_to_exclude=list(s.exclude_nodes) or None, output_path=str(out), log_level="ERROR",
+        )
+
+
+def _ort_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name: str, out: Path) -> None:
+    if s.precision != "int8":
+        raise QuantizeError(f"target onnxruntime makes INT8 only (ONNX Runtime has no "
+                            f"{s.precision.upper()} CPU kernels); use target tensorrt for {s.precision}")
+    from onnxruntime.quantization import (
+        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(range(0, len(calib), CALIB_BATCH))
+
+        def get_next(self):
+            i = next(self._it, None)
+            return None if i is None else {input_name: calib[i : i + CALIB_BATCH]}
+
+    method = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[s.method]
+    model = onnx.load(str(src))
+    excluded = [n.name for n in model.graph.node
+                if n.op_type in s.exclude_op_types or _matches(n.name, s.exclude_nodes)]
+    with tempfile.TemporaryDirectory(prefix="optim-ortq-") as d, _captured("onnxruntime quantize_static"):
+        pre = Path(d) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        quantize_static(
+            str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=method, nodes_to_exclude=excluded or None,
+            extra_options={"CalibPercentile": s.percentile} if s.method == "percentile" else None,
+        )
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    import re
+
+    return any(re.fullmatch(p, name) or p == name for p in patterns)
+
+
+def _autocast(src: Path, s: QuantizeSettings, out: Path) -> None:
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    _quiet_modelopt()
+    with _captured(f"modelopt autocast to {s.precision}"):
+        model = convert_to_mixed_precision(
+            str(src), low_precision_type=s.precision, keep_io_types=True,
+            nodes_to_exclude=list(s.exclude_nodes) or None,
+            op_types_to_exclude=list(s.exclude_op_types) or None,
+        )
+        onnx.save(model, str(out))
+
+
+def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
+                  calib: np.ndarray | None = None) -> QuantizeReport:
+    """Make one precision variant of ``src``; ``out`` appears only if it succeeded."""
+    if s.precision == "fp32":
+        raise QuantizeError("fp32 is the reference: nothing to quantize")
+    load_onnx(src)  # fail fast, in this process, on a missing or corrupt file
+    with tempfile.TemporaryDirectory(prefix="optim-qlog-") as d:
+        log = Path(d) / "worker.log"
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            try:
+                return pool.submit(_worker, src, s, out, calib, log).result()
+            except QuantizeError as exc:
+                exc.detail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+                raise
+
+
+def _worker(src: Path, s: QuantizeSettings, out: Path, calib: np.ndarray | None,
+            log: Path) -> QuantizeReport:
+    """Runs in the worker process: send fd 1/2 to ``log``, then quantize."""
+    os.environ["TQDM_DISABLE"] = "1"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    return quantize_here(src, s, out, calib)
+
+
+def quantize_here(src: Path, s: QuantizeSettings, out: Path,
+                  calib: np.ndarray | None = None) -> QuantizeReport:
+    """``quantize_onnx`` without the worker process (modelopt's ORT patches stay here)."""
+    if s.precision == "fp32":
+        raise QuantizeError("fp32 is the reference: nothing to quantize")
+    model = load_onnx(src)
+    inputs = graph_inputs(model)
+    if len(inputs) != 1:
+        raise QuantizeError(f"{src} has {len(inputs)} inputs; optim quantizes single-input models")
+    t0 = time.perf_counter()
+    n_calib = 0
+    with tempfile.TemporaryDirectory(prefix="optim-quant-") as d:
+        tmp = Path(d) / "out.onnx"
+        if s.precision in ("fp16", "bf16"):
+            _autocast(src, s, tmp)
+            tool, method = "modelopt autocast", None
+        else:
+            calib = _check_calib(calib, s)
+            n_calib = len(calib)
+            if s.target == "tensorrt":
+                _modelopt_ptq(src, s, calib, inputs[0].name, tmp)
+                tool = "modelopt onnx ptq"
+            else:
+                _ort_ptq(src, s, calib, inputs[0].name, tmp)
+                tool = "onnxruntime quantize_static"
+            method = s.method
+        if not tmp.is_file():
+            raise QuantizeError(f"{tool} produced no model for {s.tag}")
+        result = onnx.load(str(tmp))
+        coverage = None
+        if s.precision in ("int8", "fp8"):
+            cov = quant_coverage(result)
+            if cov.quantized == 0:
+                raise QuantizeError(
+                    f"{tool} quantized none of the {cov.eligible} Conv/Gemm/MatMul nodes for "
+                    f"{s.tag} (it skips narrow layers); the result would equal FP32")
+            coverage = cov.as_dict()
+        with atomic_path(out) as final_tmp:
+            final_tmp.write_bytes(tmp.read_bytes())
+    return QuantizeReport(str(out), s.tag, s.precision, s.target if s.precision in ("int8", "fp8") else "any",
+                          tool, method, n_calib, coverage, round(time.perf_counter() - t0, 2))

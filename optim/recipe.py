@@ -1,0 +1,295 @@
+"""Recipes: one YAML per model, validated by pydantic (unknown keys are errors).
+
+Each stage has one typed settings object here; ``optim run`` reads them from a
+recipe, the single-stage commands build the same objects from their flags.
+Relative paths in a recipe are relative to the recipe file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from optim.errors import RecipeError
+
+Precision = Literal["fp32", "int8", "fp8", "fp16", "bf16"]
+Target = Literal["tensorrt", "onnxruntime"]
+CalibMethod = Literal["max", "entropy", "percentile"]
+PRECISIONS: tuple[str, ...] = ("fp32", "int8", "fp8", "fp16", "bf16")
+QUANTIZED = ("int8", "fp8")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(Strict):
+    """Where images (and optionally labels) come from.
+
+    kinds: ``npz`` (arrays ``images_key`` / ``labels_key``), ``npy`` (images, plus an
+    optional labels ``.npy``), ``idx`` (MNIST-style files), ``folder`` (one sub-folder
+    per class), ``synthetic`` (seeded random inputs, no labels: timing only).
+    uint8 arrays are raw images and go through preprocessing; float arrays must
+    already have the model's input shape.
+    """
+
+    kind: Literal["npz", "npy", "idx", "folder", "synthetic"]
+    path: Path | None = None
+    labels: Path | None = None
+    images_key: str = "images"
+    labels_key: str = "labels"
+    count: int | None = Field(default=None, ge=1)
+    seed: int = 0
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> DataSpec:
+        if self.kind != "synthetic" and self.path is None:
+            raise ValueError(f"data of kind '{self.kind}' needs a 'path'")
+        if self.kind == "synthetic" and self.count is None:
+            raise ValueError("synthetic data needs a 'count'")
+        return self
+
+    def resolved(self, base: Path) -> DataSpec:
+        upd: dict[str, Any] = {}
+        for key in ("path", "labels"):
+            p = getattr(self, key)
+            if p is not None and not p.is_absolute():
+                upd[key] = (base / p).resolve()
+        return self.model_copy(update=upd)
+
+
+class BatchRange(Strict):
+    min: int = Field(default=1, ge=1)
+    opt: int = Field(default=1, ge=1)
+    max: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BatchRange:
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"batch range needs min <= opt <= max, got {self.min}/{self.opt}/{self.max}")
+        return self
+
+
+class InputSpec(Strict):
+    name: str = "input"
+    shape: tuple[int, ...] = Field(description="per-sample shape, without the batch axis")
+    dtype: Literal["float32"] = "float32"
+    batch: BatchRange = BatchRange()
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(d < 1 for d in v):
+            raise ValueError(f"input shape must be positive sizes, got {list(v)}")
+        return v
+
+
+class Preprocess(Strict):
+    """How raw uint8 images become the model's input."""
+
+    color: Literal["gray", "rgb", "bgr"] = "rgb"
+    resize: int | None = Field(default=None, ge=1, description="shorter side, bilinear")
+    crop: int | None = Field(default=None, ge=1, description="centre square crop")
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(s == 0 for s in v):
+            raise ValueError("std values must be non-zero")
+        return v
+
+
+class ModelSpec(Strict):
+    source: str = Field(description="torchvision:NAME, package.module:factory, or bundled:NAME")
+    weights: Path | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExportSettings(Strict):
+    opset: int = Field(default=17, ge=17, le=21)
+    output_names: tuple[str, ...] = ("output",)
+    simplify: bool = True
+    verify_batches: tuple[int, ...] = (1, 4)
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    seed: int = 0
+
+
+class QuantizeSettings(Strict):
+    """One quantization or conversion of the FP32 model."""
+
+    precision: Precision
+    target: Target = "tensorrt"
+    method: CalibMethod = "entropy"
+    percentile: float = Field(default=99.999, gt=0, le=100)
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+    high_precision: Literal["fp32", "fp16"] = "fp32"
+
+    @property
+    def tag(self) -> str:
+        return f"{self.precision}-{self.target}" if self.precision in QUANTIZED else self.precision
+
+
+class Gates(Strict):
+    max_top1_drop: float | None = Field(default=None, description="task top-1 loss, in points")
+    min_cosine: float | None = None
+    min_top1_agreement: float | None = Field(default=None, description="percent of samples")
+    max_abs_error: float | None = None
+
+
+class CheckSettings(Strict):
+    batch_size: int = Field(default=256, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+    gates: Gates = Gates()
+
+
+class BenchSettings(Strict):
+    batch_sizes: tuple[int, ...] = (1, 64)
+    warmup: int = Field(default=5, ge=0)
+    iterations: int = Field(default=30, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+
+
+class CalibrationSettings(Strict):
+    data: DataSpec
+    samples: int = Field(default=256, ge=1)
+
+
+class EvaluationSettings(Strict):
+    data: DataSpec
+    samples: int | None = Field(default=None, ge=1, description="first N; all when unset")
+
+
+class Candidate(Strict):
+    precision: Precision
+    target: Target = "tensorrt"
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    task: Literal["classification"] = "classification"
+    target_gpu: Literal["h100"] = "h100"
+    model: ModelSpec
+    input: InputSpec
+    preprocess: Preprocess = Preprocess()
+    export: ExportSettings = ExportSettings()
+    calibration: CalibrationSettings
+    evaluation: EvaluationSettings
+    precisions: tuple[Candidate, ...]
+    quantize: QuantizeSettings | None = None  # shared options; precision/target come from `precisions`
+    check: CheckSettings = CheckSettings()
+    gates: dict[str, Gates] = Field(default_factory=dict, description="per precision tag, or 'default'")
+    bench: BenchSettings = BenchSettings()
+
+    @field_validator("precisions", mode="before")
+    @classmethod
+    def _short_form(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"precision": x} if isinstance(x, str) else x for x in v]
+        return v
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _placeholder_precision(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "precision" not in v:
+            return {**v, "precision": "int8"}
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> Recipe:
+        tags = [self.settings_for(c).tag for c in self.precisions]
+        if "fp32" not in tags:
+            raise ValueError("precisions must include fp32 (the reference)")
+        if len(set(tags)) != len(tags):
+            raise ValueError(f"precisions repeat an entry: {tags}")
+        for key in self.gates:
+            if key != "default" and key not in tags and key not in PRECISIONS:
+                raise ValueError(f"gates names '{key}', which is not a precision of this recipe {tags}")
+        return self
+
+    def settings_for(self, c: Candidate) -> QuantizeSettings:
+        base = self.quantize or QuantizeSettings(precision=c.precision)
+        return base.model_copy(update={"precision": c.precision, "target": c.target})
+
+    def gates_for(self, tag: str) -> Gates:
+        precision = tag.split("-")[0]
+        merged = self.gates.get("default", Gates()).model_dump()
+        for key in (precision, tag):
+            if key in self.gates:
+                merged.update({k: v for k, v in self.gates[key].model_dump().items() if v is not None})
+        return Gates(**merged)
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{err['loc'][-1]}' at {loc}"
+    if err["type"] == "missing":
+        return f"missing key {loc}"
+    return f"{loc}: {err['msg']}"
+
+
+def validation_message(where: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    msg = "; ".join(_format_error(e) for e in errors[:3])
+    more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+    return f"{where}: {msg}{more}"
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise RecipeError(f"file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a text file") from None
+
+
+def load_data_spec(value: Any, base: Path, where: str) -> DataSpec:
+    """A data spec given inline, or as the path of a YAML spec file (e.g. under calib/)."""
+    if isinstance(value, str):
+        spec_path = (base / value).resolve()
+        if not spec_path.is_file():
+            raise RecipeError(f"{where}: data spec file not found: {spec_path}")
+        content = _read_yaml(spec_path)
+        if not isinstance(content, dict):
+            raise RecipeError(f"{spec_path}: a data spec must be a YAML mapping (kind, path, ...)")
+        return load_data_spec(content, spec_path.parent, str(spec_path))
+    try:
+        return DataSpec.model_validate(value).resolved(base)
+    except ValidationError as exc:
+        raise RecipeError(validation_message(where, exc)) from None
+
+
+def load_recipe(path: Path) -> Recipe:
+    path = Path(path)
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping of keys to values")
+    base = path.resolve().parent
+    for section in ("calibration", "evaluation"):
+        sec = raw.get(section)
+        if isinstance(sec, dict) and "data" in sec:
+            sec["data"] = load_data_spec(sec["data"], base, f"{path} ({section}.data)")
+    model = raw.get("model")
+    if isinstance(model, dict) and model.get("weights"):
+        w = Path(model["weights"])
+        model["weights"] = w if w.is_absolute() else (base / w).resolve()
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(validation_message(str(path), exc)) from None

@@ -1,0 +1,256 @@
+"""Stage 5: one per-precision accuracy-vs-speed table from a run folder.
+
+Reads the JSON results the stages left in RUN_DIR (``run.json``, ``quantize/``,
+``check/``, ``bench/``) and writes ``report.md``, ``report.html``,
+``report.json`` and ``report.png``. A number that was not measured is shown as
+"not run" with the reason, never left blank or filled in.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optim.artifacts import atomic_path, write_json, write_text
+from optim.errors import InputError
+
+NOT_RUN = "not run"
+ORDER = ("fp32", "fp16", "bf16", "int8", "fp8")
+
+
+@dataclass
+class Row:
+    tag: str
+    precision: str
+    target: str
+    file: str
+    size_bytes: int | None = None
+    coverage: str | None = None
+    top1: float | None = None
+    top5: float | None = None
+    top1_delta: float | None = None
+    cosine: float | None = None
+    top1_agreement: float | None = None
+    max_abs_error: float | None = None
+    gates: str = "none set"
+    latency_batch: int | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    throughput_batch: int | None = None
+    throughput: float | None = None
+    speedup_vs_fp32: float | None = None
+    accuracy_method: str = NOT_RUN
+    timing_method: str = NOT_RUN
+    notes: list[str] = field(default_factory=list)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read result file {path}: {exc}") from None
+
+
+def _by_tag(folder: Path) -> dict[str, dict[str, Any]]:
+    if not folder.is_dir():
+        return {}
+    return {p.stem: _load(p) for p in sorted(folder.glob("*.json"))}
+
+
+def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"run folder not found: {run_dir}")
+    run = _load(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    quant, checks, benches = (_by_tag(run_dir / d) for d in ("quantize", "check", "bench"))
+    tags = list(dict.fromkeys(["fp32", *run.get("tags", []), *quant, *checks, *benches]))
+    if not (quant or checks or benches):
+        raise InputError(f"{run_dir} holds no optim results (no quantize/, check/ or bench/ JSON); "
+                         "run `optim run RECIPE` first")
+    rows = [_row(t, run_dir, run, quant.get(t), checks.get(t), benches.get(t)) for t in tags]
+    rows.sort(key=lambda r: (ORDER.index(r.precision) if r.precision in ORDER else 99, r.target))
+    base = next((r for r in rows if r.tag == "fp32"), None)
+    for r in rows:
+        if base and base.throughput and r.throughput and r.throughput_batch == base.throughput_batch:
+            r.speedup_vs_fp32 = round(r.throughput / base.throughput, 3)
+    return run, rows
+
+
+def _row(tag: str, run_dir: Path, run: dict, q: dict | None, c: dict | None, b: dict | None) -> Row:
+    precision, _, target = tag.partition("-")
+    file = (run.get("files") or {}).get(tag) or (q or {}).get("path") or ""
+    row = Row(tag, precision, target or ("reference" if tag == "fp32" else "any"), Path(file).name)
+    f = run_dir / row.file if row.file else None
+    if f and f.is_file():
+        row.size_bytes = f.stat().st_size
+    cov = (q or {}).get("coverage")
+    if cov:
+        row.coverage = f"{cov['quantized']}/{cov['eligible']}"
+    if c:
+        first = next(iter(c["outputs"].values()))
+        row.cosine, row.top1_agreement = first.get("cosine"), first.get("top1_agreement")
+        row.max_abs_error = max(o["max_abs_error"] for o in c["outputs"].values())
+        acc = c.get("accuracy")
+        if acc:
+            row.top1, row.top5, row.top1_delta = acc["top1"], acc["top5"], acc["top1_delta"]
+        gates = c.get("gates") or []
+        if gates:
+            failed = [g["gate"] for g in gates if not g["passed"]]
+            row.gates = "FAILED: " + ", ".join(failed) if failed else f"passed ({len(gates)})"
+        row.accuracy_method = f"{c['method']}; {c['samples']} samples of {c.get('data') or 'eval data'}"
+    elif tag == "fp32" and run.get("reference_method"):
+        row.accuracy_method = run["reference_method"]
+        ref = run.get("reference_accuracy")
+        if ref:
+            row.top1, row.top5, row.top1_delta = ref["top1"], ref["top5"], 0.0
+        row.cosine, row.top1_agreement, row.max_abs_error = 1.0, 100.0, 0.0
+    if b:
+        if b.get("skipped"):
+            row.timing_method = f"{NOT_RUN}: {b['skipped']}"
+        else:
+            timings = {t["batch"]: t for t in b["timings"]}
+            small, large = min(timings), max(timings)
+            row.latency_batch, row.p50_ms, row.p99_ms = small, timings[small]["median_ms"], timings[small]["p99_ms"]
+            row.throughput_batch, row.throughput = large, timings[large]["throughput"]
+            row.timing_method = b["method"] + (f" ({b['note']})" if b.get("note") else "")
+    return row
+
+
+def _fmt(v: float | None, nd: int = 2, suffix: str = "") -> str:
+    return NOT_RUN if v is None else f"{v:.{nd}f}{suffix}"
+
+
+def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    lb = next((r.latency_batch for r in rows if r.latency_batch), 1)
+    tb = next((r.throughput_batch for r in rows if r.throughput_batch), None)
+    head = ["precision", "target", "top-1 %", "Δ top-1 (pts)", "top-5 %", "cosine", "agree %",
+            f"p50 b{lb} ms", f"p99 b{lb} ms", f"img/s b{tb}" if tb else "img/s", "× fp32",
+            "size KB", "Q/DQ coverage", "gates"]
+    body = []
+    for r in rows:
+        delta = None if r.top1_delta is None else r.top1_delta
+        body.append([
+            r.precision, r.target, _fmt(r.top1), "+0.00" if r.tag == "fp32" and r.top1 is not None
+            else (NOT_RUN if delta is None else f"{delta:+.2f}"), _fmt(r.top5),
+            _fmt(r.cosine, 5), _fmt(r.top1_agreement), _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3),
+            _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2), _fmt(None if r.size_bytes is None
+                                                                    else r.size_bytes / 1024, 1),
+            r.coverage or "-", r.gates,
+        ])
+    return head, body
+
+
+def _notes(run: dict) -> list[str]:
+    notes = list(run.get("notes", []))
+    if run.get("accuracy_meaningful") is False:
+        notes.insert(0, "ACCURACY COLUMNS ARE NOT MEANINGFUL: " + run.get("accuracy_reason", ""))
+    return notes
+
+
+def to_markdown(run: dict, rows: list[Row]) -> str:
+    head, body = table_rows(rows)
+    out = [f"# optim report: {run.get('recipe', '?')}", ""]
+    if run.get("description"):
+        out += [run["description"], ""]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(cells) + " |" for cells in body]
+    out += ["", "## How each number was obtained", ""]
+    for r in rows:
+        out.append(f"- **{r.tag}** (`{r.file}`): accuracy: {r.accuracy_method}; timing: {r.timing_method}")
+    notes = _notes(run)
+    if notes:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    host = run.get("host", {})
+    if host:
+        out += ["", f"Host: {host.get('cpu', '?')}, {host.get('cpu_count', '?')} CPUs. "
+                f"Generated {run.get('generated', '')}."]
+    return "\n".join(out) + "\n"
+
+
+def to_html(run: dict, rows: list[Row], png_name: str | None) -> str:
+    head, body = table_rows(rows)
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>optim report: {esc(str(run.get('recipe', '')))}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
+        "td:first-child,td:nth-child(2),th{text-align:left}.fail{color:#b00}</style></head><body>",
+        f"<h1>optim report: {esc(str(run.get('recipe', '')))}</h1>",
+    ]
+    for n in _notes(run):
+        parts.append(f"<p><b>Note:</b> {esc(n)}</p>")
+    parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
+    for cells in body:
+        cls = " class='fail'" if cells[-1].startswith("FAILED") else ""
+        parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    parts.append("</table><h2>How each number was obtained</h2><ul>")
+    for r in rows:
+        parts.append(f"<li><b>{esc(r.tag)}</b> ({esc(r.file)}): accuracy: {esc(r.accuracy_method)}; "
+                     f"timing: {esc(r.timing_method)}</li>")
+    parts.append("</ul>")
+    if png_name:
+        parts.append(f"<img src='{esc(png_name)}' alt='accuracy vs throughput' width='640'>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def plot(run: dict, rows: list[Row], out: Path) -> bool:
+    """Accuracy (top-1, else top-1 agreement) against throughput; False if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    use_top1 = any(r.top1 is not None for r in rows)
+    pts = [(r.throughput, r.top1 if use_top1 else r.top1_agreement, r.tag) for r in rows]
+    pts = [p for p in pts if p[0] is not None and p[1] is not None]
+    if not pts:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for x, y, tag in pts:
+        ax.scatter([x], [y], s=40)
+        ax.annotate(tag, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    front, best = [], float("-inf")
+    for x, y, _ in sorted(pts, key=lambda p: -p[0]):
+        if y > best:
+            front.append((x, y))
+            best = y
+    if len(front) > 1:
+        ax.plot(*zip(*sorted(front)), "--", color="grey", lw=1, label="Pareto front")
+        ax.legend(loc="lower left", fontsize=8)
+    tb = next((r.throughput_batch for r in rows if r.throughput_batch), "?")
+    ax.set_xlabel(f"throughput at batch {tb} (samples/s, measured on this host's backend)")
+    ax.set_ylabel("task top-1 (%)" if use_top1 else "top-1 agreement with FP32 (%)")
+    title = f"{run.get('recipe', '')}: accuracy vs speed per precision"
+    if run.get("accuracy_meaningful") is False:
+        title += "\n(accuracy NOT meaningful: untrained weights)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
+
+
+def write_report(run_dir: Path) -> dict[str, Path]:
+    run_dir = Path(run_dir)
+    run, rows = collect(run_dir)
+    paths = {k: run_dir / f"report.{k}" for k in ("md", "html", "json", "png")}
+    have_png = plot(run, rows, paths["png"])
+    if not have_png:
+        paths.pop("png")
+    write_text(paths["md"], to_markdown(run, rows))
+    write_text(paths["html"], to_html(run, rows, paths["png"].name if have_png else None))
+    write_json(paths["json"], {
+        "recipe": run.get("recipe"), "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "accuracy_meaningful": run.get("accuracy_meaningful", True), "notes": _notes(run),
+        "host": run.get("host", {}), "tools": run.get("tools", {}),
+        "rows": [asdict(r) for r in rows],
+    })
+    return paths

@@ -1,0 +1,107 @@
+"""Check stage: metrics on hand-made arrays, gates, and a real candidate vs reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from optim.check import (
+    CheckResult, apply_gates, check_candidate, output_deltas, raise_on_failures, topk_accuracy,
+)
+from optim.errors import DataError, GateError
+from optim.quantize import quantize_onnx
+from optim.recipe import CheckSettings, Gates, QuantizeSettings
+
+
+def test_output_deltas_by_hand():
+    ref = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], np.float32)
+    got = np.array([[1.0, 0.5, 0.0], [0.0, 0.0, 3.0]], np.float32)
+    d = output_deltas(ref, got)
+    assert d["max_abs_error"] == pytest.approx(3.0)
+    assert d["mean_abs_error"] == pytest.approx((0.5 + 2 + 3) / 6)
+    cos0 = 1 / np.sqrt(1.25)
+    assert d["cosine"] == pytest.approx((cos0 + 0.0) / 2)
+    assert d["min_cosine"] == pytest.approx(0.0)
+    assert d["top1_agreement"] == pytest.approx(50.0)
+
+
+def test_output_deltas_shape_mismatch():
+    with pytest.raises(DataError, match="shape"):
+        output_deltas(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_topk_accuracy_by_hand():
+    logits = np.array([[0.1, 0.9, 0.0, 0, 0, 0], [0.9, 0.1, 0.0, 0, 0, 0.5]], np.float32)
+    acc = topk_accuracy(logits, np.array([1, 5]))
+    assert acc["top1"] == pytest.approx(50.0)
+    assert acc["top5"] == pytest.approx(100.0)
+    with pytest.raises(DataError, match="does not fit 6 classes"):
+        topk_accuracy(logits, np.array([1, 6]))
+
+
+def _result(top1_delta=-0.5, cosine=0.995, agree=99.0, max_abs=0.2, with_acc=True) -> CheckResult:
+    acc = {"top1": 90 + top1_delta, "top5": 99, "reference_top1": 90, "reference_top5": 99,
+           "top1_delta": top1_delta, "top5_delta": 0} if with_acc else None
+    outs = {"logits": {"max_abs_error": max_abs, "mean_abs_error": 0.01, "cosine": cosine,
+                       "min_cosine": cosine, "top1_agreement": agree}}
+    return CheckResult("int8-tensorrt", "c.onnx", "r.onnx", 100, "m", "m", outs, acc)
+
+
+def test_gates_pass_and_fail_with_values_and_limits():
+    r = _result()
+    r.gates = apply_gates(r, Gates(max_top1_drop=1.0, min_cosine=0.999, min_top1_agreement=98,
+                                   max_abs_error=0.1))
+    by = {g.gate: g for g in r.gates}
+    assert by["max_top1_drop"].passed and by["max_top1_drop"].value == pytest.approx(0.5)
+    assert not by["min_cosine"].passed and by["min_cosine"].limit == 0.999
+    assert by["min_top1_agreement"].passed
+    assert not by["max_abs_error"].passed
+    assert not r.passed
+    with pytest.raises(GateError) as exc:
+        raise_on_failures([r])
+    msg = str(exc.value)
+    assert "min_cosine" in msg and "int8-tensorrt" in msg and "0.995" in msg and "0.999" in msg
+    assert "+1 more" in msg
+    assert GateError.exit_code != 0
+
+
+def test_no_gates_no_failure():
+    r = _result()
+    r.gates = apply_gates(r, Gates())
+    assert r.gates == [] and r.passed
+    raise_on_failures([r])
+
+
+def test_top1_gate_needs_labels():
+    with pytest.raises(DataError, match="labelled"):
+        apply_gates(_result(with_acc=False), Gates(max_top1_drop=1.0))
+
+
+def test_result_json_round_trip():
+    r = _result()
+    r.gates = apply_gates(r, Gates(min_cosine=0.9))
+    back = CheckResult.from_dict(r.as_dict())
+    assert back == r and back.as_dict()["passed"] is True
+
+
+def test_check_candidate_end_to_end(tmp_path, tiny_onnx, calib_x, eval_xy):
+    x, y = eval_xy
+    cand = tmp_path / "int8.onnx"
+    quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", method="max"), cand, calib_x)
+    res = check_candidate(cand, tiny_onnx, x, y, CheckSettings(batch_size=16),
+                          Gates(max_top1_drop=50.0, min_cosine=0.9), tag="int8")
+    assert res.samples == len(x)
+    assert res.accuracy["reference_top1"] == pytest.approx(100.0)  # labels are FP32's predictions
+    assert res.accuracy["top1_delta"] == pytest.approx(res.accuracy["top1"] - 100.0)
+    d = res.outputs["logits"]
+    assert 0 < d["max_abs_error"] and 0.9 < d["cosine"] <= 1.0 + 1e-9
+    assert res.passed and [g.gate for g in res.gates] == ["max_top1_drop", "min_cosine"]
+    strict = check_candidate(cand, tiny_onnx, x, y, CheckSettings(batch_size=16),
+                             Gates(max_abs_error=0.0), tag="int8")
+    assert not strict.passed
+
+
+def test_check_identical_model_is_exact(tiny_onnx, eval_xy):
+    x, y = eval_xy
+    res = check_candidate(tiny_onnx, tiny_onnx, x, y, CheckSettings(), Gates(max_abs_error=0.0))
+    assert res.outputs["logits"]["max_abs_error"] == 0.0 and res.passed

@@ -1,0 +1,95 @@
+"""`optim run` on the bundled default recipe, on a reduced subset of the real test set."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from optim.artifacts import sha256_file
+from tests.conftest import REPO
+from tests.test_cli import assert_one_line_error, optim
+
+pytestmark = pytest.mark.slow
+WEIGHTS = REPO / "optim/sources/weights/fashion_resnet.safetensors"
+TAGS = ["fp32", "int8-tensorrt", "int8-onnxruntime", "fp8-tensorrt", "fp16", "bf16"]
+REDUCED = ["--eval-samples", "300", "--calib-samples", "64", "--bench-iterations", "3"]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts")
+    p = optim("run", "recipes/fashion_resnet.yaml", "--out-root", out, *REDUCED)
+    return out / "fashion_resnet", p
+
+
+def test_default_recipe_runs_end_to_end(default_run):
+    run_dir, p = default_run
+    assert p.returncode == 0, p.stderr[-3000:]
+    for t in TAGS:
+        assert (run_dir / f"model.{t}.onnx").is_file()
+    for ext in ("md", "html", "json", "png"):
+        assert (run_dir / f"report.{ext}").is_file()
+    assert "skipped build (TensorRT engines)" in p.stderr
+    assert "| precision | target |" in p.stdout  # the table is printed for CI logs
+
+
+def test_manifest_hashes_match_files(default_run):
+    run_dir, _ = default_run
+    m = json.loads((run_dir / "manifest.json").read_text())
+    assert m["target_gpu"].startswith("h100") and m["tools"]["onnxruntime"]
+    assert m["host"]["cpu_count"] >= 1
+    names = set(m["artifacts"])
+    assert set(TAGS) <= names and {f"check/{t}" for t in TAGS} <= names
+    for rec in m["artifacts"].values():
+        assert sha256_file(run_dir / rec["path"]) == rec["sha256"], rec["path"]
+    assert m["artifacts"]["int8-tensorrt"]["parents"] == ["fp32"]
+    assert m["artifacts"]["int8-tensorrt"]["settings"]["method"] == "entropy"
+    assert not list(run_dir.rglob(".*partial*"))
+
+
+def test_report_has_real_accuracy_and_timings(default_run):
+    run_dir, _ = default_run
+    rep = json.loads((run_dir / "report.json").read_text())
+    rows = {r["tag"]: r for r in rep["rows"]}
+    assert set(rows) == set(TAGS) and rep["accuracy_meaningful"] is True
+    assert rows["fp32"]["top1"] > 80.0  # trained weights on real labelled test images
+    for t in TAGS:
+        assert abs(rows[t]["top1_delta"]) < 5.0
+        assert rows[t]["cosine"] > 0.99
+    for t in TAGS[:-1]:
+        assert rows[t]["p50_ms"] > 0 and rows[t]["throughput"] > 0
+    assert rows["bf16"]["throughput"] is None and "not run" in rows["bf16"]["timing_method"]
+    assert "emulated" in rows["bf16"]["accuracy_method"]
+    assert rows["int8-tensorrt"]["coverage"].split("/")[0] != "0"
+
+
+def test_rerun_reuses_every_stage(default_run):
+    run_dir, _ = default_run
+    t0 = time.perf_counter()
+    p = optim("run", "recipes/fashion_resnet.yaml", "--out-root", run_dir.parent, *REDUCED)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stderr.count("cached ") == 1 + 5 + 6 + 6  # export, quantize, check, bench
+    assert "done quantize" not in p.stderr
+    assert time.perf_counter() - t0 < 60
+
+
+def test_failed_gate_exits_nonzero_after_writing_report(tmp_path):
+    text = (REPO / "recipes/fashion_resnet.yaml").read_text().replace("../calib/", f"{REPO}/calib/")
+    text = text.replace("  default: {max_top1_drop: 1.0, min_cosine: 0.99}",
+                        "  default: {max_top1_drop: 1.0, min_cosine: 0.99}\n  int8: {max_abs_error: 0.0}")
+    recipe = tmp_path / "strict.yaml"
+    recipe.write_text(text)
+    p = optim("run", recipe, "--out-root", tmp_path, "--precisions", "int8-onnxruntime",
+              "--eval-samples", "100", "--calib-samples", "32", "--bench-iterations", "1")
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert p.returncode == 3 and len(lines) == 1
+    assert "max_abs_error" in lines[0] and "int8-onnxruntime" in lines[0]
+    assert (tmp_path / "fashion_resnet/report.md").is_file()
+    assert "FAILED: max_abs_error" in (tmp_path / "fashion_resnet/report.md").read_text()
+
+
+def test_unknown_precision_override(tmp_path):
+    p = optim("run", "recipes/fashion_resnet.yaml", "--out-root", tmp_path, "--precisions", "int4")
+    assert_one_line_error(p, 2, "int4")

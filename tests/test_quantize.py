@@ -1,0 +1,108 @@
+"""Quantize stage on a tiny CNN built in code: every precision and both placements."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from optim.errors import ModelError, QuantizeError
+from optim.onnx_tools import has_bfloat16, has_float8, load_onnx, quant_coverage
+from optim.quantize import quantize_onnx
+from optim.recipe import QuantizeSettings
+from optim.runners import open_runner
+
+
+def _outputs(path, x):
+    with open_runner(path) as r:
+        return r.infer({"input": x})["logits"]
+
+
+@pytest.mark.parametrize("precision,target,dtype", [
+    ("int8", "tensorrt", "int8"),
+    ("int8", "onnxruntime", "uint8"),
+    ("fp8", "tensorrt", "float8e4m3fn"),
+])
+def test_ptq_quantizes_and_stays_close(tmp_path, tiny_onnx, calib_x, precision, target, dtype):
+    out = tmp_path / "q.onnx"
+    rep = quantize_onnx(tiny_onnx, QuantizeSettings(precision=precision, target=target, method="max"),
+                        out, calib_x)
+    model = load_onnx(out)
+    cov = quant_coverage(model)
+    assert cov.quantized >= 2 and cov.eligible == 4  # FP8 skips the 3-channel first conv
+    assert dtype in cov.qdq_dtypes
+    assert rep.coverage["quantized"] == cov.quantized and rep.calibration_samples == len(calib_x)
+    ref, got = _outputs(tiny_onnx, calib_x), _outputs(out, calib_x)
+    assert not np.array_equal(ref, got), "quantization changed nothing"
+    cos = (ref * got).sum() / np.linalg.norm(ref) / np.linalg.norm(got)
+    assert cos > 0.98
+
+
+def test_tensorrt_placement_keeps_fp32_outside_quantized_ops(tmp_path, tiny_onnx, calib_x):
+    out = tmp_path / "q.onnx"
+    quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", method="max"), out, calib_x)
+    inits = load_onnx(out).graph.initializer
+    assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in inits)
+
+
+def test_exclusions_are_respected(tmp_path, tiny_onnx, calib_x):
+    conv_names = [n.name for n in load_onnx(tiny_onnx).graph.node if n.op_type == "Conv"]
+    out = tmp_path / "q.onnx"
+    quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", method="max",
+                                              exclude_nodes=(conv_names[0],)), out, calib_x)
+    g = load_onnx(out).graph
+    dq_out = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    first = next(n for n in g.node if n.name == conv_names[0])
+    assert not any(i in dq_out for i in first.input)
+    assert quant_coverage(load_onnx(out)).quantized >= 1
+
+
+@pytest.mark.parametrize("precision,check", [("fp16", None), ("bf16", has_bfloat16)])
+def test_float_conversions(tmp_path, tiny_onnx, calib_x, precision, check):
+    out = tmp_path / f"{precision}.onnx"
+    rep = quantize_onnx(tiny_onnx, QuantizeSettings(precision=precision), out)
+    model = load_onnx(out, check=False)
+    want = onnx.TensorProto.FLOAT16 if precision == "fp16" else onnx.TensorProto.BFLOAT16
+    assert any(i.data_type == want for i in model.graph.initializer)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # io kept fp32
+    assert rep.coverage is None and rep.calibration_samples == 0
+    ref, got = _outputs(tiny_onnx, calib_x), _outputs(out, calib_x)
+    tol = 2e-2 if precision == "bf16" else 2e-3
+    assert np.abs(ref - got).max() < tol * max(1.0, np.abs(ref).max())
+    assert not np.array_equal(ref, got)
+
+
+def test_fp8_model_is_marked_float8(tmp_path, tiny_onnx, calib_x):
+    out = tmp_path / "fp8.onnx"
+    quantize_onnx(tiny_onnx, QuantizeSettings(precision="fp8", method="max"), out, calib_x)
+    assert has_float8(load_onnx(out, check=False))
+
+
+@pytest.mark.parametrize("settings,calib,fragment", [
+    (dict(precision="fp8", target="onnxruntime"), True, "INT8 only"),
+    (dict(precision="int8", method="percentile"), True, "'max' or 'entropy'"),
+    (dict(precision="int8"), False, "needs calibration data"),
+    (dict(precision="fp32"), False, "reference"),
+])
+def test_refusals_leave_no_file(tmp_path, tiny_onnx, calib_x, settings, calib, fragment):
+    out = tmp_path / "q.onnx"
+    with pytest.raises(QuantizeError, match=fragment):
+        quantize_onnx(tiny_onnx, QuantizeSettings(**settings), out, calib_x if calib else None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_percentile_calibration_for_onnxruntime_target(tmp_path, tiny_onnx, calib_x):
+    out = tmp_path / "q.onnx"
+    rep = quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", target="onnxruntime",
+                                                    method="percentile", percentile=99.9), out, calib_x)
+    assert rep.method == "percentile" and out.is_file()
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx file at all", None])
+def test_corrupt_or_truncated_onnx(tmp_path, tiny_onnx, calib_x, content):
+    bad = tmp_path / "bad.onnx"
+    data = tiny_onnx.read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if content is None else content)
+    with pytest.raises(ModelError, match="bad.onnx"):
+        quantize_onnx(bad, QuantizeSettings(precision="int8"), tmp_path / "q.onnx", calib_x)
+    assert not (tmp_path / "q.onnx").exists()
