@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from optim import data as data_mod
 from optim.artifacts import RunDir, host_info, sha256_file, sha256_json, tool_versions, write_json
 from optim.bench import bench_model
 from optim.check import CheckResult, apply_gates, output_deltas, raise_on_failures, run_model, topk_accuracy
-from optim.console import info, skipped
+from optim.console import console, info, skipped
 from optim.recipe import QuantizeSettings, Recipe
 from optim.report import write_report
 from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
@@ -93,6 +94,7 @@ class Pipeline:
             info(f"export verified vs PyTorch at batches {rep.verify_batches}: max abs error "
                  f"{rep.max_abs_error:.3g}, max rel error {rep.max_rel_error:.3g}")
             write_json(self.rd.path("export.json"), {**rep.as_dict(), "path": FP32})
+            self.rd.record("export", "export.json", "export", parents=["fp32"])
             return {**r.export.model_dump(mode="json"), "source": r.model.source,
                     "weights": str(r.model.weights or weights)}
 
@@ -108,13 +110,15 @@ class Pipeline:
         def make(path: Path) -> dict[str, Any]:
             from optim.quantize import quantize_onnx
 
-            rep = quantize_onnx(self.rd.path(FP32), qs, path, calib if needs_calib else None)
+            with console.status(f"quantize {qs.tag} ..."):
+                rep = quantize_onnx(self.rd.path(FP32), qs, path, calib if needs_calib else None)
             rep.path = rel
             if rep.coverage:
                 cov = rep.coverage
                 info(f"{qs.tag}: {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul nodes quantized "
                      f"({', '.join(cov['qdq_dtypes'])})")
             write_json(self.rd.path(f"quantize/{qs.tag}.json"), rep.as_dict())
+            self.rd.record(f"quantize/{qs.tag}", f"quantize/{qs.tag}.json", "quantize", parents=[qs.tag])
             return qs.model_dump(mode="json")
 
         return self._stage(qs.tag, rel, "quantize", key, make, parents=["fp32"])
@@ -153,7 +157,7 @@ class Pipeline:
             return {"gates": gates.model_dump(mode="json"), **r.check.model_dump(mode="json")}
 
         self._stage(f"check/{tag}", out, "check", key, make, parents=[tag, "fp32"])
-        res = CheckResult.from_dict(__import__("json").loads(self.rd.path(out).read_text()))
+        res = CheckResult.from_dict(json.loads(self.rd.path(out).read_text()))
         self._say_check(res)
         return res
 

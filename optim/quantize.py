@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -164,8 +165,17 @@ def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
             try:
                 return pool.submit(_worker, src, s, out, calib, log).result()
             except QuantizeError as exc:
-                exc.detail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+                exc.detail = _tail(log)
                 raise
+            except BrokenProcessPool:
+                err = QuantizeError(f"the {s.tag} quantization worker died (out of memory?); "
+                                    "rerun with --debug to see its log")
+                err.detail = _tail(log)
+                raise err from None
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-4000:] if log.exists() else ""
 
 
 def _worker(src: Path, s: QuantizeSettings, out: Path, calib: np.ndarray | None,

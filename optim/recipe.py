@@ -123,16 +123,21 @@ class ExportSettings(Strict):
     seed: int = 0
 
 
-class QuantizeSettings(Strict):
-    """One quantization or conversion of the FP32 model."""
+class QuantizeOptions(Strict):
+    """Quantization options shared by every precision of a recipe (its ``quantize`` key)."""
 
-    precision: Precision
-    target: Target = "tensorrt"
     method: CalibMethod = "entropy"
     percentile: float = Field(default=99.999, gt=0, le=100)
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     high_precision: Literal["fp32", "fp16"] = "fp32"
+
+
+class QuantizeSettings(QuantizeOptions):
+    """One quantization or conversion of the FP32 model."""
+
+    precision: Precision
+    target: Target = "tensorrt"
 
     @property
     def tag(self) -> str:
@@ -186,7 +191,7 @@ class Recipe(Strict):
     calibration: CalibrationSettings
     evaluation: EvaluationSettings
     precisions: tuple[Candidate, ...]
-    quantize: QuantizeSettings | None = None  # shared options; precision/target come from `precisions`
+    quantize: QuantizeOptions = QuantizeOptions()
     check: CheckSettings = CheckSettings()
     gates: dict[str, Gates] = Field(default_factory=dict, description="per precision tag, or 'default'")
     bench: BenchSettings = BenchSettings()
@@ -196,13 +201,6 @@ class Recipe(Strict):
     def _short_form(cls, v: Any) -> Any:
         if isinstance(v, list):
             return [{"precision": x} if isinstance(x, str) else x for x in v]
-        return v
-
-    @field_validator("quantize", mode="before")
-    @classmethod
-    def _placeholder_precision(cls, v: Any) -> Any:
-        if isinstance(v, dict) and "precision" not in v:
-            return {**v, "precision": "int8"}
         return v
 
     @model_validator(mode="after")
@@ -218,8 +216,7 @@ class Recipe(Strict):
         return self
 
     def settings_for(self, c: Candidate) -> QuantizeSettings:
-        base = self.quantize or QuantizeSettings(precision=c.precision)
-        return base.model_copy(update={"precision": c.precision, "target": c.target})
+        return QuantizeSettings(**self.quantize.model_dump(), precision=c.precision, target=c.target)
 
     def gates_for(self, tag: str) -> Gates:
         precision = tag.split("-")[0]

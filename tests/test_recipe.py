@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from optim.errors import RecipeError
-from optim.recipe import BatchRange, Candidate, DataSpec, Gates, InputSpec, Preprocess, Recipe, \
-    load_data_spec, load_recipe
+from optim.recipe import (
+    BatchRange, Candidate, DataSpec, Gates, InputSpec, Preprocess, QuantizeOptions, Recipe,
+    load_data_spec, load_recipe,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
@@ -99,7 +101,7 @@ def test_minimal_recipe_defaults(tmp_path):
     assert r.preprocess == Preprocess()
     assert [c.precision for c in r.precisions] == ["fp32", "int8"]
     assert r.precisions[1].target == "tensorrt"
-    assert r.quantize is None and r.gates == {}
+    assert r.quantize == QuantizeOptions() and r.gates == {}
 
 
 # --------------------------------------------------------------------------- unknown keys
@@ -355,7 +357,11 @@ def test_settings_for_carries_shared_quantize_options(tmp_path):
         assert s.high_precision == "fp16"
     assert (int8.precision, int8.target, int8.tag) == ("int8", "onnxruntime", "int8-onnxruntime")
     assert (fp8.precision, fp8.target, fp8.tag) == ("fp8", "tensorrt", "fp8-tensorrt")
-    assert r.quantize.precision == "int8"  # placeholder; never used as such
+
+
+def test_precision_under_quantize_is_an_unknown_key(tmp_path):
+    with pytest.raises(RecipeError, match="unknown key 'precision' at quantize.precision"):
+        load_recipe(write(tmp_path, variant(quantize={"precision": "fp8"})))
 
 
 def test_settings_for_without_quantize_uses_defaults(tmp_path):
