@@ -132,10 +132,11 @@ def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             "size KB", "Q/DQ coverage", "gates"]
     body = []
     for r in rows:
-        delta = None if r.top1_delta is None else r.top1_delta
+        # checked, but the data had no labels: say so rather than "not run"
+        acc = (lambda v, nd=2: "no labels" if v is None else _fmt(v, nd)) if r.cosine is not None else _fmt
+        delta = None if r.top1_delta is None else f"{r.top1_delta:+.2f}"
         body.append([
-            r.precision, r.target, _fmt(r.top1), "+0.00" if r.tag == "fp32" and r.top1 is not None
-            else (NOT_RUN if delta is None else f"{delta:+.2f}"), _fmt(r.top5),
+            r.precision, r.target, acc(r.top1), delta or acc(None), acc(r.top5),
             _fmt(r.cosine, 5), _fmt(r.top1_agreement), _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3),
             _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2), _fmt(None if r.size_bytes is None
                                                                     else r.size_bytes / 1024, 1),

@@ -90,6 +90,16 @@ def test_untrained_weights_are_flagged(run_dir):
     assert json.loads(paths["json"].read_text())["accuracy_meaningful"] is False
 
 
+def test_unlabelled_data_says_no_labels(run_dir):
+    for t in ("fp32", "int8-tensorrt", "bf16"):
+        p = run_dir / f"check/{t}.json"
+        d = json.loads(p.read_text())
+        d["accuracy"] = None
+        p.write_text(json.dumps(d))
+    md = write_report(run_dir)["md"].read_text()
+    assert "| fp32 | reference | no labels | no labels | no labels | 1.00000 |" in md
+
+
 def test_empty_or_missing_run_dir(tmp_path):
     with pytest.raises(InputError, match="not found"):
         collect(tmp_path / "nope")
