@@ -93,3 +93,32 @@ def test_failed_gate_exits_nonzero_after_writing_report(tmp_path):
 def test_unknown_precision_override(tmp_path):
     p = optim("run", "recipes/fashion_resnet.yaml", "--out-root", tmp_path, "--precisions", "int4")
     assert_one_line_error(p, 2, "int4")
+
+
+def test_force_redoes_cached_stages(default_run):
+    run_dir, _ = default_run
+    p = optim("run", "recipes/fashion_resnet.yaml", "--out-root", run_dir.parent, *REDUCED,
+              "--precisions", "fp16", "--force")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "cached " not in p.stderr
+    assert "done export fp32" in p.stderr and "done quantize fp16" in p.stderr
+
+
+def test_random_weights_report_says_accuracy_is_not_meaningful(tmp_path):
+    recipe = tmp_path / "r18.yaml"
+    recipe.write_text("""
+name: r18
+model: {source: "torchvision:resnet18"}
+input: {shape: [3, 32, 32], batch: {min: 1, opt: 1, max: 8}}
+export: {output_names: [logits], verify_batches: [1, 2], atol: 1.0e-3}
+calibration: {data: {kind: synthetic, count: 8}, samples: 8}
+evaluation: {data: {kind: synthetic, count: 8, seed: 3}}
+precisions: [fp32, fp16]
+bench: {batch_sizes: [1, 2], warmup: 1, iterations: 2}
+""")
+    p = optim("run", recipe, "--out-root", tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    md = (tmp_path / "r18/report.md").read_text()
+    assert "ACCURACY COLUMNS ARE NOT MEANINGFUL" in md and "random weights" in md
+    assert "| fp32 | reference | no labels |" in md
+    assert json.loads((tmp_path / "r18/report.json").read_text())["accuracy_meaningful"] is False
