@@ -36,8 +36,16 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def deactivate(self) -> None:  # noqa: B027 - optional hook
-        pass
+    #: the backend's loaded model while active (an ORT session, a TensorRT engine session)
+    session = None
+
+    def deactivate(self) -> None:
+        self.session = None
+
+    def _sess(self):
+        if self.session is None:
+            raise RuntimeError("runner used outside activate()/deactivate()")
+        return self.session
 
     @property
     @abc.abstractmethod

@@ -1,8 +1,9 @@
-"""ONNX Runtime backend (CPU execution provider; GPU providers arrive with the GPU work)."""
+"""ONNX Runtime backend on the CPU execution provider (GPU providers: ``optim.runners.ort_gpu``)."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def default_threads() -> int:
 
 class OrtRunner(Runner):
     name = "onnxruntime-cpu"
+    providers: list = ["CPUExecutionProvider"]
 
     def __init__(self, model: Path | bytes, *, threads: int | None = None,
                  optimization: str = "all", label: str | None = None) -> None:
@@ -43,18 +45,10 @@ class OrtRunner(Runner):
         so.log_severity_level = 3
         src = str(self.model) if isinstance(self.model, Path) else self.model
         try:
-            self.session = ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(src, sess_options=so, providers=self.providers)
         except Exception as exc:  # ORT raises its own exception types
             first = str(exc).strip().splitlines()[0][:300]
             raise ModelError(f"ONNX Runtime cannot load {self.label}: {first}") from None
-
-    def deactivate(self) -> None:
-        self.session = None
-
-    def _sess(self):
-        if self.session is None:
-            raise RuntimeError("runner used outside activate()/deactivate()")
-        return self.session
 
     @property
     def input_names(self) -> list[str]:
@@ -68,3 +62,19 @@ class OrtRunner(Runner):
         sess = self._sess()
         outs = sess.run(None, dict(feeds))
         return {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), outs)}
+
+    def measure(self, batch: int, warmup: int, iterations: int) -> list[float]:
+        """Seconds per ``infer`` of one random batch (host arrays in and out)."""
+        inp = self._sess().get_inputs()[0]
+        shape = inp.shape[1:]
+        if not all(isinstance(d, int) and d > 0 for d in shape):
+            raise ModelError(f"{self.label}: input '{inp.name}' has non-fixed sizes {list(shape)} besides batch")
+        x = {inp.name: np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)}
+        for _ in range(warmup):
+            self.infer(x)
+        times = []
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            self.infer(x)
+            times.append(time.perf_counter() - t0)
+        return times

@@ -1,0 +1,234 @@
+"""Stage: ONNX -> TensorRT engine (``.plan``) for a target GPU, with a manifest and per-layer JSON.
+
+``plan_engine`` decides, in plain code, how a model is built: INT8/FP8 Q/DQ and
+FP16/BF16 AutoCast models become strongly typed networks (their types are the
+precision; no precision flag is set), an FP32 model is strongly typed FP32 (TF32 on
+or off), and FP16/BF16 from an FP32 model use the FP16/BF16 builder flag (weakly
+typed). One optimization profile spans the recipe's batch min/opt/max.
+``engine_from_onnx`` carries the plan out through ``optim.tensorrt_api`` and writes,
+beside the engine::
+
+    ENGINE.plan.json      the manifest: TensorRT version, GPU, compute capability, CUDA,
+                          driver, every build setting, the plan, plugin and ONNX hashes
+    ENGINE.layers.json    the engine inspector's per-layer JSON (names, formats, tactics)
+
+and updates the timing cache file, so the next build on the same GPU and TensorRT
+reuses its timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from optim import __version__
+from optim.artifacts import atomic_path, sha256_file, write_json, write_text
+from optim.engine_compat import manifest_path, target, target_problem
+from optim.errors import BackendUnavailable, InputError, ModelError
+from optim.machine import Gpu, Machine, cuda_gpus, driver_version, gpu_missing
+from optim.onnx_tools import TensorInfo, graph_inputs, has_float8, load_onnx, tensor_types
+from optim.recipe import BatchRange, BuildSettings
+
+HW_LEVELS = {"none": "NONE", "ampere_plus": "AMPERE_PLUS"}
+
+
+@dataclass(frozen=True)
+class Profile:
+    input: str
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """Everything that decides what TensorRT builds (the manifest records it whole)."""
+
+    precision: str
+    strongly_typed: bool
+    flags_on: tuple[str, ...]
+    flags_off: tuple[str, ...]
+    optimization_level: int
+    workspace_bytes: int | None
+    hardware_compatibility: str  # HardwareCompatibilityLevel member name
+    version_compatible: bool
+    profile: Profile
+    plugins: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def onnx_precision(model: onnx.ModelProto) -> str:
+    """What a model computes in, read from its graph: fp8/int8 Q/DQ, bf16/fp16 types, else fp32."""
+    if has_float8(model):
+        return "fp8"
+    if {"QuantizeLinear", "DequantizeLinear"} & {n.op_type for n in model.graph.node}:
+        return "int8"
+    types = tensor_types(model)
+    if onnx.TensorProto.BFLOAT16 in types:
+        return "bf16"
+    if onnx.TensorProto.FLOAT16 in types:
+        return "fp16"
+    return "fp32"
+
+
+def profile_for(inputs: list[TensorInfo], batch: BatchRange, sample_shape: tuple[int, ...] | None = None,
+                where: str = "model") -> Profile:
+    """min/opt/max shapes of the single input from a batch range (a fixed ONNX batch wins)."""
+    if len(inputs) != 1:
+        raise ModelError(f"{where} has {len(inputs)} inputs; optim builds single-input models")
+    inp = inputs[0]
+    first, rest = inp.shape[0] if inp.shape else None, inp.shape[1:]
+    if not rest or not all(isinstance(d, int) and d > 0 for d in rest):
+        raise ModelError(f"{where}: input '{inp.name}' has non-fixed sizes {list(rest)} besides the batch axis")
+    if sample_shape is not None and tuple(sample_shape) != tuple(rest):
+        raise InputError(f"{where}: input '{inp.name}' is {list(rest)} per sample, the recipe says "
+                         f"{list(sample_shape)}")
+    note = ""
+    if isinstance(first, int) and first > 0:
+        sizes = (first, first, first)
+        if (batch.min, batch.opt, batch.max) != sizes:
+            note = f"the ONNX input has a fixed batch of {first}, so the profile is {first}/{first}/{first}"
+    else:
+        sizes = (batch.min, batch.opt, batch.max)
+    mk = lambda b: (b, *[int(d) for d in rest])  # noqa: E731
+    return Profile(inp.name, mk(sizes[0]), mk(sizes[1]), mk(sizes[2]), note)
+
+
+def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, profile: Profile) -> EnginePlan:
+    """How to build a model whose graph computes in ``model_precision`` as a ``requested`` engine."""
+    want = requested or model_precision
+    on: list[str] = []
+    if model_precision != "fp32":
+        if want != model_precision:
+            raise InputError(f"the model already computes in {model_precision} (from its graph); "
+                             f"--precision {want} applies to FP32 models only")
+        typed = True
+    elif want == "fp32":
+        typed = True
+    elif want in ("fp16", "bf16"):
+        typed, on = False, [want.upper()]  # weakly typed: TensorRT picks per layer
+    else:
+        raise InputError(f"{want} engines are built from Q/DQ models: run `optim quantize --precision {want}` "
+                         "first (TensorRT deprecated implicit INT8 calibration)")
+    off: list[str] = []
+    (on if s.tf32 else off).append("TF32")  # TF32 is on by default in TensorRT
+    if s.version_compatible:
+        on.append("VERSION_COMPATIBLE")
+    return EnginePlan(
+        precision=want, strongly_typed=typed, flags_on=tuple(on), flags_off=tuple(off),
+        optimization_level=s.optimization_level,
+        workspace_bytes=s.workspace_mib * (1 << 20) if s.workspace_mib else None,
+        hardware_compatibility=HW_LEVELS[s.hardware_compatibility], version_compatible=s.version_compatible,
+        profile=profile, plugins=tuple(str(p) for p in s.plugins),
+    )
+
+
+_SKIP_LAYERS = {"Reformat", "NoOp", "Shuffle", "Constant", "Identity"}
+
+
+def _precision_of(fmt: str) -> str:
+    f = fmt.lower()
+    for tokens, name in ((("int8",), "INT8"), (("fp8", "e4m3"), "FP8"), (("bf16", "bfloat"), "BF16"),
+                         (("fp16", "half"), "FP16"), (("fp32", "float"), "FP32")):
+        if any(t in f for t in tokens):
+            return name
+    return "other"
+
+
+def layer_summary(info: str) -> dict[str, Any]:
+    """Count compute layers by the precision of their first input (Reformat/NoOp/... left out)."""
+    try:
+        data = json.loads(info)
+    except ValueError:
+        return {"compute_layers": None, "note": "the inspector output is not JSON"}
+    counts: Counter[str] = Counter()
+    for layer in data.get("Layers", []) if isinstance(data, dict) else []:
+        if not isinstance(layer, dict):  # names only: built without DETAILED verbosity
+            counts["unknown"] += 1
+            continue
+        if layer.get("LayerType") in _SKIP_LAYERS:
+            continue
+        ins = layer.get("Inputs") or [{}]
+        counts[_precision_of(str(ins[0].get("Format/Datatype", "")) if isinstance(ins[0], dict) else "")] += 1
+    return {"compute_layers": sum(counts.values()), "by_input_precision": dict(sorted(counts.items())),
+            "how": "first input's Format/Datatype of each layer in the inspector JSON; "
+                   "Reformat/NoOp/Shuffle/Constant/Identity layers left out"}
+
+
+@dataclass
+class BuildReport:
+    engine: str
+    manifest: dict[str, Any]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: str = "h100", *,
+                     batch: BatchRange = BatchRange(), sample_shape: tuple[int, ...] | None = None,
+                     precision: str | None = None, timing_cache: Path | None = None,
+                     api: Any = None, gpu: Gpu | None = None) -> BuildReport:
+    """Build ``onnx_path`` into the engine ``out`` (plus ``out``.json and the layer JSON beside it)."""
+    t0 = time.perf_counter()
+    onnx_path, out = Path(onnx_path), Path(out)
+    model = load_onnx(onnx_path, check=False)
+    model_precision = onnx_precision(model)
+    profile = profile_for(graph_inputs(model), batch, sample_shape, where=str(onnx_path))
+    plan = plan_engine(model_precision, precision, s, profile)
+    tgt = target(target_key)
+    if api is None:
+        from optim.tensorrt_api import TensorRT
+
+        api = TensorRT.load()
+    torch_cuda, found, cuda_error = cuda_gpus()
+    gpus = [gpu] if gpu else found
+    if not gpus:
+        raise BackendUnavailable(f"cannot build: {gpu_missing(Machine(cuda_error=cuda_error))}")
+    problem = target_problem(tgt, gpus[0], s.hardware_compatibility)
+    if problem:
+        raise BackendUnavailable(f"cannot build for {tgt.name}: {problem}")
+    cache_in = timing_cache.read_bytes() if timing_cache and s.timing_cache and timing_cache.is_file() else b""
+    data, cache_out, reused = api.build(onnx_path, plan, cache_in)
+    session = api.session(api.deserialize(data, host_code=plan.version_compatible, what=str(out)))
+    session.set_input_shape(profile.input, profile.opt)
+    layers = session.layer_information()
+    layers_path = out.with_name(out.name.removesuffix(".plan") + ".layers.json")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+    write_text(layers_path, layers if layers.endswith("\n") else layers + "\n")
+    if timing_cache and s.timing_cache:
+        with atomic_path(timing_cache) as tmp:
+            tmp.write_bytes(cache_out)
+    g = gpus[0]
+    manifest = {
+        "engine": out.name, "engine_sha256": _sha256(data), "bytes": len(data),
+        "onnx": str(onnx_path), "onnx_sha256": sha256_file(onnx_path), "model_precision": model_precision,
+        "target": tgt.key, "tensorrt": api.version,
+        "gpu": {"name": g.name, "compute_capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}"},
+        "cuda": torch_cuda, "driver": driver_version(),
+        "settings": s.model_dump(mode="json"), "plan": plan.as_dict(),
+        "plugins": [{"path": p, "sha256": sha256_file(Path(p))} for p in plan.plugins],
+        "timing_cache": ({"path": timing_cache.name, "reused": reused} if timing_cache and s.timing_cache else None),
+        "layers": layers_path.name, "layer_summary": layer_summary(layers),
+        "warnings": api.warnings()[:20], "optim": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(manifest_path(out), manifest)
+    notes = [profile.note] if profile.note else []
+    return BuildReport(str(out), manifest, round(time.perf_counter() - t0, 3), notes)

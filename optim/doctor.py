@@ -1,0 +1,115 @@
+"""``optim doctor``: what this machine has, which stages can run here, and how to get what is missing.
+
+``inventory`` and ``stages`` are plain functions of a ``Machine`` record (tests build
+one by hand); ``optim.machine.probe()`` fills it on the real machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from optim.engine_compat import TargetGpu, build_blocker
+from optim.machine import INSTALL, Machine, gpu_missing, ort_conflict, tensorrt_missing
+
+
+@dataclass
+class Item:
+    name: str
+    value: str
+    ok: bool
+    fix: str = ""
+
+
+@dataclass
+class StageStatus:
+    stage: str
+    ok: bool
+    why: str = ""
+
+
+def _pkg(m: Machine, name: str) -> str | None:
+    return m.packages.get(name)
+
+
+def inventory(m: Machine) -> list[Item]:
+    conflict = ort_conflict(m)
+    ort = _pkg(m, "onnxruntime-gpu") or _pkg(m, "onnxruntime")
+    gpus = "; ".join(f"{g.index}: {g.name}, {g.sm}" + (f", {g.memory_mib} MiB" if g.memory_mib else "")
+                     for g in m.gpus)
+    if not m.plugin_sources:
+        plugins = Item("plugin libraries", "none needed: this checkout has no csrc/", True)
+    elif m.plugin_libraries:
+        plugins = Item("plugin libraries", ", ".join(m.plugin_libraries), True)
+    else:
+        plugins = Item("plugin libraries", "csrc/ is here but no built library under build/ or csrc/build/",
+                       False, "build csrc/ with CMake on a machine with TensorRT (see csrc/)")
+    return [
+        Item("python", m.python, m.python.startswith("3.11"), "" if m.python.startswith("3.11") else "Python 3.11"),
+        Item("torch", f"{_pkg(m, 'torch')} (built for CUDA {m.torch_cuda})" if _pkg(m, "torch") else "not installed",
+             bool(_pkg(m, "torch")), INSTALL["base"]),
+        Item("onnx", _pkg(m, "onnx") or "not installed", bool(_pkg(m, "onnx")), INSTALL["base"]),
+        Item("nvidia-modelopt", _pkg(m, "nvidia-modelopt") or "not installed", bool(_pkg(m, "nvidia-modelopt")),
+             INSTALL["base"]),
+        Item("onnxruntime",
+             ("BROKEN: both onnxruntime and onnxruntime-gpu are installed (they share one folder)" if conflict
+              else f"{ort} ({'onnxruntime-gpu' if _pkg(m, 'onnxruntime-gpu') else 'CPU wheel'}), providers: "
+                   f"{', '.join(m.ort_providers) or 'none'}") if ort else "not installed",
+             bool(ort) and not conflict, INSTALL["ort-conflict"] if conflict else INSTALL["base"]),
+        Item("TensorRT", m.tensorrt or f"not importable ({m.tensorrt_error or 'not installed'})",
+             m.tensorrt is not None, INSTALL["tensorrt"]),
+        Item("CUDA GPU", gpus or f"none ({m.cuda_error or 'not found'})", bool(m.gpus), INSTALL["gpu"]),
+        Item("NVIDIA driver", m.driver or "not found", m.driver is not None, INSTALL["gpu"]),
+        Item("nvcc", m.nvcc or "not found", m.nvcc is not None, INSTALL["nvcc"]),
+        plugins,
+    ]
+
+
+def stages(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> list[StageStatus]:
+    missing = [n for n in ("torch", "onnx", "nvidia-modelopt") if not _pkg(m, n)]
+    if ort_conflict(m):
+        ort_why = "both onnxruntime and onnxruntime-gpu are installed: " + INSTALL["ort-conflict"]
+    elif "CPUExecutionProvider" not in m.ort_providers:
+        ort_why = f"onnxruntime is not installed or has no CPU provider: {INSTALL['base']}"
+    else:
+        ort_why = ""
+    base_missing = [n for n in missing if n != "nvidia-modelopt"]
+    export_why = f"{', '.join(base_missing)} missing: {INSTALL['base']}" if base_missing else ""
+    quant_why = ort_why or (f"nvidia-modelopt missing: {INSTALL['base']}" if "nvidia-modelopt" in missing else "")
+    rows = [
+        StageStatus("export (PyTorch -> ONNX)", not export_why, export_why),
+        StageStatus("quantize (modelopt, ORT)", not quant_why, quant_why),
+        StageStatus("check, bench on CPU (ORT)", not ort_why, ort_why),
+    ]
+    blocker = build_blocker(m, t, hardware_compatibility) or ""
+    rows.append(StageStatus(f"build TensorRT engines for {t.name} ({t.sm})", not blocker, blocker))
+    rows.append(StageStatus("check, bench engines on the GPU", not blocker, blocker))
+    for backend, provider in (("ort-cuda", "CUDAExecutionProvider"), ("ort-tensorrt", "TensorrtExecutionProvider")):
+        why = gpu_missing(m) or ("" if provider in m.ort_providers else
+                                 f"ONNX Runtime has no {provider}: {INSTALL['onnxruntime-gpu']}")
+        if not why and provider == "TensorrtExecutionProvider":
+            why = tensorrt_missing(m) or ""
+        rows.append(StageStatus(f"bench --backend {backend}", not why, why))
+    return rows
+
+
+def render(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> str:
+    items, rows = inventory(m), stages(m, t, hardware_compatibility)
+    w = max(len(i.name) for i in items) + 2
+    out = ["optim doctor: what this machine has", ""]
+    for i in items:
+        out.append(f"  {i.name:<{w}}{i.value}")
+        if not i.ok and i.fix:
+            out.append(f"  {'':<{w}}-> {i.fix}")
+    out += ["", f"Stages (target GPU: {t.name}, {t.sm}):", ""]
+    w = max(len(r.stage) for r in rows) + 2
+    for r in rows:
+        out.append(f"  {r.stage:<{w}}{'yes' if r.ok else 'NO: ' + r.why}")
+    blocker = build_blocker(m, t, hardware_compatibility)
+    out += ["", "optim run here: " + ("every stage, including TensorRT engines and GPU bench" if blocker is None
+                                       else f"CPU stages only; build and GPU bench are skipped ({blocker})")]
+    return "\n".join(out) + "\n"
+
+
+def as_dict(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> dict:
+    return {"machine": m.as_dict(), "items": [asdict(i) for i in inventory(m)],
+            "stages": [asdict(r) for r in stages(m, t, hardware_compatibility)], "target": t.key}

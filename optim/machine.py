@@ -1,0 +1,178 @@
+"""What this machine has for optim: packages, TensorRT, CUDA, GPUs, driver, nvcc, plugin libraries.
+
+``probe()`` looks (it imports TensorRT and asks torch/NVML about GPUs, so it takes a
+second or two); everything that decides from what it found is plain code over the
+``Machine`` record, so tests build that record by hand. Nothing here installs anything:
+``INSTALL`` holds the commands a user runs for each missing piece.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from optim.artifacts import tool_versions
+
+REPO = Path(__file__).resolve().parents[1]
+
+INSTALL = {
+    "tensorrt": "bash scripts/setup_gpu.sh (README: On a GPU machine)",
+    "onnxruntime-gpu": "bash scripts/setup_gpu.sh (swaps onnxruntime for onnxruntime-gpu; never both)",
+    "ort-conflict": ".venv/bin/pip uninstall -y onnxruntime onnxruntime-gpu && .venv/bin/pip install "
+                    "--no-deps --force-reinstall onnxruntime-gpu==1.24.4 (or onnxruntime==1.24.4 on CPU)",
+    "gpu": "an NVIDIA GPU and its driver (nvidia-smi lists it)",
+    "nvcc": "the CUDA 13 toolkit (e.g. .venv/bin/pip install nvidia-cuda-nvcc, or NVIDIA's cuda-toolkit-13 package)",
+    "base": "bash scripts/setup.sh",
+}
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    compute_capability: tuple[int, int]
+    memory_mib: int | None = None
+
+    @property
+    def sm(self) -> str:
+        return f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
+
+
+@dataclass
+class Machine:
+    python: str = ""
+    packages: dict[str, str] = field(default_factory=dict)  # installed distributions only
+    ort_providers: list[str] = field(default_factory=list)
+    tensorrt: str | None = None  # version when `import tensorrt` works
+    tensorrt_error: str = ""
+    torch_cuda: str | None = None  # the CUDA version torch was built with
+    cuda_error: str = ""
+    gpus: list[Gpu] = field(default_factory=list)
+    driver: str | None = None
+    nvcc: str | None = None
+    plugin_sources: bool = False  # csrc/ present in this checkout
+    plugin_libraries: list[str] = field(default_factory=list)
+
+    @property
+    def gpu(self) -> Gpu | None:
+        return self.gpus[0] if self.gpus else None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _packages() -> dict[str, str]:
+    return {k: v for k, v in tool_versions().items() if k not in ("optim", "python")}
+
+
+def _tensorrt() -> tuple[str | None, str]:
+    from optim.tensorrt_api import installed_version  # the one module that touches tensorrt
+
+    return installed_version()
+
+
+def cuda_gpus() -> tuple[str | None, list[Gpu], str]:
+    try:
+        import torch
+    except Exception as exc:
+        return None, [], f"torch does not import: {_first_line(exc)}"
+    built = torch.version.cuda
+    if not torch.cuda.is_available():
+        return built, [], "torch sees no CUDA device"
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        gpus.append(Gpu(i, props.name, (props.major, props.minor), props.total_memory // (1 << 20)))
+    return built, gpus, ""
+
+
+def driver_version() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            v = pynvml.nvmlSystemGetDriverVersion()
+            return v.decode() if isinstance(v, bytes) else str(v)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return None
+
+
+def _nvcc() -> str | None:
+    exe = shutil.which("nvcc")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return f"found at {exe}, version unknown"
+    m = re.search(r"release ([\d.]+)", out)
+    return f"{m.group(1) if m else '?'} ({exe})"
+
+
+def find_plugin_libraries(root: Path = REPO) -> list[str]:
+    """Shared libraries built from csrc/ (under build/ or csrc/build/)."""
+    libs: set[str] = set()
+    for base in (root / "build", root / "csrc" / "build"):
+        if base.is_dir():
+            libs.update(str(p) for p in base.rglob("*.so"))
+    return sorted(libs)
+
+
+def onnxruntime_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+
+        return list(ort.get_available_providers())
+    except Exception:
+        return []
+
+
+def probe() -> Machine:
+    trt_version, trt_error = _tensorrt()
+    torch_cuda, gpus, cuda_error = cuda_gpus()
+    return Machine(
+        python=platform.python_version(), packages=_packages(), ort_providers=onnxruntime_providers(),
+        tensorrt=trt_version, tensorrt_error=trt_error, torch_cuda=torch_cuda, cuda_error=cuda_error,
+        gpus=gpus, driver=driver_version(), nvcc=_nvcc(), plugin_sources=(REPO / "csrc").is_dir(),
+        plugin_libraries=find_plugin_libraries(),
+    )
+
+
+def ort_conflict(m: Machine) -> bool:
+    """onnxruntime and onnxruntime-gpu share one folder: both installed means a broken install."""
+    return "onnxruntime" in m.packages and "onnxruntime-gpu" in m.packages
+
+
+def tensorrt_missing(m: Machine) -> str | None:
+    if m.tensorrt is not None:
+        return None
+    why = m.tensorrt_error or "not installed"
+    return f"TensorRT is not importable here ({why}); install: {INSTALL['tensorrt']}"
+
+
+def gpu_missing(m: Machine) -> str | None:
+    if m.gpus:
+        return None
+    return f"no CUDA GPU is visible here ({m.cuda_error or 'none found'}); needs {INSTALL['gpu']}"

@@ -1,0 +1,254 @@
+"""The build stage's own logic on CPU: recipe -> build settings, profile shapes, the engine plan.
+
+Tests named ``test_recording_fake_only__...`` drive ``optim.build`` through a recording
+fake of the ``tensorrt`` module (tests/fake_tensorrt.py). They show which TensorRT
+calls and flags optim makes; they are NOT proof that TensorRT accepts them or that an
+engine works. That evidence comes only from tests/gpu/ on a GPU with TensorRT.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from optim.build import engine_from_onnx, layer_summary, onnx_precision, plan_engine, profile_for
+from optim.engine_compat import manifest_path
+from optim.errors import BackendUnavailable, InputError, ModelError, RecipeError
+from optim.machine import Gpu
+from optim.onnx_tools import TensorInfo, graph_inputs, load_onnx
+from optim.recipe import BatchRange, BuildSettings, load_recipe
+from optim.tensorrt_api import BuildError, TensorRT
+from tests.conftest import REPO
+from tests.fake_tensorrt import FakeTensorRT, names
+from tests.test_cli import assert_one_line_error, optim
+
+H100 = Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0), 81559)
+A100 = Gpu(0, "NVIDIA A100-SXM4-80GB", (8, 0), 81920)
+PRECISION_FLAGS = {"BuilderFlag.FP16", "BuilderFlag.BF16", "BuilderFlag.INT8", "BuilderFlag.FP8"}
+
+
+def _model(kind: str) -> onnx.ModelProto:
+    """x[n, 8] -> (fp16/bf16 cast round trip, or int8/fp8 Q/DQ) -> Gemm -> y[n, 4]."""
+    w = numpy_helper.from_array(np.ones((4, 8), np.float32), "W")
+    inits, nodes, src = [w], [], "x"
+    if kind in ("fp16", "bf16"):
+        to = TensorProto.FLOAT16 if kind == "fp16" else TensorProto.BFLOAT16
+        nodes += [helper.make_node("Cast", ["x"], ["xh"], to=to), helper.make_node("Cast", ["xh"], ["xf"], to=1)]
+        src = "xf"
+    elif kind in ("int8", "fp8"):
+        zp_type = TensorProto.INT8 if kind == "int8" else TensorProto.FLOAT8E4M3FN
+        inits += [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                  helper.make_tensor("zp", zp_type, [], [0])]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
+                  helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xf"])]
+        src = "xf"
+    nodes.append(helper.make_node("Gemm", [src, "W"], ["y"], transB=1))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+
+
+@pytest.fixture
+def onnx_file(tmp_path):
+    def make(kind: str):
+        p = tmp_path / f"m.{kind}.onnx"
+        onnx.save(_model(kind), str(p))
+        return p
+    return make
+
+
+# -- recipe -> build settings --------------------------------------------------------------------
+def _recipe_text(extra: str = "") -> str:
+    text = (REPO / "recipes/fashion_resnet.yaml").read_text().replace("../calib/", f"{REPO}/calib/")
+    return text + extra
+
+
+def test_recipe_build_defaults_and_tags(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(_recipe_text())
+    r = load_recipe(p)
+    assert r.build == BuildSettings()
+    assert r.build.hardware_compatibility == "none" and r.build.tf32 is False and r.build.timing_cache
+    assert r.build_tags() == ["fp32", "int8-tensorrt", "fp8-tensorrt", "fp16", "bf16"]  # not int8-onnxruntime
+
+
+def test_recipe_build_section_is_validated_and_paths_resolved(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(_recipe_text("build:\n  precisions: [fp16, int8-onnxruntime]\n  plugins: [plugins/libx.so]\n"
+                              "  hardware_compatibility: ampere_plus\n  optimization_level: 5\n"))
+    r = load_recipe(p)
+    assert r.build_tags() == ["int8-onnxruntime", "fp16"]
+    assert r.build.plugins == ((tmp_path / "plugins/libx.so").resolve(),)
+    assert r.build.optimization_level == 5
+    for bad, fragment in [("build:\n  turbo: true\n", "unknown key 'turbo'"),
+                          ("build:\n  precisions: [int4]\n", "build.precisions names ['int4']"),
+                          ("build:\n  hardware_compatibility: hopper_plus\n", "hardware_compatibility"),
+                          ("build:\n  optimization_level: 9\n", "optimization_level")]:
+        p.write_text(_recipe_text(bad))
+        with pytest.raises(RecipeError, match=re.escape(fragment)):
+            load_recipe(p)
+
+
+# -- what a model computes in, and profile shapes ------------------------------------------------
+@pytest.mark.parametrize("kind", ["fp32", "fp16", "bf16", "int8", "fp8"])
+def test_onnx_precision_reads_the_graph(onnx_file, kind):
+    assert onnx_precision(load_onnx(onnx_file(kind), check=False)) == kind
+
+
+def test_profile_from_recipe_batch_range(tiny_onnx):
+    prof = profile_for(graph_inputs(load_onnx(tiny_onnx)), BatchRange(min=1, opt=64, max=256), (3, 16, 16))
+    assert (prof.input, prof.min, prof.opt, prof.max) == ("input", (1, 3, 16, 16), (64, 3, 16, 16), (256, 3, 16, 16))
+    assert prof.note == ""
+
+
+def test_profile_fixed_batch_and_bad_inputs():
+    fixed = [TensorInfo("x", (8, 3, 4, 4), 1)]
+    prof = profile_for(fixed, BatchRange(min=1, opt=4, max=16))
+    assert prof.min == prof.opt == prof.max == (8, 3, 4, 4) and "fixed batch of 8" in prof.note
+    with pytest.raises(InputError, match=r"\[3, 4, 4\] per sample, the recipe says \[3, 8, 8\]"):
+        profile_for(fixed, BatchRange(), (3, 8, 8))
+    with pytest.raises(ModelError, match="non-fixed sizes"):
+        profile_for([TensorInfo("x", ("n", 3, "h", 4), 1)], BatchRange())
+    with pytest.raises(ModelError, match="2 inputs"):
+        profile_for(fixed * 2, BatchRange())
+
+
+# -- the engine plan -----------------------------------------------------------------------------
+def _prof():
+    return profile_for([TensorInfo("x", ("n", 8), 1)], BatchRange(min=1, opt=4, max=16))
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp8", "fp16", "bf16", "fp32"])
+def test_typed_models_build_strongly_typed_without_precision_flags(kind):
+    plan = plan_engine(kind, None, BuildSettings(), _prof())
+    assert plan.strongly_typed and plan.precision == kind
+    assert not {f"BuilderFlag.{f}" for f in plan.flags_on} & PRECISION_FLAGS
+    assert plan.flags_off == ("TF32",)  # TF32 is on by default in TensorRT; the default here is off
+
+
+def test_plan_options_map_to_tensorrt_names():
+    s = BuildSettings(tf32=True, version_compatible=True, hardware_compatibility="ampere_plus",
+                      optimization_level=5, workspace_mib=512)
+    plan = plan_engine("int8", "int8", s, _prof())
+    assert plan.flags_on == ("TF32", "VERSION_COMPATIBLE") and plan.flags_off == ()
+    assert plan.hardware_compatibility == "AMPERE_PLUS" and plan.optimization_level == 5
+    assert plan.workspace_bytes == 512 << 20
+    assert plan_engine("fp32", None, BuildSettings(), _prof()).hardware_compatibility == "NONE"
+
+
+def test_fp16_from_fp32_model_uses_the_builder_flag_weakly_typed():
+    plan = plan_engine("fp32", "bf16", BuildSettings(), _prof())
+    assert not plan.strongly_typed and plan.flags_on == ("BF16",)
+
+
+def test_plan_refuses_what_tensorrt_would_misbuild():
+    with pytest.raises(InputError, match="optim quantize --precision int8"):
+        plan_engine("fp32", "int8", BuildSettings(), _prof())
+    with pytest.raises(InputError, match="already computes in int8"):
+        plan_engine("int8", "fp16", BuildSettings(), _prof())
+
+
+def test_layer_summary_counts_compute_layers_by_input_precision():
+    info = json.dumps({"Layers": [
+        {"LayerType": "CaskConvolution", "Inputs": [{"Format/Datatype": "Thirty-two wide channel vectorized row major Int8 format"}]},
+        {"LayerType": "Reformat", "Inputs": [{"Format/Datatype": "Row major linear FP32"}]},
+        {"LayerType": "CaskGemm", "Inputs": [{"Format/Datatype": "Row major linear FP16 format"}]},
+        {"LayerType": "CaskGemm", "Inputs": [{"Format/Datatype": "Channel major BF16"}]},
+        {"LayerType": "Pooling", "Inputs": [{"Format/Datatype": "Float"}]}]})
+    s = layer_summary(info)
+    assert s["compute_layers"] == 4
+    assert s["by_input_precision"] == {"BF16": 1, "FP16": 1, "FP32": 1, "INT8": 1}
+    assert layer_summary("not json")["compute_layers"] is None
+
+
+# -- the build stage through the recording fake ----------------------------------------------------
+def _build(onnx_path, tmp_path, fake, s=BuildSettings(), gpu=H100, **kw):
+    return engine_from_onnx(onnx_path, tmp_path / "m.h100.plan", s, "h100", batch=BatchRange(min=1, opt=4, max=16),
+                            timing_cache=tmp_path / "timing.cache", api=TensorRT(fake), gpu=gpu, **kw)
+
+
+def test_recording_fake_only__int8_build_calls_flags_and_files(onnx_file, tmp_path):
+    lib = tmp_path / "libplug.so"
+    lib.write_bytes(b"\x7fELF")
+    fake = FakeTensorRT()
+    rep = _build(onnx_file("int8"), tmp_path, fake, BuildSettings(plugins=(lib,)))
+    calls, order = fake.calls, names(fake)
+    # plugins are registered before the ONNX is parsed
+    assert order.index("init_libnvinfer_plugins") < order.index("registry.load_library") < order.index(
+        "parser.parse_from_file")
+    assert ("builder.create_network", 1 << 0) in calls  # STRONGLY_TYPED
+    assert not {c[1] for c in calls if c[0] == "config.set_flag"} & PRECISION_FLAGS
+    assert ("config.clear_flag", "BuilderFlag.TF32") in calls
+    assert ("config.builder_optimization_level=", 3) in calls
+    assert ("config.hardware_compatibility_level=", "HardwareCompatibilityLevel.NONE") in calls
+    assert ("config.profiling_verbosity=", "ProfilingVerbosity.DETAILED") in calls
+    assert "config.set_memory_pool_limit" not in order  # TensorRT's default unless asked
+    assert fake.profile == ("x", (1, 8), (4, 8), (16, 8))
+    assert ("context.set_input_shape", "x", (4, 8)) in calls  # layer info for the opt shape
+    plan = tmp_path / "m.h100.plan"
+    assert plan.read_bytes().startswith(b"FAKE-PLAN") and rep.engine == str(plan)
+    man = json.loads(manifest_path(plan).read_text())
+    assert man["tensorrt"] == "10.16.1.11" and man["model_precision"] == "int8"
+    assert man["gpu"] == {"name": H100.name, "compute_capability": "9.0"}
+    assert {"cuda", "driver", "settings", "plan", "plugins", "onnx_sha256", "engine_sha256"} <= set(man)
+    assert man["settings"]["hardware_compatibility"] == "none" and man["plan"]["strongly_typed"] is True
+    assert man["plugins"][0]["path"] == str(lib)
+    assert man["layer_summary"]["by_input_precision"] == {"FP32": 1, "INT8": 1}
+    assert json.loads((tmp_path / "m.h100.layers.json").read_text())["Layers"][0]["Name"] == "conv1"
+    assert man["timing_cache"] == {"path": "timing.cache", "reused": False}
+
+
+def test_recording_fake_only__timing_cache_is_kept_and_reused(onnx_file, tmp_path):
+    _build(onnx_file("fp16"), tmp_path, FakeTensorRT())
+    first = (tmp_path / "timing.cache").read_bytes()
+    fake = FakeTensorRT()
+    rep = _build(onnx_file("fp16"), tmp_path, fake)
+    assert ("config.create_timing_cache", first) in fake.calls
+    assert rep.manifest["timing_cache"]["reused"] is True
+    (tmp_path / "timing.cache").write_bytes(b"FOREIGN")  # another GPU/TensorRT: start afresh, do not fail
+    fake = FakeTensorRT()
+    assert _build(onnx_file("fp16"), tmp_path, fake).manifest["timing_cache"]["reused"] is False
+    assert ("config.create_timing_cache", b"") in fake.calls
+
+
+def test_recording_fake_only__fp16_builder_flag_mode(onnx_file, tmp_path):
+    fake = FakeTensorRT()
+    _build(onnx_file("fp32"), tmp_path, fake, BuildSettings(tf32=True, workspace_mib=64), precision="fp16")
+    assert ("builder.create_network", 0) in fake.calls
+    assert ("config.set_flag", "BuilderFlag.FP16") in fake.calls and ("config.set_flag", "BuilderFlag.TF32") in fake.calls
+    assert ("config.set_memory_pool_limit", "MemoryPoolType.WORKSPACE", 64 << 20) in fake.calls
+
+
+def test_recording_fake_only__parse_and_build_failures_are_one_line(onnx_file, tmp_path):
+    with pytest.raises(BuildError, match=r"cannot parse .*In node 3 \(Conv\): unsupported thing 0 \(\+1 more\)"):
+        _build(onnx_file("fp8"), tmp_path, FakeTensorRT(parse_ok=False))
+    with pytest.raises(BuildError, match="could not build"):
+        _build(onnx_file("fp8"), tmp_path, FakeTensorRT(build_ok=False))
+    assert not (tmp_path / "m.h100.plan").exists()
+    with pytest.raises(ModelError, match="plugin library not found"):
+        _build(onnx_file("fp8"), tmp_path, FakeTensorRT(), BuildSettings(plugins=(tmp_path / "nope.so",)))
+
+
+def test_recording_fake_only__target_gpu_is_checked_before_building(onnx_file, tmp_path):
+    fake = FakeTensorRT()
+    with pytest.raises(BackendUnavailable, match=r"A100.*\(sm_80\).*must be built on an sm_90 GPU.*ampere_plus"):
+        _build(onnx_file("fp16"), tmp_path, fake, gpu=A100)
+    assert "builder.build_serialized_network" not in names(fake)
+    rep = _build(onnx_file("fp16"), tmp_path, FakeTensorRT(), BuildSettings(hardware_compatibility="ampere_plus"),
+                 gpu=A100)
+    assert rep.manifest["plan"]["hardware_compatibility"] == "AMPERE_PLUS"
+
+
+def test_build_without_tensorrt_is_one_line(tmp_path, tiny_onnx):
+    p = optim("build", tiny_onnx, "--target", "h100", "-o", tmp_path / "x.plan")
+    assert_one_line_error(p, BackendUnavailable.exit_code, "TensorRT is not installed", "scripts/setup_gpu.sh")
+    assert not (tmp_path / "x.plan").exists()
+    assert_one_line_error(optim("build", tiny_onnx, "--precision", "int8"), 2, "--precision takes fp16 or bf16")
+    assert_one_line_error(optim("build", tiny_onnx, "--target", "a100"), 2, "unknown target GPU 'a100'")
+    assert_one_line_error(optim("build", tiny_onnx, "--batch", "1,4"), 2, "min,opt,max")
+    assert_one_line_error(optim("build", tiny_onnx, "--hardware-compat", "any"), 2, "hardware_compatibility")

@@ -1,0 +1,92 @@
+"""`optim run` where the build/GPU stages cannot run: one line says why, the report says "not run".
+
+Also the report's GPU columns from engine results written by hand (no GPU needed to
+read them; nothing here measures or claims a GPU number).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from optim import machine
+from optim.machine import Machine
+from optim.pipeline import Pipeline
+from optim.recipe import load_recipe
+from optim.report import NOT_RUN, collect, write_report
+from tests.test_report import _bench, _check, _write
+from tests.test_report import run_dir as run_dir  # noqa: F401 - the hand-written run folder fixture
+
+TINY = """
+name: tiny
+model: {source: "tests.conftest:tiny_cnn"}
+input: {shape: [3, 16, 16], batch: {min: 1, opt: 4, max: 16}}
+export: {output_names: [logits], verify_batches: [1, 2]}
+calibration: {data: {kind: synthetic, count: 8}, samples: 8}
+evaluation: {data: {kind: synthetic, count: 16, seed: 3}}
+precisions: [fp32, fp16]
+bench: {batch_sizes: [1, 2], warmup: 1, iterations: 2}
+"""
+SKIP_LINE = "skipped build (TensorRT engines) and GPU bench: "
+
+
+@pytest.fixture(scope="module")
+def tiny_recipe(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_run")
+    (d / "tiny.yaml").write_text(TINY)
+    return d / "tiny.yaml"
+
+
+def _run(recipe_path, monkeypatch, capsys, m: Machine):
+    monkeypatch.setattr(machine, "probe", lambda: m)
+    Pipeline(load_recipe(recipe_path), recipe_path, out_root=recipe_path.parent / "art").run()
+    err = capsys.readouterr().err
+    return recipe_path.parent / "art" / "tiny", [ln for ln in err.splitlines() if ln.startswith("skipped build")]
+
+
+def test_no_tensorrt_one_line_and_not_run_rows(tiny_recipe, monkeypatch, capsys):
+    run, lines = _run(tiny_recipe, monkeypatch, capsys, Machine(tensorrt_error="No module named 'tensorrt'"))
+    assert len(lines) == 1 and lines[0].startswith(SKIP_LINE + "TensorRT is not importable here")
+    assert "scripts/setup_gpu.sh" in lines[0]
+    rows = {r["tag"]: r for r in json.loads((run / "report.json").read_text())["rows"]}
+    for r in rows.values():
+        assert r["gpu_method"].startswith("not run: TensorRT is not importable here"), r["gpu_method"]
+        assert r["gpu_throughput"] is None and r["gpu_top1"] is None
+        assert r["p50_ms"] is not None  # the CPU bench still ran
+    md = (run / "report.md").read_text()
+    assert "| GPU top-1 % | GPU p50 b1 ms | GPU img/s b2 | GPU × fp32 |" in md
+    assert f"| {NOT_RUN} | {NOT_RUN} | {NOT_RUN} | {NOT_RUN} |" in md
+    assert "TensorRT build and GPU bench: not run: TensorRT is not importable" in md
+    assert not list(run.glob("*.plan")) and not (run / "gpu").exists()
+    gpu = json.loads((run / "run.json").read_text())["gpu"]
+    assert gpu["target"] == "h100" and set(gpu["not_run"]) == {"fp32", "fp16"}
+
+
+def test_tensorrt_without_gpu_says_so(tiny_recipe, monkeypatch, capsys):
+    m = Machine(tensorrt="10.16.1.11", cuda_error="torch sees no CUDA device")
+    run, lines = _run(tiny_recipe, monkeypatch, capsys, m)
+    assert len(lines) == 1 and lines[0].startswith(SKIP_LINE + "no CUDA GPU is visible here")
+    rows = json.loads((run / "report.json").read_text())["rows"]
+    assert all("no CUDA GPU" in r["gpu_method"] for r in rows)
+
+
+def test_report_gpu_columns_from_engine_results(run_dir):  # noqa: F811
+    run = json.loads((run_dir / "run.json").read_text())
+    run["gpu"] = {"target": "h100", "not_run": {"bf16": "build failed: unsupported"}}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    for t, ms, passed in (("fp32", 0.2, True), ("int8-tensorrt", 0.1, False)):
+        _write(run_dir / f"gpu/check/{t}.json", _check(t, 90.0, 0.0, 0.999, passed=passed))
+        _write(run_dir / f"gpu/bench/{t}.json", _bench(t, ms, ms * 4))
+        _write(run_dir / f"gpu/build/{t}.json", {"engine": f"model.{t}.h100.plan", "manifest": {
+            "tensorrt": "10.16.1.11", "gpu": {"name": "test gpu"},
+            "layer_summary": {"by_input_precision": {"INT8": 9, "FP32": 1}}}})
+    _, rows = collect(run_dir)
+    by = {r.tag: r for r in rows}
+    assert by["int8-tensorrt"].gpu_throughput == pytest.approx(160000.0)
+    assert by["int8-tensorrt"].gpu_speedup_vs_fp32 == pytest.approx(2.0)  # vs the fp32 engine, not the CPU
+    assert by["int8-tensorrt"].gpu_gates.startswith("FAILED")
+    assert by["bf16"].gpu_method == "not run: build failed: unsupported"
+    md = write_report(run_dir)["md"].read_text()
+    assert "GPU engine FAILED: min_cosine" in md and "'INT8': 9" in md
+    assert "| int8 | tensorrt | 89.50 | -0.50 |" in md
