@@ -30,7 +30,23 @@ def output_deltas(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
            "cosine": float(cos.mean()), "min_cosine": float(cos.min())}
     if ref.ndim == 2 and ref.shape[1] > 1:
         out["top1_agreement"] = float(100.0 * (ref.argmax(1) == got.argmax(1)).mean())
+        k = min(5, ref.shape[1])
+        tr = np.argpartition(-ref, k - 1, axis=1)[:, :k]
+        tg = np.argpartition(-got, k - 1, axis=1)[:, :k]
+        overlap = [len(set(a) & set(b)) for a, b in zip(tr.tolist(), tg.tolist())]
+        out["top5_overlap"] = float(100.0 * np.mean(overlap) / k)
+        out["kl_divergence"] = _kl(r, g)
     return out
+
+
+def _kl(ref_logits: np.ndarray, got_logits: np.ndarray) -> float:
+    """Mean KL(softmax(ref) || softmax(got)), in nats."""
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    lr, lg = log_softmax(ref_logits), log_softmax(got_logits)
+    return float(max(0.0, (np.exp(lr) * (lr - lg)).sum(axis=1).mean()))
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -17,7 +17,7 @@ from optim.errors import InputError, OptimError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-    help="Export, quantize, check, benchmark and report vision models (INT8/FP8/FP16/BF16).",
+    help="Export, quantize, check, build (TensorRT), benchmark and report vision models (INT8/FP8/FP16/BF16).",
 )
 _state = {"debug": False}
 
@@ -82,7 +82,9 @@ def _load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: P
     return prepare(spec, _preprocess_for(ispec, recipe), ispec, samples)
 
 
-RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", help="Take preprocessing (and defaults) from this recipe.")]
+from optim.cli_tuning import RecipeOpt, budget_options  # noqa: E402
+
+_BUDGET = budget_options()
 
 
 @app.command()
@@ -144,8 +146,16 @@ def quantize(
     high_precision: Annotated[str, typer.Option(help="Precision outside quantized ops: fp32 or fp16.")] = "fp32",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output ONNX (default: beside the input).")] = None,
     recipe: RecipeOpt = None,
+    max_drop: _BUDGET["max_drop"] = None,
+    tune_data: _BUDGET["tune_data"] = None,
+    tune_samples: _BUDGET["tune_samples"] = 1024,
+    metric: _BUDGET["metric"] = "auto",
+    max_excluded: _BUDGET["max_excluded"] = None,
 ) -> None:
-    """Quantize (INT8/FP8, explicit Q/DQ) or convert (FP16/BF16) an FP32 ONNX model."""
+    """Quantize (INT8/FP8, explicit Q/DQ) or convert (FP16/BF16) an FP32 ONNX model.
+
+    With --max-drop, the nodes that cost most are taken back to high precision until
+    the model loses at most that many points against FP32 on the tuning data."""
     from pydantic import ValidationError
 
     from optim.quantize import quantize_onnx
@@ -157,6 +167,8 @@ def quantize(
                               high_precision=high_precision)
     except ValidationError as exc:
         raise RecipeError(validation_message("bad option", exc)) from None
+    if max_drop is not None and (qs.precision not in ("int8", "fp8") or qs.target != "tensorrt"):
+        raise InputError("--max-drop works on INT8/FP8 models placed for tensorrt")
     r = _recipe(recipe)
     x = None
     if qs.precision in ("int8", "fp8"):
@@ -170,6 +182,25 @@ def quantize(
             x, _, ds = _load_data(calib, onnx_path, r, calib_samples)
         info(f"calibrating with {len(x)} samples from {ds.source}")
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
+    if max_drop is not None:
+        from optim.cli_tuning import _tuning_settings, quantize_with_budget
+
+        if max_drop < 0:
+            raise InputError("--max-drop must be >= 0 points")
+        s = _tuning_settings(metric, tune_samples, max_excluded, min(256, tune_samples))
+        if tune_data is not None:
+            tx, ty, tds = _load_data(tune_data, onnx_path, r, tune_samples)
+        elif r is not None:
+            from optim.data import prepare
+
+            tx, ty, tds = prepare((r.tuning and r.tuning.data) or r.calibration.data, r.preprocess,
+                                  r.input, tune_samples)
+        elif calib is not None:
+            tx, ty, tds = _load_data(calib, onnx_path, r, tune_samples)
+        else:
+            raise InputError("--max-drop needs tuning data: pass --tune-data (or --calib / --recipe)")
+        quantize_with_budget(onnx_path, qs, out, x, (tx, ty, s), max_drop)
+        return
     rep = quantize_onnx(onnx_path, qs, out, x)
     cov = rep.coverage
     cov_txt = f"; {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul quantized" if cov else ""
@@ -178,7 +209,7 @@ def quantize(
 
 @app.command()
 def check(
-    candidate: Annotated[Path, typer.Argument(help="ONNX model to check.")],
+    candidate: Annotated[Path, typer.Argument(help="ONNX model, or TensorRT engine (.plan), to check.")],
     reference: Annotated[Path, typer.Option(help="The FP32 reference ONNX.")],
     data: Annotated[str, typer.Option(help="Evaluation data: .npz/.npy, IDX, image folder, spec .yaml, synthetic:N.")],
     labels: Annotated[Optional[Path], typer.Option(help="Labels .npy/IDX file when the data carries none.")] = None,
@@ -221,21 +252,33 @@ def check(
 
 @app.command()
 def bench(
-    models: Annotated[list[Path], typer.Argument(help="ONNX model(s), measured one after another in one run.")],
+    models: Annotated[list[Path], typer.Argument(help="ONNX models or TensorRT engines (.plan), measured one after another.")],
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,64",
     warmup: Annotated[int, typer.Option(help="Untimed runs per batch size.")] = 5,
     iterations: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 30,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
+    backend: Annotated[str, typer.Option(help="auto (ONNX: ORT CPU, .plan: TensorRT), ort-cuda, ort-tensorrt.")] = "auto",
+    cuda_graph: Annotated[bool, typer.Option(help="Engines: replay a captured CUDA graph.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
 ) -> None:
-    """Latency (median/p90/p99) and throughput per batch size on ONNX Runtime CPU."""
+    """Latency (median/p90/p99) and throughput per batch size: ORT CPU, TensorRT engines, ORT GPU providers."""
     from optim.artifacts import write_json
     from optim.bench import bench_model
     from optim.recipe import BenchSettings
+    from optim.runners.select import BACKENDS, ENGINE_SUFFIXES
 
+    if backend not in BACKENDS:
+        raise InputError(f"unknown --backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     s = BenchSettings(batch_sizes=_ints(batch_sizes, "--batch-sizes"), warmup=warmup,
-                      iterations=iterations, threads=threads)
-    results = [bench_model(m, s) for m in models]
+                      iterations=iterations, threads=threads, cuda_graph=cuda_graph)
+    results = []
+    for m in models:
+        if m.suffix in ENGINE_SUFFIXES or backend not in ("auto", "cpu"):
+            from optim.bench_gpu import bench_gpu
+
+            results.append(bench_gpu(m, s, backend=backend))
+        else:
+            results.append(bench_model(m, s))
     base = {}
     print(f"{'model':<36} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>10} {'x first':>8}")
     for res in results:
@@ -253,11 +296,88 @@ def bench(
 
 
 @app.command()
+def build(
+    onnx_path: Annotated[Path, typer.Argument(metavar="ONNX", help="ONNX model: FP32, INT8/FP8 Q/DQ or FP16/BF16 AutoCast.")],
+    target: Annotated[str, typer.Option(help="Target GPU.")] = "h100",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Engine file (default: beside the ONNX, .TARGET.plan).")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="FP32 ONNX only: fp16 or bf16 by builder flag (weakly typed). Other models take theirs from the graph.")] = None,
+    batch: Annotated[Optional[str], typer.Option(help="Optimization profile batch sizes min,opt,max (default 1,1,256).")] = None,
+    tf32: Annotated[bool, typer.Option(help="Let FP32 layers use TF32 tensor cores.")] = False,
+    opt_level: Annotated[int, typer.Option(help="Builder optimization level 0-5.")] = 3,
+    workspace_mib: Annotated[Optional[int], typer.Option(help="Workspace memory limit in MiB.")] = None,
+    hardware_compat: Annotated[str, typer.Option(help="none (target architecture only) or ampere_plus.")] = "none",
+    version_compatible: Annotated[bool, typer.Option(help="An engine later TensorRT versions can load.")] = False,
+    plugin: Annotated[Optional[list[Path]], typer.Option(help="Plugin library loaded before parsing (repeatable).")] = None,
+    timing_cache: Annotated[Optional[Path], typer.Option(help="Timing cache file (default: timing.cache beside the engine).")] = None,
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Take the build settings and batch range from this recipe.")] = None,
+) -> None:
+    """Build a TensorRT engine (.plan) for the target GPU, with its manifest and per-layer JSON."""
+    from pydantic import ValidationError
+
+    from optim.build import engine_from_onnx
+    from optim.recipe import BatchRange, BuildSettings, RecipeError, validation_message
+
+    r = _recipe(recipe)
+    try:
+        if r is not None:
+            settings, brange = r.build, r.input.batch
+        else:
+            settings = BuildSettings(tf32=tf32, optimization_level=opt_level, workspace_mib=workspace_mib,
+                                     hardware_compatibility=hardware_compat, version_compatible=version_compatible,
+                                     plugins=tuple(p.resolve() for p in plugin or ()))
+            b = _ints(batch, "--batch") if batch else (1, 1, 256)
+            if len(b) != 3:
+                raise InputError(f"--batch takes min,opt,max, got '{batch}'")
+            brange = BatchRange(min=b[0], opt=b[1], max=b[2])
+    except ValidationError as exc:
+        raise RecipeError(validation_message("bad option", exc)) from None
+    if precision is not None and precision not in ("fp16", "bf16"):
+        raise InputError(f"--precision takes fp16 or bf16 (for an FP32 ONNX), got '{precision}'")
+    stem = onnx_path.name.removesuffix(".onnx") + (f".{precision}" if precision else "")
+    out = output or onnx_path.with_name(f"{stem}.{target}.plan")
+    cache = timing_cache or out.with_name("timing.cache")
+    rep = engine_from_onnx(onnx_path, out, settings, target, batch=brange, precision=precision, timing_cache=cache,
+                           sample_shape=r.input.shape if r is not None else None)
+    m = rep.manifest
+    plan, summary = m["plan"], m["layer_summary"]
+    typing = "strongly typed" if plan["strongly_typed"] else "builder flags " + "+".join(plan["flags_on"])
+    info(escape(f"wrote {out} ({m['bytes'] / 1024:.1f} KB, {rep.seconds:.1f} s): TensorRT {m['tensorrt']} on "
+                f"{m['gpu']['name']}, {plan['precision']} {typing}, profile {plan['profile']['min'][0]}/"
+                f"{plan['profile']['opt'][0]}/{plan['profile']['max'][0]}"))
+    info(escape(f"layers by input precision: {summary.get('by_input_precision')} ({m['layers']}); manifest "
+                f"{out.name}.json; timing cache {cache} "
+                f"({'reused' if (m['timing_cache'] or {}).get('reused') else 'new'})"))
+    for note in rep.notes:
+        info(f"[yellow]note[/]: {escape(note)}")
+
+
+@app.command()
+def doctor(
+    target: Annotated[str, typer.Option(help="Target GPU to judge the build stage against.")] = "h100",
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """What this machine has, which stages can run here, and the command for each missing piece."""
+    from optim import doctor as doc
+    from optim.engine_compat import target as get_target
+    from optim.machine import probe
+
+    t = get_target(target)
+    m = probe()
+    print(json.dumps(doc.as_dict(m, t), indent=2) if json_out else doc.render(m, t), end="" if not json_out else "\n")
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. artifacts/NAME.")]) -> None:
     """Write report.{md,html,json,png} for a run folder and print the table."""
+    from optim.artifacts import MANIFEST, RunDir
     from optim.report import write_report
 
     paths = write_report(run_dir)
+    if (Path(run_dir) / MANIFEST).is_file():  # keep the run's manifest true to the files
+        rd = RunDir(run_dir)
+        for k, p in paths.items():
+            old = rd.manifest.artifacts.get(f"report.{k}")
+            rd.record(f"report.{k}", p.name, "report", parents=old.parents if old else [])
     print(paths["md"].read_text())
     info("wrote " + ", ".join(str(p) for p in paths.values()))
 
@@ -273,7 +393,7 @@ def run(
     precisions: Annotated[Optional[str], typer.Option(help="Only these entries, e.g. fp32,int8-tensorrt,fp16.")] = None,
     bench_iterations: Annotated[Optional[int], typer.Option(help="Timed runs per batch size.")] = None,
 ) -> None:
-    """Run every stage of a recipe: export, quantize, check, bench, report."""
+    """Run every stage of a recipe: export, quantize, check, bench, build (TensorRT, where it can), report."""
     from optim.pipeline import Pipeline
 
     r = _apply_overrides(_recipe(recipe), weights, eval_samples, calib_samples, precisions, bench_iterations)
@@ -298,6 +418,11 @@ def _apply_overrides(r, weights, eval_samples, calib_samples, precisions, bench_
             raise InputError(f"--precisions names {sorted(unknown)}, not in the recipe ({sorted(known)})")
         upd["precisions"] = tuple(c for c in r.precisions if r.settings_for(c).tag in wanted)
     return r.model_copy(update=upd) if upd else r
+
+
+from optim.cli_tuning import register as _register_tuning  # noqa: E402
+
+_register_tuning(app, _load_data)
 
 
 def main() -> None:

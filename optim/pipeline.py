@@ -4,19 +4,22 @@ Layout of ``artifacts/<recipe name>/``::
 
     model.fp32.onnx  model.<tag>.onnx ...    the deployable models
     export.json  quantize/<tag>.json  check/<tag>.json  bench/<tag>.json
+    model.<tag>.h100.plan (+ .plan.json manifest, .layers.json)   TensorRT engines, where
+    gpu/build/<tag>.json  gpu/check/<tag>.json  gpu/bench/<tag>.json  TensorRT and a GPU are
+    timing.cache                              TensorRT timing cache, reused by later builds
     run.json                                  what the report needs to know about the run
     report.{md,html,json,png}
     manifest.json                             sha256, stage, parents, settings, versions, host
 
 A stage's cache key hashes its inputs' sha256, its settings and the tool
 versions; if the manifest holds an intact artifact with the same key, the stage
-is skipped and the console says "cached".
+is skipped and the console says "cached". Without TensorRT or a GPU, the build and
+GPU bench stages are skipped with one line saying why, and the report says "not run".
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import time
 from collections.abc import Callable
@@ -26,15 +29,17 @@ from typing import Any
 import numpy as np
 
 from optim import data as data_mod
+from optim import machine
 from optim.artifacts import RunDir, host_info, sha256_file, sha256_json, tool_versions, write_json
 from optim.bench import bench_model
 from optim.check import CheckResult, apply_gates, output_deltas, raise_on_failures, run_model, topk_accuracy
 from optim.console import console, info, skipped
-from optim.recipe import QuantizeSettings, Recipe
+from optim.engine_compat import target
+from optim.pipeline_engines import FP32, GPU, EngineStages
+from optim.pipeline_tuning import NOBUDGET, TuningStages
+from optim.recipe import Gates, QuantizeSettings, Recipe
 from optim.report import write_report
 from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
-
-FP32 = "model.fp32.onnx"
 
 
 def _array_hash(x: np.ndarray | None) -> str:
@@ -45,7 +50,7 @@ def _array_hash(x: np.ndarray | None) -> str:
     return h.hexdigest()
 
 
-class Pipeline:
+class Pipeline(EngineStages, TuningStages):
     def __init__(self, recipe: Recipe, recipe_path: Path, out_root: Path = Path("artifacts"),
                  force: bool = False) -> None:
         self.recipe = recipe
@@ -57,11 +62,15 @@ class Pipeline:
         self._ref: tuple[dict[str, np.ndarray], str] | None = None
 
     # -- caching -----------------------------------------------------------------------------
+    def _key(self, stage: str, key_parts: dict[str, Any]) -> str:
+        return sha256_json({"stage": stage, **key_parts, "optim": self.versions.get("optim")})
+
     def _stage(self, name: str, rel: str, stage: str, key_parts: dict[str, Any],
-               make: Callable[[Path], dict[str, Any] | None], parents: list[str]) -> str:
+               make: Callable[[Path], dict[str, Any] | None], parents: list[str],
+               force: bool = False) -> str:
         """Run ``make(path)`` unless an intact artifact with the same key exists; return its sha."""
-        key = sha256_json({"stage": stage, **key_parts, "optim": self.versions.get("optim")})
-        rec = None if self.force else self.rd.cached(name, key)
+        key = self._key(stage, key_parts)
+        rec = None if self.force or force else self.rd.cached(name, key)
         if rec is not None:
             info(f"[dim]cached[/] {stage} {name} ({rel})")
             return rec.sha256
@@ -100,8 +109,10 @@ class Pipeline:
 
         return self._stage("fp32", FP32, "export", key, make, parents=[])
 
-    def quantize(self, qs: QuantizeSettings, fp32_sha: str, calib: np.ndarray, calib_hash: str) -> str:
-        rel = f"model.{qs.tag}.onnx"
+    def quantize(self, qs: QuantizeSettings, fp32_sha: str, calib: np.ndarray, calib_hash: str,
+                 tag: str = "") -> str:
+        tag = tag or qs.tag
+        rel = f"model.{tag}.onnx"
         needs_calib = qs.precision in ("int8", "fp8")
         key = {"parent": fp32_sha, "settings": qs.model_dump(mode="json"),
                "calib": calib_hash if needs_calib else None,
@@ -115,13 +126,13 @@ class Pipeline:
             rep.path = rel
             if rep.coverage:
                 cov = rep.coverage
-                info(f"{qs.tag}: {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul nodes quantized "
+                info(f"{tag}: {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul nodes quantized "
                      f"({', '.join(cov['qdq_dtypes'])})")
-            write_json(self.rd.path(f"quantize/{qs.tag}.json"), rep.as_dict())
-            self.rd.record(f"quantize/{qs.tag}", f"quantize/{qs.tag}.json", "quantize", parents=[qs.tag])
+            write_json(self.rd.path(f"quantize/{tag}.json"), rep.as_dict())
+            self.rd.record(f"quantize/{tag}", f"quantize/{tag}.json", "quantize", parents=[tag])
             return qs.model_dump(mode="json")
 
-        return self._stage(qs.tag, rel, "quantize", key, make, parents=["fp32"])
+        return self._stage(tag, rel, "quantize", key, make, parents=["fp32"])
 
     def reference(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
         if self._ref is None:
@@ -129,10 +140,11 @@ class Pipeline:
         return self._ref
 
     def check(self, tag: str, rel: str, sha: str, fp32_sha: str, x: np.ndarray,
-              labels: np.ndarray | None, eval_hash: str, data_desc: str) -> CheckResult:
+              labels: np.ndarray | None, eval_hash: str, data_desc: str, prefix: str = "") -> CheckResult:
         r = self.recipe
-        gates = r.gates_for(tag)
-        out = f"check/{tag}.json"
+        # the un-budgeted model is shown for comparison, not deployed: it is not gated
+        gates = Gates() if tag.endswith(NOBUDGET) else r.gates_for(tag)
+        out = f"{prefix}check/{tag}.json"
         key = {"candidate": sha, "reference": fp32_sha, "eval": eval_hash,
                "labels": _array_hash(labels), "settings": r.check.model_dump(mode="json"),
                "gates": gates.model_dump(mode="json"), "ort": self.versions.get("onnxruntime")}
@@ -141,7 +153,7 @@ class Pipeline:
             from optim.check import check_candidate
 
             ref = self.reference(x)
-            if tag == "fp32":
+            if tag == "fp32" and not prefix:
                 res = CheckResult("fp32", rel, rel, len(x), ref[1], ref[1],
                                   {k: output_deltas(v, v) for k, v in ref[0].items()}, data=data_desc)
                 if labels is not None:
@@ -156,28 +168,48 @@ class Pipeline:
             write_json(path, res.as_dict())
             return {"gates": gates.model_dump(mode="json"), **r.check.model_dump(mode="json")}
 
-        self._stage(f"check/{tag}", out, "check", key, make, parents=[tag, "fp32"])
+        self._stage(f"{prefix}check/{tag}", out, "check", key, make,
+                    parents=[self._engine_name(tag) if prefix else tag, "fp32"])
         res = CheckResult.from_dict(json.loads(self.rd.path(out).read_text()))
-        self._say_check(res)
+        self._say_check(res, "engine " if prefix else "")
         return res
 
     @staticmethod
-    def _say_check(res: CheckResult) -> None:
+    def _say_check(res: CheckResult, what: str = "") -> None:
         first = next(iter(res.outputs.values()))
         acc = res.accuracy
         acc_txt = (f"top-1 {acc['top1']:.2f}% ({acc['top1_delta']:+.2f} pts)" if acc else "no labels")
         agree = first.get("top1_agreement")
         gate_txt = "" if not res.gates else ("; gates passed" if res.passed else "; [red]GATE FAILED[/]")
-        info(f"  {res.tag}: {acc_txt}, cosine {first['cosine']:.5f}"
+        info(f"  {what}{res.tag}: {acc_txt}, cosine {first['cosine']:.5f}"
              + (f", top-1 agreement {agree:.2f}%" if agree is not None else "") + gate_txt)
 
-    def bench(self, tag: str, rel: str, sha: str) -> None:
+    def _bench_key(self, sha: str, gpu: machine.Gpu | None = None) -> dict[str, Any]:
+        return {"model": sha, "settings": self.recipe.bench.model_dump(mode="json"), "host": host_info(),
+                "ort": self.versions.get("onnxruntime"), "gpu": [gpu.name, gpu.sm] if gpu else None}
+
+    def bench_all(self, files: dict[str, str], shas: dict[str, str]) -> None:
+        """CPU benches of every entry, measured together: if one must be measured again, all are,
+        so that the report never compares timings taken at different times."""
+        stale = [t for t in files
+                 if self.rd.cached(f"bench/{t}", self._key("bench", self._bench_key(shas[t]))) is None]
+        if stale and len(stale) < len(files) and not self.force:
+            info(f"bench: {', '.join(stale)} changed; measuring every entry again, side by side")
+        for t in files:
+            self.bench(t, files[t], shas[t], force=bool(stale))
+
+    def bench(self, tag: str, rel: str, sha: str, gpu: machine.Gpu | None = None, force: bool = False) -> None:
         s = self.recipe.bench
-        key = {"model": sha, "settings": s.model_dump(mode="json"), "host": host_info(),
-               "ort": self.versions.get("onnxruntime")}
+        prefix = GPU if gpu else ""
+        key = self._bench_key(sha, gpu)
 
         def make(path: Path) -> dict[str, Any]:
-            res = bench_model(self.rd.path(rel), s, tag=tag)
+            if gpu:
+                from optim.bench_gpu import bench_gpu
+
+                res = bench_gpu(self.rd.path(rel), s, tag=tag)
+            else:
+                res = bench_model(self.rd.path(rel), s, tag=tag)
             res.model = rel
             if res.skipped:
                 skipped(f"bench {tag}", res.skipped)
@@ -187,14 +219,15 @@ class Pipeline:
             write_json(path, res.as_dict())
             return s.model_dump(mode="json")
 
-        self._stage(f"bench/{tag}", f"bench/{tag}.json", "bench", key, make, parents=[tag])
+        self._stage(f"{prefix}bench/{tag}", f"{prefix}bench/{tag}.json", "bench", key, make,
+                    parents=[self._engine_name(tag) if gpu else tag], force=force)
 
     # -- the whole run -----------------------------------------------------------------------
     def run(self) -> dict[str, Path]:
         r = self.recipe
         m = self.rd.manifest
         m.recipe, m.recipe_sha256 = str(self.recipe_path), sha256_file(self.recipe_path)
-        m.target_gpu = f"{r.target_gpu} (sm_90)"
+        m.target_gpu = f"{r.target_gpu} ({target(r.target_gpu).sm})"
         info(f"[bold]optim run[/] {r.name} -> {self.rd.root}")
         fp32_sha = self.export()
 
@@ -215,20 +248,23 @@ class Pipeline:
 
         files = {"fp32": FP32}
         shas = {"fp32": fp32_sha}
+        tuned = set(r.tuned_tags())
         for qs in quantized:
-            shas[qs.tag] = self.quantize(qs, fp32_sha, calib, calib_hash)
-            files[qs.tag] = f"model.{qs.tag}.onnx"
+            raw = self.raw_tag(qs)
+            shas[raw] = self.quantize(qs, fp32_sha, calib, calib_hash, tag=raw)
+            files[raw] = f"model.{raw}.onnx"
+            if qs.tag in tuned:
+                sha = self.tune(qs, shas[raw], fp32_sha, _array_hash)
+                if sha is not None:
+                    shas[qs.tag], files[qs.tag] = sha, f"model.{qs.tag}.onnx"
+        self.study(fp32_sha, calib, calib_hash, x, labels, _array_hash)
 
         results = [self.check(t, files[t], shas[t], fp32_sha, x, labels, eval_hash, eval_desc)
                    for t in files]
-        for t in files:
-            self.bench(t, files[t], shas[t])
+        self.bench_all(files, shas)
+        gpu_results, gpu_not_run, build_failures = self.engines(
+            files, shas, (fp32_sha, x, labels, eval_hash, eval_desc))
 
-        if importlib.util.find_spec("tensorrt") is None:
-            why = ("TensorRT is not installed on this machine (no GPU here); "
-                   f"no {r.target_gpu.upper()} engines were built and no GPU timings exist")
-            skipped("build (TensorRT engines)", why)
-            self.notes.append(f"TensorRT build and GPU bench: not run: {why}.")
         self.notes.append("Timings are ONNX Runtime on this host's CPU, measured side by side in one "
                           "run; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
                           "TensorRT run slower than FP32 in ORT CPU by design.")
@@ -241,6 +277,7 @@ class Pipeline:
             "accuracy_meaningful": reason is None, "accuracy_reason": reason or "",
             "reference_method": fp32_check.method, "reference_accuracy": fp32_check.accuracy,
             "notes": self.notes, "host": host_info(), "tools": self.versions,
+            "gpu": {"target": r.target_gpu, "not_run": gpu_not_run},
             "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": "manifest.json",
         }
         write_json(self.rd.path("run.json"), run_info)
@@ -252,5 +289,10 @@ class Pipeline:
         self.rd.save()
         info(f"report: {paths['md']}")
         print(paths["md"].read_text())
-        raise_on_failures(results)
+        raise_on_failures(results + gpu_results)
+        if build_failures:
+            from optim.tensorrt_api import BuildError
+
+            more = f" (+{len(build_failures) - 1} more)" if len(build_failures) > 1 else ""
+            raise BuildError(build_failures[0] + more)
         return paths

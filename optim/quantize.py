@@ -11,23 +11,22 @@ Two placements of Q/DQ, for two backends:
 
 FP16 and BF16 come from modelopt's AutoCast, keeping FP32 inputs and outputs.
 
-Each quantization runs in a fresh worker process: modelopt patches ONNX Runtime's
-calibrators in the process that calls it (which breaks a later ORT
-``quantize_static`` there), and the worker keeps the tools' console chatter in a
-log that is shown only when something fails.
+Each quantization runs in a fresh worker process (``optim._quantize_worker``):
+modelopt patches ONNX Runtime's calibrators in the process that calls it (which
+breaks a later ORT ``quantize_static`` there), and the worker keeps the tools'
+console chatter in a log that is shown only when something fails (``--debug``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
-import multiprocessing
 import os
+import subprocess
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from optim import errors
 from optim.artifacts import atomic_path
-from optim.errors import QuantizeError
+from optim.errors import OptimError, QuantizeError
 from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage
 from optim.recipe import QuantizeSettings
 
@@ -154,40 +154,40 @@ def _autocast(src: Path, s: QuantizeSettings, out: Path) -> None:
 
 def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
                   calib: np.ndarray | None = None) -> QuantizeReport:
-    """Make one precision variant of ``src``; ``out`` appears only if it succeeded."""
+    """Make one precision variant of ``src``; ``out`` appears only if it succeeded.
+
+    The work runs in a fresh ``python -m optim._quantize_worker`` process that gets
+    its job (paths, settings, calibration array) as plain JSON and ``.npy`` files.
+    """
     if s.precision == "fp32":
         raise QuantizeError("fp32 is the reference: nothing to quantize")
     load_onnx(src)  # fail fast, in this process, on a missing or corrupt file
-    with tempfile.TemporaryDirectory(prefix="optim-qlog-") as d:
-        log = Path(d) / "worker.log"
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            try:
-                return pool.submit(_worker, src, s, out, calib, log).result()
-            except QuantizeError as exc:
-                exc.detail = _tail(log)
-                raise
-            except BrokenProcessPool:
-                err = QuantizeError(f"the {s.tag} quantization worker died (out of memory?); "
-                                    "rerun with --debug to see its log")
-                err.detail = _tail(log)
-                raise err from None
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-4000:] if log.exists() else ""
-
-
-def _worker(src: Path, s: QuantizeSettings, out: Path, calib: np.ndarray | None,
-            log: Path) -> QuantizeReport:
-    """Runs in the worker process: send fd 1/2 to ``log``, then quantize."""
-    os.environ["TQDM_DISABLE"] = "1"
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    return quantize_here(src, s, out, calib)
+    with tempfile.TemporaryDirectory(prefix="optim-quant-job-") as d:
+        job = Path(d)
+        if calib is not None:
+            np.save(job / "calib.npy", np.ascontiguousarray(calib), allow_pickle=False)
+        (job / "job.json").write_text(json.dumps({
+            "src": str(Path(src).resolve()), "out": str(Path(out).resolve()),
+            "settings": s.model_dump(mode="json"), "calib": calib is not None}))
+        log = job / "worker.log"
+        with open(log, "wb") as lf:
+            proc = subprocess.run([sys.executable, "-m", "optim._quantize_worker", str(job)],
+                                  stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env={**os.environ, "TQDM_DISABLE": "1"})
+        result = job / "result.json"
+        detail = log.read_text(errors="replace")[-4000:]
+        if not result.is_file():
+            err = QuantizeError(f"the {s.tag} quantization worker exited with code {proc.returncode} "
+                                "before finishing (out of memory?); rerun with --debug to see its log")
+            err.detail = detail
+            raise err
+        r = json.loads(result.read_text())
+    if r["ok"]:
+        return QuantizeReport(**r["report"])
+    cls = getattr(errors, r["type"], QuantizeError)
+    err = cls(r["message"]) if isinstance(cls, type) and issubclass(cls, OptimError) else QuantizeError(r["message"])
+    err.detail = detail
+    raise err
 
 
 def quantize_here(src: Path, s: QuantizeSettings, out: Path,

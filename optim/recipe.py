@@ -31,12 +31,13 @@ class DataSpec(Strict):
 
     kinds: ``npz`` (arrays ``images_key`` / ``labels_key``), ``npy`` (images, plus an
     optional labels ``.npy``), ``idx`` (MNIST-style files), ``folder`` (one sub-folder
-    per class), ``synthetic`` (seeded random inputs, no labels: timing only).
+    per class), ``synthetic`` (seeded random inputs, no labels: timing only), ``photos``
+    (``count`` natural photos from scikit-image and seeded variants of them, no labels).
     uint8 arrays are raw images and go through preprocessing; float arrays must
     already have the model's input shape.
     """
 
-    kind: Literal["npz", "npy", "idx", "folder", "synthetic"]
+    kind: Literal["npz", "npy", "idx", "folder", "synthetic", "photos"]
     path: Path | None = None
     labels: Path | None = None
     images_key: str = "images"
@@ -47,10 +48,10 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _needs_path(self) -> DataSpec:
-        if self.kind != "synthetic" and self.path is None:
+        if self.kind not in ("synthetic", "photos") and self.path is None:
             raise ValueError(f"data of kind '{self.kind}' needs a 'path'")
-        if self.kind == "synthetic" and self.count is None:
-            raise ValueError("synthetic data needs a 'count'")
+        if self.kind in ("synthetic", "photos") and self.count is None:
+            raise ValueError(f"{self.kind} data needs a 'count'")
         return self
 
     def resolved(self, base: Path) -> DataSpec:
@@ -162,6 +163,31 @@ class BenchSettings(Strict):
     warmup: int = Field(default=5, ge=0)
     iterations: int = Field(default=30, ge=1)
     threads: int | None = Field(default=None, ge=1)
+    cuda_graph: bool = Field(default=False, description="GPU bench of engines: replay a captured CUDA graph")
+
+
+class BuildSettings(Strict):
+    """TensorRT engine build for the recipe's ``target_gpu`` (the ``build`` key).
+
+    Runs only where TensorRT and a GPU are; elsewhere ``optim run`` says why and skips it.
+    Q/DQ (INT8/FP8) and AutoCast (FP16/BF16) models build as strongly typed networks:
+    their ONNX types decide the precision and no precision builder flag is set.
+    """
+
+    precisions: tuple[str, ...] | None = Field(
+        default=None, description="entries to build (tags); default: those placed for TensorRT and fp32/fp16/bf16")
+    fp16_bf16: Literal["strongly_typed", "builder_flags"] = Field(
+        default="strongly_typed",
+        description="fp16/bf16 engines from the AutoCast ONNX (strongly typed), or from the FP32 ONNX with the "
+                    "FP16/BF16 builder flag (weakly typed; deprecated since TensorRT 10.12)")
+    tf32: bool = Field(default=False, description="let FP32 layers use TF32 tensor cores (TensorRT's own default is on)")
+    optimization_level: int = Field(default=3, ge=0, le=5, description="builder optimization level (TensorRT default 3)")
+    workspace_mib: int | None = Field(default=None, ge=1, description="workspace pool limit; default: TensorRT's")
+    hardware_compatibility: Literal["none", "ampere_plus"] = Field(
+        default="none", description="none: runs on the target GPU's architecture only; ampere_plus: any sm_80+")
+    version_compatible: bool = Field(default=False, description="engines later TensorRT versions can load")
+    plugins: tuple[Path, ...] = Field(default=(), description="plugin libraries loaded before parsing")
+    timing_cache: bool = Field(default=True, description="keep timing.cache in the run folder and reuse it")
 
 
 class CalibrationSettings(Strict):
@@ -172,6 +198,47 @@ class CalibrationSettings(Strict):
 class EvaluationSettings(Strict):
     data: DataSpec
     samples: int | None = Field(default=None, ge=1, description="first N; all when unset")
+
+
+class TuningSettings(Strict):
+    """Accuracy-aware quantization (the ``tuning`` key): per-node sensitivity and a budget.
+
+    Runs on a tuning set (default: the calibration data, never the evaluation set,
+    so the evaluation numbers stay honest) for the entries placed for TensorRT.
+    """
+
+    data: DataSpec | None = None
+    samples: int | None = Field(default=1024, ge=1, description="tuning samples for the budget")
+    sensitivity: bool = True
+    sensitivity_samples: int = Field(default=256, ge=1, description="samples per sensitivity evaluation")
+    max_drop: float | dict[str, float] | None = Field(
+        default=None, description="budget in points vs FP32 (one number, or per precision/tag); none: no budget")
+    metric: Literal["auto", "top1", "agreement"] = "auto"
+    max_excluded: int | None = Field(default=None, ge=0)
+    precisions: tuple[Literal["int8", "fp8"], ...] = ("int8", "fp8")
+
+    @field_validator("max_drop")
+    @classmethod
+    def _nonnegative(cls, v: float | dict[str, float] | None) -> float | dict[str, float] | None:
+        values = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(x < 0 for x in values):
+            raise ValueError("max_drop must be >= 0 points")
+        return v
+
+    def budget_for(self, tag: str) -> float | None:
+        if not isinstance(self.max_drop, dict):
+            return self.max_drop
+        return self.max_drop.get(tag, self.max_drop.get(tag.split("-")[0]))
+
+
+class CalibrationStudySettings(Strict):
+    """Compare calibration methods and set sizes (the ``calibration_study`` key)."""
+
+    methods: tuple[CalibMethod, ...] = ("max", "entropy")
+    sizes: tuple[int, ...] = (64, 512)
+    precision: Literal["int8", "fp8"] = "int8"
+    target: Target = "tensorrt"
+    samples: int | None = Field(default=None, ge=1, description="evaluation samples; default: all")
 
 
 class Candidate(Strict):
@@ -195,6 +262,9 @@ class Recipe(Strict):
     check: CheckSettings = CheckSettings()
     gates: dict[str, Gates] = Field(default_factory=dict, description="per precision tag, or 'default'")
     bench: BenchSettings = BenchSettings()
+    build: BuildSettings = BuildSettings()
+    tuning: TuningSettings | None = None
+    calibration_study: CalibrationStudySettings | None = None
 
     @field_validator("precisions", mode="before")
     @classmethod
@@ -213,7 +283,27 @@ class Recipe(Strict):
         for key in self.gates:
             if key != "default" and key not in tags and key not in PRECISIONS:
                 raise ValueError(f"gates names '{key}', which is not a precision of this recipe {tags}")
+        if self.tuning is not None and not self.tuned_tags():
+            raise ValueError(f"tuning applies to {list(self.tuning.precisions)} entries placed for "
+                             f"tensorrt; this recipe has none of them {tags}")
+        unknown = sorted(set(self.build.precisions or ()) - set(tags))
+        if unknown:
+            raise ValueError(f"build.precisions names {unknown}, not precisions of this recipe {tags}")
         return self
+
+    def build_tags(self) -> list[str]:
+        """The entries that get a TensorRT engine (``build.precisions``, else every one made for TensorRT)."""
+        tags = [self.settings_for(c).tag for c in self.precisions]
+        if self.build.precisions is not None:
+            return [t for t in tags if t in self.build.precisions]
+        return [t for t, c in zip(tags, self.precisions) if c.precision not in QUANTIZED or c.target == "tensorrt"]
+
+    def tuned_tags(self) -> list[str]:
+        """Entries that get sensitivity analysis and the budget (TensorRT placement only)."""
+        if self.tuning is None:
+            return []
+        return [self.settings_for(c).tag for c in self.precisions
+                if c.precision in self.tuning.precisions and c.target == "tensorrt"]
 
     def settings_for(self, c: Candidate) -> QuantizeSettings:
         return QuantizeSettings(**self.quantize.model_dump(), precision=c.precision, target=c.target)
@@ -278,10 +368,14 @@ def load_recipe(path: Path) -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping of keys to values")
     base = path.resolve().parent
-    for section in ("calibration", "evaluation"):
+    for section in ("calibration", "evaluation", "tuning"):
         sec = raw.get(section)
         if isinstance(sec, dict) and "data" in sec:
             sec["data"] = load_data_spec(sec["data"], base, f"{path} ({section}.data)")
+    build = raw.get("build")
+    if isinstance(build, dict) and isinstance(build.get("plugins"), list):
+        build["plugins"] = [(base / p).resolve() if isinstance(p, str) and not Path(p).is_absolute() else p
+                            for p in build["plugins"]]
     model = raw.get("model")
     if isinstance(model, dict) and model.get("weights"):
         w = Path(model["weights"])

@@ -1,9 +1,11 @@
 """Stage 5: one per-precision accuracy-vs-speed table from a run folder.
 
 Reads the JSON results the stages left in RUN_DIR (``run.json``, ``quantize/``,
-``check/``, ``bench/``) and writes ``report.md``, ``report.html``,
-``report.json`` and ``report.png``. A number that was not measured is shown as
-"not run" with the reason, never left blank or filled in.
+``check/``, ``bench/``, and ``gpu/{build,check,bench}/`` for TensorRT engines) and
+writes ``report.md``, ``report.html``, ``report.json`` and ``report.png``. Each row is
+one precision: its ONNX file on the CPU backend, and its TensorRT engine in the GPU
+columns. A number that was not measured is shown as "not run" with the reason, never
+left blank or filled in.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optim import report_tuning
 from optim.artifacts import atomic_path, write_json, write_text
 from optim.errors import InputError
 
@@ -46,6 +49,19 @@ class Row:
     accuracy_method: str = NOT_RUN
     timing_method: str = NOT_RUN
     notes: list[str] = field(default_factory=list)
+    # the TensorRT engine of this precision, on the GPU
+    gpu_engine: str | None = None
+    gpu_top1: float | None = None
+    gpu_top1_delta: float | None = None
+    gpu_cosine: float | None = None
+    gpu_top1_agreement: float | None = None
+    gpu_gates: str | None = None
+    gpu_p50_ms: float | None = None
+    gpu_p99_ms: float | None = None
+    gpu_throughput: float | None = None
+    gpu_speedup_vs_fp32: float | None = None
+    gpu_layers: dict | None = None
+    gpu_method: str = NOT_RUN
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -67,17 +83,61 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
         raise InputError(f"run folder not found: {run_dir}")
     run = _load(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     quant, checks, benches = (_by_tag(run_dir / d) for d in ("quantize", "check", "bench"))
-    tags = list(dict.fromkeys(["fp32", *run.get("tags", []), *quant, *checks, *benches]))
+    for tag, t in _by_tag(run_dir / "tune").items():  # budgeted models: coverage after the budget
+        if t.get("coverage"):
+            quant[tag] = {"coverage": t["coverage"]}
+    gpu = [_by_tag(run_dir / "gpu" / d) for d in ("build", "check", "bench")]
+    # a run lists its entries; result files of entries a recipe no longer has are ignored
+    tags = list(run["tags"]) if run.get("tags") else list(dict.fromkeys(["fp32", *quant, *checks, *benches]))
     if not (quant or checks or benches):
         raise InputError(f"{run_dir} holds no optim results (no quantize/, check/ or bench/ JSON); "
                          "run `optim run RECIPE` first")
     rows = [_row(t, run_dir, run, quant.get(t), checks.get(t), benches.get(t)) for t in tags]
+    not_run = (run.get("gpu") or {}).get("not_run") or {}
+    for r in rows:
+        _gpu_columns(r, not_run.get(r.tag), *(g.get(r.tag) for g in gpu))
     rows.sort(key=lambda r: (ORDER.index(r.precision) if r.precision in ORDER else 99, r.target))
     base = next((r for r in rows if r.tag == "fp32"), None)
     for r in rows:
         if base and base.throughput and r.throughput and r.throughput_batch == base.throughput_batch:
             r.speedup_vs_fp32 = round(r.throughput / base.throughput, 3)
+        if base and base.gpu_throughput and r.gpu_throughput:
+            r.gpu_speedup_vs_fp32 = round(r.gpu_throughput / base.gpu_throughput, 3)
     return run, rows
+
+
+def _timings(b: dict) -> tuple[dict, int, int]:
+    timings = {t["batch"]: t for t in b["timings"]}
+    return timings, min(timings), max(timings)
+
+
+def _gpu_columns(row: Row, why_not: str | None, build: dict | None, c: dict | None, b: dict | None) -> None:
+    """Fill the engine columns of a row from gpu/{build,check,bench}/TAG.json, or say why not."""
+    if why_not or not (build or c or b):
+        row.gpu_method = f"{NOT_RUN}: {why_not}" if why_not else NOT_RUN
+        return
+    parts = []
+    if build:
+        man = build.get("manifest", {})
+        row.gpu_engine, row.gpu_layers = build.get("engine"), man.get("layer_summary")
+        parts.append(f"engine {row.gpu_engine} (TensorRT {man.get('tensorrt')}, {man.get('gpu', {}).get('name')})")
+    if c:
+        first = next(iter(c["outputs"].values()))
+        row.gpu_cosine, row.gpu_top1_agreement = first.get("cosine"), first.get("top1_agreement")
+        acc = c.get("accuracy")
+        if acc:
+            row.gpu_top1, row.gpu_top1_delta = acc["top1"], acc["top1_delta"]
+        failed = [g["gate"] for g in c.get("gates") or [] if not g["passed"]]
+        row.gpu_gates = ("FAILED: " + ", ".join(failed)) if failed else f"passed ({len(c.get('gates') or [])})"
+        parts.append(f"accuracy: {c['method']}, cosine {row.gpu_cosine:.5f} vs FP32 reference, gates {row.gpu_gates}")
+    if b and b.get("timings"):
+        timings, small, large = _timings(b)
+        row.gpu_p50_ms, row.gpu_p99_ms = timings[small]["median_ms"], timings[small]["p99_ms"]
+        row.gpu_throughput = timings[large]["throughput"]
+        parts.append(f"timing: {b['method']}")
+    if row.gpu_layers and row.gpu_layers.get("by_input_precision"):
+        parts.append(f"layers by input precision {row.gpu_layers['by_input_precision']}")
+    row.gpu_method = "; ".join(parts)
 
 
 def _row(tag: str, run_dir: Path, run: dict, q: dict | None, c: dict | None, b: dict | None) -> Row:
@@ -112,8 +172,7 @@ def _row(tag: str, run_dir: Path, run: dict, q: dict | None, c: dict | None, b: 
         if b.get("skipped"):
             row.timing_method = f"{NOT_RUN}: {b['skipped']}"
         else:
-            timings = {t["batch"]: t for t in b["timings"]}
-            small, large = min(timings), max(timings)
+            timings, small, large = _timings(b)
             row.latency_batch, row.p50_ms, row.p99_ms = small, timings[small]["median_ms"], timings[small]["p99_ms"]
             row.throughput_batch, row.throughput = large, timings[large]["throughput"]
             row.timing_method = b["method"] + (f" ({b['note']})" if b.get("note") else "")
@@ -129,6 +188,7 @@ def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     tb = next((r.throughput_batch for r in rows if r.throughput_batch), None)
     head = ["precision", "target", "top-1 %", "Δ top-1 (pts)", "top-5 %", "cosine", "agree %",
             f"p50 b{lb} ms", f"p99 b{lb} ms", f"img/s b{tb}" if tb else "img/s", "× fp32",
+            "GPU top-1 %", f"GPU p50 b{lb} ms", f"GPU img/s b{tb}" if tb else "GPU img/s", "GPU × fp32",
             "size KB", "Q/DQ coverage", "gates"]
     body = []
     for r in rows:
@@ -138,9 +198,11 @@ def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         body.append([
             r.precision, r.target, acc(r.top1), delta or acc(None), acc(r.top5),
             _fmt(r.cosine, 5), _fmt(r.top1_agreement), _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3),
-            _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2), _fmt(None if r.size_bytes is None
-                                                                    else r.size_bytes / 1024, 1),
-            r.coverage or "-", r.gates,
+            _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2),
+            ("no labels" if r.gpu_cosine is not None and r.gpu_top1 is None else _fmt(r.gpu_top1)),
+            _fmt(r.gpu_p50_ms, 3), _fmt(r.gpu_throughput, 1), _fmt(r.gpu_speedup_vs_fp32, 2),
+            _fmt(None if r.size_bytes is None else r.size_bytes / 1024, 1),
+            r.coverage or "-", r.gates + (f"; GPU engine {r.gpu_gates}" if r.gpu_gates else ""),
         ])
     return head, body
 
@@ -152,7 +214,7 @@ def _notes(run: dict) -> list[str]:
     return notes
 
 
-def to_markdown(run: dict, rows: list[Row]) -> str:
+def to_markdown(run: dict, rows: list[Row], extra: list[str] = ()) -> str:
     head, body = table_rows(rows)
     out = [f"# optim report: {run.get('recipe', '?')}", ""]
     if run.get("description"):
@@ -161,7 +223,10 @@ def to_markdown(run: dict, rows: list[Row]) -> str:
     out += ["| " + " | ".join(cells) + " |" for cells in body]
     out += ["", "## How each number was obtained", ""]
     for r in rows:
-        out.append(f"- **{r.tag}** (`{r.file}`): accuracy: {r.accuracy_method}; timing: {r.timing_method}")
+        out.append(f"- **{r.tag}** (`{r.file}`): accuracy: {r.accuracy_method}; timing: {r.timing_method}; "
+                   f"GPU: {r.gpu_method}")
+    if extra:
+        out += [""] + list(extra)
     notes = _notes(run)
     if notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -172,7 +237,7 @@ def to_markdown(run: dict, rows: list[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_html(run: dict, rows: list[Row], png_name: str | None) -> str:
+def to_html(run: dict, rows: list[Row], png_name: str | None, extra: list[str] = ()) -> str:
     head, body = table_rows(rows)
     esc = html.escape
     parts = [
@@ -187,15 +252,16 @@ def to_html(run: dict, rows: list[Row], png_name: str | None) -> str:
         parts.append(f"<p><b>Note:</b> {esc(n)}</p>")
     parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
     for cells in body:
-        cls = " class='fail'" if cells[-1].startswith("FAILED") else ""
+        cls = " class='fail'" if "FAILED" in cells[-1] else ""
         parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     parts.append("</table><h2>How each number was obtained</h2><ul>")
     for r in rows:
         parts.append(f"<li><b>{esc(r.tag)}</b> ({esc(r.file)}): accuracy: {esc(r.accuracy_method)}; "
-                     f"timing: {esc(r.timing_method)}</li>")
+                     f"timing: {esc(r.timing_method)}; GPU: {esc(r.gpu_method)}</li>")
     parts.append("</ul>")
     if png_name:
         parts.append(f"<img src='{esc(png_name)}' alt='accuracy vs throughput' width='640'>")
+    parts.extend(extra)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -208,24 +274,33 @@ def plot(run: dict, rows: list[Row], out: Path) -> bool:
     import matplotlib.pyplot as plt
 
     use_top1 = any(r.top1 is not None for r in rows)
-    pts = [(r.throughput, r.top1 if use_top1 else r.top1_agreement, r.tag) for r in rows]
-    pts = [p for p in pts if p[0] is not None and p[1] is not None]
-    if not pts:
+    series = {
+        "ONNX Runtime CPU": [(r.throughput, r.top1 if use_top1 else r.top1_agreement, r.tag) for r in rows],
+        "TensorRT engine, GPU": [(r.gpu_throughput, r.gpu_top1 if use_top1 else r.gpu_top1_agreement, r.tag)
+                                 for r in rows],
+    }
+    series = {k: [p for p in v if p[0] is not None and p[1] is not None] for k, v in series.items()}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for x, y, tag in pts:
-        ax.scatter([x], [y], s=40)
-        ax.annotate(tag, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    front, best = [], float("-inf")
-    for x, y, _ in sorted(pts, key=lambda p: -p[0]):
-        if y > best:
-            front.append((x, y))
-            best = y
-    if len(front) > 1:
-        ax.plot(*zip(*sorted(front)), "--", color="grey", lw=1, label="Pareto front")
+    for (label, pts), marker in zip(series.items(), "o^"):
+        for x, y, tag in pts:
+            ax.scatter([x], [y], s=40, marker=marker)
+            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        front, best = [], float("-inf")
+        for x, y, _ in sorted(pts, key=lambda p: -p[0]):
+            if y > best:
+                front.append((x, y))
+                best = y
+        if len(front) > 1:
+            ax.plot(*zip(*sorted(front)), "--", lw=1, label=f"Pareto front, {label}")
+    if len(series) > 1:
+        ax.set_xscale("log")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower left", fontsize=8)
     tb = next((r.throughput_batch for r in rows if r.throughput_batch), "?")
-    ax.set_xlabel(f"throughput at batch {tb} (samples/s, measured on this host's backend)")
+    ax.set_xlabel(f"throughput at batch {tb} (samples/s, measured on each backend)")
     ax.set_ylabel("task top-1 (%)" if use_top1 else "top-1 agreement with FP32 (%)")
     title = f"{run.get('recipe', '')}: accuracy vs speed per precision"
     if run.get("accuracy_meaningful") is False:
@@ -242,16 +317,21 @@ def plot(run: dict, rows: list[Row], out: Path) -> bool:
 def write_report(run_dir: Path) -> dict[str, Path]:
     run_dir = Path(run_dir)
     run, rows = collect(run_dir)
+    tuning = report_tuning.collect_tuning(run_dir, [r.tag for r in rows])
     paths = {k: run_dir / f"report.{k}" for k in ("md", "html", "json", "png")}
     have_png = plot(run, rows, paths["png"])
     if not have_png:
         paths.pop("png")
-    write_text(paths["md"], to_markdown(run, rows))
-    write_text(paths["html"], to_html(run, rows, paths["png"].name if have_png else None))
+    sens_png = run_dir / "report.sensitivity.png"
+    if report_tuning.sensitivity_plot(tuning, sens_png):
+        paths["sensitivity_png"] = sens_png
+    write_text(paths["md"], to_markdown(run, rows, report_tuning.markdown(tuning)))
+    write_text(paths["html"], to_html(run, rows, paths["png"].name if have_png else None,
+                                      report_tuning.html_parts(tuning)))
     write_json(paths["json"], {
         "recipe": run.get("recipe"), "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "accuracy_meaningful": run.get("accuracy_meaningful", True), "notes": _notes(run),
         "host": run.get("host", {}), "tools": run.get("tools", {}),
-        "rows": [asdict(r) for r in rows],
+        "rows": [asdict(r) for r in rows], "tuning": tuning,
     })
     return paths

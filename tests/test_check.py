@@ -23,6 +23,19 @@ def test_output_deltas_by_hand():
     assert d["cosine"] == pytest.approx((cos0 + 0.0) / 2)
     assert d["min_cosine"] == pytest.approx(0.0)
     assert d["top1_agreement"] == pytest.approx(50.0)
+    assert d["top5_overlap"] == pytest.approx(100.0)  # 3 classes: the top-3 sets always match
+    assert d["kl_divergence"] > 0
+
+
+def test_top5_overlap_and_kl_by_hand():
+    ref = np.array([[9, 8, 7, 6, 5, 0, 0, 0]], np.float32)
+    got = np.array([[9, 8, 7, 0, 0, 6, 5, 0]], np.float32)  # two of the top five replaced
+    d = output_deltas(ref, got)
+    assert d["top5_overlap"] == pytest.approx(60.0)
+    p = np.exp(ref[0]) / np.exp(ref[0]).sum()
+    q = np.exp(got[0]) / np.exp(got[0]).sum()
+    assert d["kl_divergence"] == pytest.approx(float((p * np.log(p / q)).sum()), rel=1e-5)
+    assert output_deltas(ref, ref)["kl_divergence"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_output_deltas_shape_mismatch():

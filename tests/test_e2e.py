@@ -13,7 +13,8 @@ from tests.test_cli import assert_one_line_error, optim
 
 pytestmark = pytest.mark.slow
 WEIGHTS = REPO / "optim/sources/weights/fashion_resnet.safetensors"
-TAGS = ["fp32", "int8-tensorrt", "int8-onnxruntime", "fp8-tensorrt", "fp16", "bf16"]
+TAGS = ["fp32", "int8-tensorrt", "int8-onnxruntime", "fp8-tensorrt", "fp16", "bf16",
+        "int8-tensorrt-nobudget", "fp8-tensorrt-nobudget"]
 REDUCED = ["--eval-samples", "300", "--calib-samples", "64", "--bench-iterations", "3"]
 
 
@@ -44,8 +45,11 @@ def test_manifest_hashes_match_files(default_run):
     assert set(TAGS) <= names and {f"check/{t}" for t in TAGS} <= names
     for rec in m["artifacts"].values():
         assert sha256_file(run_dir / rec["path"]) == rec["sha256"], rec["path"]
-    assert m["artifacts"]["int8-tensorrt"]["parents"] == ["fp32"]
-    assert m["artifacts"]["int8-tensorrt"]["settings"]["method"] == "entropy"
+    assert m["artifacts"]["int8-tensorrt-nobudget"]["parents"] == ["fp32"]
+    assert m["artifacts"]["int8-tensorrt-nobudget"]["settings"]["method"] == "entropy"
+    tuned = m["artifacts"]["int8-tensorrt"]
+    assert tuned["stage"] == "tune" and tuned["parents"] == ["int8-tensorrt-nobudget", "fp32"]
+    assert tuned["settings"]["max_drop"] == 0.3 and "kept_in_high_precision" in tuned["settings"]
     assert not list(run_dir.rglob(".*partial*"))
 
 
@@ -58,11 +62,37 @@ def test_report_has_real_accuracy_and_timings(default_run):
     for t in TAGS:
         assert abs(rows[t]["top1_delta"]) < 5.0
         assert rows[t]["cosine"] > 0.99
-    for t in TAGS[:-1]:
+    for t in set(TAGS) - {"bf16"}:
         assert rows[t]["p50_ms"] > 0 and rows[t]["throughput"] > 0
     assert rows["bf16"]["throughput"] is None and "not run" in rows["bf16"]["timing_method"]
     assert "emulated" in rows["bf16"]["accuracy_method"]
     assert rows["int8-tensorrt"]["coverage"].split("/")[0] != "0"
+
+
+def test_report_shows_budget_sensitivity_and_calibration_study(default_run):
+    run_dir, _ = default_run
+    md = (run_dir / "report.md").read_text()
+    for section in ("## Accuracy budget", "## Sensitivity: int8-tensorrt", "## Sensitivity: fp8-tensorrt",
+                    "## Calibration study"):
+        assert section in md
+    assert "budget 0.3 points of task top-1 on 1024 tuning samples" in md
+    assert (run_dir / "report.sensitivity.png").read_bytes()[:4] == b"\x89PNG"
+    tune = json.loads((run_dir / "tune/int8-tensorrt.json").read_text())
+    assert tune["budget"]["after"]["drop"] <= 0.3 and tune["sensitivity"]["evaluations"] >= 10
+    study = json.loads((run_dir / "study/calibration.json").read_text())
+    assert [(r["method"], r["calibration_samples"]) for r in study["rows"]] == [
+        ("max", 64), ("entropy", 64)]  # 512 > the 64 calibration samples of the reduced run
+    assert study["skipped"]
+
+
+def test_report_command_keeps_manifest_true(default_run):
+    run_dir, _ = default_run
+    p = optim("report", run_dir)
+    assert p.returncode == 0, p.stderr
+    m = json.loads((run_dir / "manifest.json").read_text())
+    for rec in m["artifacts"].values():
+        assert sha256_file(run_dir / rec["path"]) == rec["sha256"], rec["path"]
+    assert m["artifacts"]["report.md"]["parents"]
 
 
 def test_rerun_reuses_every_stage(default_run):
@@ -70,7 +100,8 @@ def test_rerun_reuses_every_stage(default_run):
     t0 = time.perf_counter()
     p = optim("run", "recipes/fashion_resnet.yaml", "--out-root", run_dir.parent, *REDUCED)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stderr.count("cached ") == 1 + 5 + 6 + 6  # export, quantize, check, bench
+    # export, quantize, tune, calibration study, check, bench
+    assert p.stderr.count("cached ") == 1 + 5 + 2 + 1 + 8 + 8
     assert "done quantize" not in p.stderr
     assert time.perf_counter() - t0 < 60
 

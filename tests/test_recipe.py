@@ -391,3 +391,23 @@ def test_data_spec_file_that_is_a_bare_string(tmp_path):
     (tmp_path / "cal.yaml").write_text("cal.yaml\n")
     with pytest.raises(RecipeError, match="cal.yaml"):
         load_recipe(write(tmp_path, variant(calibration={"data": "cal.yaml"})))
+
+
+def test_tuning_settings_and_budget_per_precision(tmp_path):
+    r = load_recipe(write(tmp_path, variant(
+        precisions=["fp32", "int8", {"precision": "int8", "target": "onnxruntime"}, "fp8"],
+        tuning={"max_drop": {"int8": 0.3, "fp8-tensorrt": 0.2}, "data": {"kind": "photos", "count": 3}},
+        calibration_study={"methods": ["max"], "sizes": [2]})))
+    assert r.tuned_tags() == ["int8-tensorrt", "fp8-tensorrt"]  # never the onnxruntime placement
+    assert r.tuning.budget_for("int8-tensorrt") == 0.3 and r.tuning.budget_for("fp8-tensorrt") == 0.2
+    assert r.tuning.data.kind == "photos" and r.calibration_study.sizes == (2,)
+
+
+@pytest.mark.parametrize("tuning,fragment", [
+    ({"max_drop": -0.1}, "max_drop must be >= 0"),
+    ({"max_drop": {"int8": -1}}, "max_drop must be >= 0"),
+    ({"precisions": ["fp8"]}, "tuning applies to"),
+    ({"budget": 1}, "unknown key 'budget'"),
+])
+def test_bad_tuning(tmp_path, tuning, fragment):
+    assert fragment in load_err(tmp_path, variant(tuning=tuning))

@@ -146,9 +146,19 @@ def _synthetic(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
     return Dataset(x, None, f"synthetic normal (seed {spec.seed}, {spec.count} samples)", synthetic=True)
 
 
+def _photos(spec: DataSpec) -> Dataset:
+    from optim.data.photos import natural_photos
+
+    assert spec.count is not None
+    return Dataset(natural_photos(spec.count, spec.seed), None,
+                   f"natural photos (scikit-image, seed {spec.seed}, {spec.count} images)")
+
+
 def load_dataset(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
     if spec.kind == "synthetic":
         ds = _synthetic(spec, input_shape)
+    elif spec.kind == "photos":
+        ds = _photos(spec)
     else:
         ds = {"npz": _from_npz, "npy": _from_npy, "idx": _from_idx, "folder": _from_folder}[spec.kind](spec)
     if ds.images.dtype == object or ds.images.dtype.kind not in "uif":
@@ -167,9 +177,14 @@ def load_dataset(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
 
 def parse_data_arg(arg: str) -> DataSpec:
     """A command-line ``--data`` value: a spec .yaml, .npz, .npy, an IDX file, a folder,
-    or ``synthetic:N``."""
+    ``photos:N`` or ``synthetic:N``."""
     from optim.recipe import load_data_spec
 
+    if arg.startswith("photos:"):
+        try:
+            return DataSpec(kind="photos", count=int(arg.split(":", 1)[1]))
+        except ValueError:
+            raise DataError(f"bad data '{arg}': use photos:N with N a positive count") from None
     if arg.startswith("synthetic:"):
         try:
             return DataSpec(kind="synthetic", count=int(arg.split(":", 1)[1]))

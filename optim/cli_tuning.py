@@ -1,0 +1,95 @@
+"""CLI pieces for accuracy-aware quantization: ``optim sensitivity`` and ``quantize --max-drop``."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from optim.console import info
+from optim.errors import InputError
+
+
+def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensitivity_samples: int):
+    from pydantic import ValidationError
+
+    from optim.recipe import RecipeError, TuningSettings, validation_message
+
+    try:
+        return TuningSettings(metric=metric, samples=samples, max_excluded=max_excluded,
+                              sensitivity_samples=sensitivity_samples)
+    except ValidationError as exc:
+        raise RecipeError(validation_message("bad option", exc)) from None
+
+
+def quantize_with_budget(fp32: Path, qs, out: Path, calib, tune, max_drop: float) -> None:
+    """Quantize to a temporary file, then keep the fewest sensitive nodes in high precision."""
+    from optim.quantize import quantize_onnx
+    from optim.tune import tune_quantized
+
+    if qs.precision not in ("int8", "fp8") or qs.target != "tensorrt":
+        raise InputError("--max-drop works on INT8/FP8 models placed for tensorrt")
+    x, y, s = tune
+    with tempfile.TemporaryDirectory(prefix="optim-budget-") as d:
+        raw = Path(d) / "raw.onnx"
+        rep = quantize_onnx(fp32, qs, raw, calib)
+        cov = rep.coverage
+        info(f"quantized {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul ({rep.tool}, {rep.method}); "
+             f"tuning on {len(x)} samples")
+        res = tune_quantized(fp32, raw, x, y, s, max_drop=max_drop, out=out, tag=qs.tag)
+    b = res.budget
+    for e in b.excluded:
+        info(f"  kept in high precision: {e['node']} ({e['op_type']}): {e['why']}")
+    info(f"wrote {out}: drop {b.after.drop:.3f} points ({b.metric}) vs {b.before.drop:.3f} without the budget")
+
+
+RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", help="Take preprocessing (and defaults) from this recipe.")]
+
+
+def register(app: typer.Typer, load_data) -> None:
+    @app.command()
+    def sensitivity(
+        quantized: Annotated[Path, typer.Argument(help="A Q/DQ ONNX model placed for TensorRT.")],
+        reference: Annotated[Path, typer.Option(help="The FP32 reference ONNX.")],
+        data: Annotated[str, typer.Option(help="Tuning data: .npz/.npy, IDX, image folder, spec .yaml, photos:N.")],
+        labels: Annotated[Optional[Path], typer.Option(help="Labels .npy/IDX file when the data carries none.")] = None,
+        samples: Annotated[int, typer.Option(help="Samples per evaluation.")] = 256,
+        metric: Annotated[str, typer.Option(help="auto, top1 (needs labels) or agreement (with FP32).")] = "auto",
+        top: Annotated[int, typer.Option(help="Rows to print.")] = 20,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the ranking as JSON here.")] = None,
+        recipe: RecipeOpt = None,
+    ) -> None:
+        """Rank the quantized nodes by how much each one alone costs against FP32."""
+        from optim.artifacts import write_json
+        from optim.onnx_tools import load_onnx
+        from optim.recipe import load_recipe
+        from optim.sensitivity import Evaluator, node_sensitivity
+        from optim.tune import reference_outputs
+
+        r = load_recipe(recipe) if recipe else None
+        s = _tuning_settings(metric, samples, None, samples)
+        x, y, ds = load_data(data, reference, r, samples, labels)
+        rep = node_sensitivity(load_onnx(quantized), Evaluator(x, reference_outputs(reference, x), y, s.metric))
+        print(f"{'rank':>4}  {'output error':>12}  {'max abs':>9}  {'Δ ' + rep.metric:>10}  node (op)")
+        for i, row in enumerate(rep.rows[:top]):
+            print(f"{i + 1:>4}  {row.output_error:>12.4g}  {row.max_abs_error:>9.4g}  "
+                  f"{row.metric_drop:>+10.2f}  {row.node} ({row.op_type})")
+        print(f"all {len(rep.rows)} nodes quantized: drop {rep.full.drop:.3f} points ({rep.metric}), "
+              f"cosine {rep.full.cosine:.5f}; {rep.evaluations} evaluations of {len(x)} samples "
+              f"from {ds.source} in {rep.seconds:.1f} s")
+        if json_out:
+            write_json(json_out, json.loads(json.dumps(rep.as_dict())))
+
+
+def budget_options():
+    """The extra options of ``optim quantize`` for the accuracy budget."""
+    return {
+        "max_drop": Annotated[Optional[float], typer.Option(help="Accuracy budget in points vs FP32: keep the fewest most sensitive nodes in high precision until met.")],
+        "tune_data": Annotated[Optional[str], typer.Option(help="Tuning data for --max-drop (default: the calibration data).")],
+        "tune_samples": Annotated[int, typer.Option(help="Tuning samples for --max-drop.")],
+        "metric": Annotated[str, typer.Option(help="Budget metric: auto, top1 (needs labels) or agreement.")],
+        "max_excluded": Annotated[Optional[int], typer.Option(help="At most this many nodes in high precision.")],
+    }

@@ -1,0 +1,113 @@
+"""Report sections for accuracy-aware quantization: budget, sensitivity ranking, calibration study.
+
+Reads ``tune/<tag>.json`` and ``study/calibration.json`` from a run folder and
+renders Markdown lines, HTML fragments and a bar chart of per-node sensitivity.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from optim.artifacts import atomic_path
+
+TOP = 10
+
+
+def collect_tuning(run_dir: Path, tags: list[str] | None = None) -> dict[str, Any]:
+    """Tuning results of the run's entries (``tags``; all files when None)."""
+    tune = {p.stem: json.loads(p.read_text()) for p in sorted((Path(run_dir) / "tune").glob("*.json"))
+            if tags is None or p.stem in tags}
+    study_p = Path(run_dir) / "study" / "calibration.json"
+    return {"tune": tune, "study": json.loads(study_p.read_text()) if study_p.is_file() else None}
+
+
+def _budget_lines(tag: str, t: dict) -> list[str]:
+    b = t.get("budget")
+    if not b:
+        return []
+    out = [f"**{tag}**: budget {b['max_drop']:g} points of {_metric(b['metric'])} on {t['samples']} "
+           f"tuning samples ({t.get('data', '')}): drop {b['before']['drop']:.3f} without the budget, "
+           f"{b['after']['drop']:.3f} with it; {len(b['excluded'])} node(s) kept in high precision; "
+           f"{b['evaluations']} evaluations, {b['seconds']:.1f} s.", ""]
+    out += [f"- `{e['node']}` ({e['op_type']}): {e['why']}" for e in b["excluded"]]
+    return out + [""]
+
+
+def _metric(m: str) -> str:
+    return "task top-1" if m == "top1" else "top-1 agreement with FP32"
+
+
+def _sens_rows(t: dict) -> list[list[str]]:
+    s = t.get("sensitivity") or {}
+    return [[str(i + 1), f"`{r['node']}`", r["op_type"], f"{r['output_error']:.3g}",
+             f"{r['max_abs_error']:.3g}", f"{r['metric_drop']:+.2f}"]
+            for i, r in enumerate(s.get("rows", [])[:TOP])]
+
+
+def markdown(t: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    if any(v.get("budget") for v in t["tune"].values()):
+        out += ["## Accuracy budget", ""]
+        for tag, v in t["tune"].items():
+            out += _budget_lines(tag, v)
+    for tag, v in t["tune"].items():
+        s = v.get("sensitivity")
+        if not s:
+            continue
+        out += [f"## Sensitivity: {tag}", "",
+                f"Each node quantized alone (all others in high precision, calibration reused), scored "
+                f"against FP32 on {s['samples']} tuning samples; {s['evaluations']} evaluations in "
+                f"{s['seconds']:.1f} s. Top {min(TOP, len(s['rows']))} of {len(s['rows'])} nodes by "
+                "output error (1 - cosine).", "",
+                f"| rank | node | op | output error | max abs | {s['metric']} lost (pts) |",
+                "|---|---|---|---|---|---|"]
+        out += ["| " + " | ".join(r) + " |" for r in _sens_rows(v)]
+        out.append("")
+    st = t.get("study")
+    if st:
+        out += ["## Calibration study", "",
+                f"{st['precision'].upper()} for {st['target']}, scored against FP32 on {st['samples']} "
+                "evaluation samples.", "",
+                "| method | calibration samples | top-1 % | Δ (pts) | agreement % | cosine | quantize s |",
+                "|---|---|---|---|---|---|---|"]
+        for r in st["rows"]:
+            top1 = "no labels" if r["top1"] is None else f"{r['top1']:.2f}"
+            out.append(f"| {r['method']} | {r['calibration_samples']} | {top1} | {0.0 - r['drop'] + 0.0:+.2f} | "
+                       f"{r['top1_agreement']:.2f} | {r['cosine']:.5f} | {r['quantize_seconds']:.1f} |")
+        out += [f"- skipped: {s}" for s in st.get("skipped", [])] + [""]
+    return out
+
+
+def html_parts(t: dict[str, Any]) -> list[str]:
+    """The same sections, as simple HTML (pre-formatted Markdown keeps it short and faithful)."""
+    lines = markdown(t)
+    return [f"<pre>{html.escape(chr(10).join(lines))}</pre>"] if lines else []
+
+
+def sensitivity_plot(t: dict[str, Any], out: Path) -> bool:
+    tags = [tag for tag, v in t["tune"].items() if (v.get("sensitivity") or {}).get("rows")]
+    if not tags:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(tags), 1, figsize=(8, 3.2 * len(tags)), dpi=110, squeeze=False)
+    for ax, tag in zip(axes[:, 0], tags):
+        rows = t["tune"][tag]["sensitivity"]["rows"][:15][::-1]
+        excluded = {e["node"] for e in (t["tune"][tag].get("budget") or {}).get("excluded", [])}
+        colors = ["#c0392b" if r["node"] in excluded else "#2e86c1" for r in rows]
+        ax.barh([r["node"][-40:] for r in rows], [r["output_error"] for r in rows], color=colors)
+        ax.set_xscale("log")
+        ax.set_title(f"{tag}: output error with only this node quantized (red: kept in high precision)",
+                     fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True

@@ -1,0 +1,134 @@
+"""Per-node quantization sensitivity, measured end to end on the model's output.
+
+For each quantized node of a Q/DQ model (named by its ONNX node name and op
+type), build the model in which *only that node* keeps its Q/DQ (all others are
+taken back to high precision with ``optim.qdq.dequantize_nodes``; the scales are
+the ones calibration chose, nothing is recalibrated) and measure, against FP32 on
+the same inputs: the output error (1 - cosine, max abs error) and the task
+metric (top-1 points lost with labels, else top-1 agreement with FP32). Nodes are
+ranked by output error, the continuous measure; ties go by node name, so the
+ranking is deterministic.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from optim.check import output_deltas, topk_accuracy
+from optim.console import progress
+from optim.errors import QuantizeError
+from optim.onnx_tools import has_float8
+from optim.qdq import QuantNode, dequantize_nodes, quantized_nodes
+from optim.runners.onnxrt import OrtRunner
+
+BATCH = 256
+
+
+@dataclass
+class Fidelity:
+    """A candidate's outputs against FP32's on one data set."""
+
+    cosine: float
+    max_abs_error: float
+    top1_agreement: float
+    top1: float | None = None  # task top-1 (%) when labels exist
+    drop: float = 0.0  # points lost in the budget's metric
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Evaluator:
+    """Runs model variants on fixed inputs and scores them against FP32 outputs."""
+
+    def __init__(self, x: np.ndarray, ref: np.ndarray, labels: np.ndarray | None,
+                 metric: str = "auto", threads: int | None = None) -> None:
+        if metric == "auto":
+            metric = "top1" if labels is not None else "agreement"
+        if metric == "top1" and labels is None:
+            raise QuantizeError("metric top1 needs labelled data; use metric agreement")
+        self.x, self.ref, self.labels, self.metric, self.threads = x, ref, labels, metric, threads
+        self.ref_top1 = topk_accuracy(ref, labels)["top1"] if labels is not None else None
+        self.evaluations = 0
+        self.seconds = 0.0
+
+    def run(self, model: onnx.ModelProto) -> np.ndarray:
+        t0 = time.perf_counter()
+        opt = "basic" if has_float8(model) else "all"
+        with OrtRunner(model.SerializeToString(), threads=self.threads, optimization=opt) as r:
+            name = r.input_names[0]
+            out = np.concatenate([next(iter(r.infer({name: self.x[i : i + BATCH]}).values()))
+                                  for i in range(0, len(self.x), BATCH)])
+        self.evaluations += 1
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def score(self, model: onnx.ModelProto) -> Fidelity:
+        got = self.run(model)
+        d = output_deltas(self.ref, got)
+        f = Fidelity(d["cosine"], d["max_abs_error"], d.get("top1_agreement", 100.0))
+        if self.labels is not None:
+            f.top1 = topk_accuracy(got, self.labels)["top1"]
+        f.drop = (self.ref_top1 - f.top1) if self.metric == "top1" else 100.0 - f.top1_agreement
+        return f
+
+
+@dataclass
+class NodeSensitivity:
+    node: str
+    op_type: str
+    output_error: float  # 1 - mean cosine vs FP32, with only this node quantized
+    max_abs_error: float
+    metric_drop: float  # points, in the evaluator's metric
+    top1_agreement: float
+
+
+@dataclass
+class SensitivityReport:
+    metric: str
+    samples: int
+    rows: list[NodeSensitivity] = field(default_factory=list)
+    full: Fidelity | None = None  # every node quantized
+    evaluations: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def ranked_names(self) -> list[str]:
+        return [r.node for r in self.rows]
+
+
+def check_reversible(model: onnx.ModelProto, ev: Evaluator, nodes: list[QuantNode]) -> None:
+    """Taking every node back to high precision must give FP32 again, or edits are unsafe."""
+    back = ev.run(dequantize_nodes(model, [n.name for n in nodes]))
+    err = float(np.abs(back - ev.ref).max())
+    scale = float(np.abs(ev.ref).max()) or 1.0
+    if err > 1e-3 * scale:
+        raise QuantizeError(
+            "this Q/DQ placement folds operators into quantization (the onnxruntime target "
+            "drops Relu after quantized Conv), so nodes cannot be taken back to high precision "
+            "by removing Q/DQ; use the tensorrt placement for sensitivity and budgets")
+
+
+def node_sensitivity(model: onnx.ModelProto, ev: Evaluator) -> SensitivityReport:
+    nodes = quantized_nodes(model)
+    if not nodes:
+        raise QuantizeError("the model has no quantized nodes (no DequantizeLinear feeds a compute node)")
+    check_reversible(model, ev, nodes)
+    names = [n.name for n in nodes]
+    rep = SensitivityReport(ev.metric, len(ev.x), full=ev.score(model))
+    with progress() as bar:
+        task = bar.add_task("sensitivity", total=len(nodes))
+        for n in nodes:
+            f = ev.score(dequantize_nodes(model, [m for m in names if m != n.name]))
+            rep.rows.append(NodeSensitivity(n.name, n.op_type, round(1.0 - f.cosine, 9),
+                                            f.max_abs_error, f.drop, f.top1_agreement))
+            bar.advance(task)
+    rep.rows.sort(key=lambda r: (-r.output_error, -r.metric_drop, r.node))
+    rep.evaluations, rep.seconds = ev.evaluations, round(ev.seconds, 2)
+    return rep

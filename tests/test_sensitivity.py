@@ -1,0 +1,215 @@
+"""Sensitivity ranking and the accuracy budget on a tiny CNN with one deliberately broken layer.
+
+The first convolution has one output channel with a huge outlier (weights x300,
+bias 300) which the second convolution ignores in FP32 (its weights for that
+channel are zero). Quantizing the second convolution's input per tensor then
+crushes every other channel: that node, and only that node, is broken.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from optim.budget import apply_budget
+from optim.errors import QuantizeError
+from optim.qdq import dequantize_nodes, quantized_nodes
+from optim.quantize import quantize_onnx
+from optim.recipe import QuantizeSettings
+from optim.runners import open_runner
+from optim.sensitivity import Evaluator, node_sensitivity
+
+BROKEN = "/2/Conv"
+
+
+def broken_cnn():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5),
+    ).eval()
+    xs = torch.from_numpy(_inputs())
+    with torch.no_grad():
+        m[0].weight[0] *= 300.0
+        m[0].bias[0] = 300.0
+        m[2].weight[:, 0] = 0.0
+        feats = m[:6](xs)  # centre and scale the head so that every class wins somewhere
+        m[6].weight.mul_(1.0 / feats.std(0).clamp_min(1e-6))
+        m[6].bias.copy_(-(m[6].weight @ feats.mean(0)))
+    return m
+
+
+def _inputs() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((128, 3, 16, 16)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    from optim.export import onnx_from_torch
+    from optim.recipe import ExportSettings, InputSpec
+    from optim.sources import LoadedModel
+
+    d = tmp_path_factory.mktemp("broken")
+    fp32, int8 = d / "fp32.onnx", d / "int8.onnx"
+    onnx_from_torch(LoadedModel(broken_cnn(), "broken", None), InputSpec(shape=(3, 16, 16)),
+                    ExportSettings(output_names=("logits",)), fp32)
+    x = _inputs()
+    quantize_onnx(fp32, QuantizeSettings(precision="int8", method="max"), int8, x[:32])
+    with open_runner(fp32) as r:
+        ref = r.infer({"input": x})["logits"]
+    assert len(set(ref.argmax(1))) == 5  # the fixture is not degenerate
+    return onnx.load(str(int8)), x, ref
+
+
+def _ev(broken, labels=False):
+    _, x, ref = broken
+    return Evaluator(x, ref, ref.argmax(1) if labels else None)
+
+
+def test_taking_every_node_back_gives_fp32(broken):
+    model, x, ref = broken
+    names = [n.name for n in quantized_nodes(model)]
+    assert BROKEN in names and len(names) >= 3
+    back = dequantize_nodes(model, names)
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in back.graph.node)
+    np.testing.assert_allclose(_ev(broken).run(back), ref, atol=1e-4)
+
+
+def test_sensitivity_ranks_the_broken_layer_first(broken):
+    model, _, _ = broken
+    ev = _ev(broken)
+    rep = node_sensitivity(model, ev)
+    top, second = rep.rows[0], rep.rows[1]
+    assert top.node == BROKEN and top.op_type == "Conv"
+    assert top.output_error > 100 * second.output_error
+    assert top.metric_drop > 50.0  # top-1 agreement with FP32 collapses
+    assert rep.full.drop > 50.0 and rep.metric == "agreement"
+    assert rep.evaluations == len(rep.rows) + 2 and rep.seconds > 0  # + full model + reversibility check
+
+
+def test_budget_excludes_exactly_the_broken_layer(broken):
+    model, _, _ = broken
+    out, res = apply_budget(model, _ev(broken, labels=True), max_drop=2.0)
+    assert res.metric == "top1"
+    assert [e["node"] for e in res.excluded] == [BROKEN]
+    assert "rank 1 of" in res.excluded[0]["why"]
+    assert res.before.drop > 50.0 and res.after.drop <= 2.0
+    remaining = {n.name for n in quantized_nodes(out)}
+    assert BROKEN not in remaining and len(remaining) == len(quantized_nodes(model)) - 1
+
+
+def test_budget_already_met_changes_nothing(broken):
+    model, _, _ = broken
+    out, res = apply_budget(model, _ev(broken), max_drop=100.0)
+    assert res.excluded == [] and res.sensitivity is None and res.evaluations == 1
+    assert out.SerializeToString() == model.SerializeToString()
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    (dict(max_drop=-1.0), "even with every quantized node"),
+    (dict(max_drop=0.0, max_excluded=0), "with up to 0 nodes"),
+])
+def test_impossible_budget_fails_cleanly(broken, kwargs, fragment):
+    model, _, _ = broken
+    with pytest.raises(QuantizeError, match=fragment) as exc:
+        apply_budget(model, _ev(broken), **kwargs)
+    assert "cannot be met" in str(exc.value) and "smallest drop reached" in str(exc.value)
+
+
+def test_budget_is_deterministic(broken):
+    model, _, _ = broken
+    a, ra = apply_budget(model, _ev(broken), max_drop=0.0)
+    b, rb = apply_budget(model, _ev(broken), max_drop=0.0)
+    assert ra.excluded == rb.excluded and ra.steps == rb.steps
+    assert a.SerializeToString() == b.SerializeToString()
+    assert BROKEN in [e["node"] for e in ra.excluded]
+
+
+def test_onnxruntime_placement_is_refused(tmp_path, tiny_onnx, calib_x):
+    q = tmp_path / "ort.onnx"
+    quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", target="onnxruntime", method="max"), q, calib_x)
+    with open_runner(tiny_onnx) as r:
+        ref = r.infer({"input": calib_x})["logits"]
+    with pytest.raises(QuantizeError, match="tensorrt placement"):
+        node_sensitivity(onnx.load(str(q)), Evaluator(calib_x, ref, None))
+
+
+def test_top1_metric_needs_labels(broken):
+    _, x, ref = broken
+    with pytest.raises(QuantizeError, match="labelled"):
+        Evaluator(x, ref, None, metric="top1")
+
+
+@pytest.fixture
+def broken_files(tmp_path, broken):
+    """The broken model's FP32 (every node taken back) and Q/DQ files."""
+    model = broken[0]
+    fp32, q = tmp_path / "fp32.onnx", tmp_path / "q.onnx"
+    onnx.save(dequantize_nodes(model, [n.name for n in quantized_nodes(model)]), str(fp32))
+    onnx.save(model, str(q))
+    return fp32, q
+
+
+def test_tune_stage_writes_the_budgeted_model(tmp_path, broken, broken_files):
+    from optim.recipe import TuningSettings
+    from optim.tune import tune_quantized
+
+    model, x, ref = broken
+    fp32, q = broken_files
+    out = tmp_path / "tuned.onnx"
+    s = TuningSettings(max_drop={"int8": 2.0, "fp8": 0.1}, sensitivity_samples=64)
+    assert s.budget_for("int8-tensorrt") == 2.0 and s.budget_for("fp8-tensorrt") == 0.1
+    res = tune_quantized(fp32, q, x, ref.argmax(1), s, max_drop=s.budget_for("int8-tensorrt"),
+                         out=out, tag="int8-tensorrt")
+    assert res.sensitivity.samples == 64 and res.sensitivity.rows[0].node == BROKEN
+    assert [e["node"] for e in res.budget.excluded] == [BROKEN]
+    assert {n.name for n in quantized_nodes(onnx.load(str(out)))} == \
+        {n.name for n in quantized_nodes(model)} - {BROKEN}
+    assert res.as_dict()["budget"]["after"]["drop"] <= 2.0
+
+
+def test_calibration_study_rows_and_skips(tiny_onnx, calib_x, eval_xy):
+    from optim.recipe import CalibrationStudySettings
+    from optim.tune import calibration_study
+
+    x, y = eval_xy
+    res = calibration_study(tiny_onnx, calib_x, x, y, CalibrationStudySettings(
+        methods=("max", "entropy", "percentile"), sizes=(16, 1000)))
+    assert [(r.method, r.calibration_samples) for r in res.rows] == [("max", 16), ("entropy", 16)]
+    assert any("percentile" in s for s in res.skipped) and any("1000" in s for s in res.skipped)
+    assert res.metric == "top1" and all(0.9 < r.cosine <= 1.0 + 1e-9 for r in res.rows)
+
+
+def test_cli_sensitivity_and_quantize_with_budget(tmp_path, broken, broken_files):
+    from tests.test_cli import assert_one_line_error, optim
+
+    model, x, ref = broken
+    fp32, q = broken_files
+    data = tmp_path / "tune.npz"
+    np.savez(data, images=x, labels=ref.argmax(1))
+
+    p = optim("sensitivity", q, "--reference", fp32, "--data", data, "--samples", "64", "--json",
+              tmp_path / "s.json")
+    assert p.returncode == 0, p.stderr
+    first = p.stdout.splitlines()[1]
+    assert first.split()[0] == "1" and BROKEN in first
+    assert "evaluations of 64 samples" in p.stdout
+    assert json.loads((tmp_path / "s.json").read_text())["rows"][0]["node"] == BROKEN
+
+    out = tmp_path / "budget.onnx"
+    p = optim("quantize", fp32, "--precision", "int8", "--method", "max", "--calib", data,
+              "--calib-samples", "32", "--max-drop", "2", "--tune-data", data, "-o", out)
+    assert p.returncode == 0, p.stderr
+    assert f"kept in high precision: {BROKEN}" in p.stderr
+    assert BROKEN not in {n.name for n in quantized_nodes(onnx.load(str(out)))}
+
+    p = optim("quantize", fp32, "--precision", "int8", "--target", "onnxruntime", "--calib", data,
+              "--max-drop", "1", "-o", tmp_path / "x.onnx")
+    assert_one_line_error(p, 2, "tensorrt")
+    assert not (tmp_path / "x.onnx").exists()
