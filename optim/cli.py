@@ -420,9 +420,11 @@ def _apply_overrides(r, weights, eval_samples, calib_samples, precisions, bench_
     return r.model_copy(update=upd) if upd else r
 
 
+from optim.cli_plugins import register as _register_plugins  # noqa: E402
 from optim.cli_tuning import register as _register_tuning  # noqa: E402
 
 _register_tuning(app, _load_data)
+_register_plugins(app)
 
 
 def main() -> None:

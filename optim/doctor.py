@@ -41,8 +41,8 @@ def inventory(m: Machine) -> list[Item]:
     elif m.plugin_libraries:
         plugins = Item("plugin libraries", ", ".join(m.plugin_libraries), True)
     else:
-        plugins = Item("plugin libraries", "csrc/ is here but no built library under build/ or csrc/build/",
-                       False, "build csrc/ with CMake on a machine with TensorRT (see csrc/)")
+        plugins = Item("plugin libraries", "csrc/ is here but no library is built (build/plugins/)",
+                       False, "bash scripts/build_plugins.sh")
     return [
         Item("python", m.python, m.python.startswith("3.11"), "" if m.python.startswith("3.11") else "Python 3.11"),
         Item("torch", f"{_pkg(m, 'torch')} (built for CUDA {m.torch_cuda})" if _pkg(m, "torch") else "not installed",

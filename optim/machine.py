@@ -131,13 +131,11 @@ def _nvcc() -> str | None:
     return f"{m.group(1) if m else '?'} ({exe})"
 
 
-def find_plugin_libraries(root: Path = REPO) -> list[str]:
-    """Shared libraries built from csrc/ (under build/ or csrc/build/)."""
-    libs: set[str] = set()
-    for base in (root / "build", root / "csrc" / "build"):
-        if base.is_dir():
-            libs.update(str(p) for p in base.rglob("*.so"))
-    return sorted(libs)
+def find_plugin_libraries() -> list[str]:
+    """Libraries built from csrc/ that optim knows (``optim.plugins``), as 'kind: path'."""
+    from optim.plugins import LIBRARIES, find
+
+    return [f"{kind}: {p}" for kind in LIBRARIES if (p := find(kind)) is not None]
 
 
 def onnxruntime_providers() -> list[str]:

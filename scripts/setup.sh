@@ -11,5 +11,6 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+bash scripts/build_plugins.sh   # csrc/ -> build/plugins/ (CPU op always; CUDA kernel where nvcc is)
 .venv/bin/optim --help > /dev/null
 echo "optim is installed in .venv (run: .venv/bin/optim --help)"

@@ -24,8 +24,9 @@ class OrtRunner(Runner):
     providers: list = ["CPUExecutionProvider"]
 
     def __init__(self, model: Path | bytes, *, threads: int | None = None,
-                 optimization: str = "all", label: str | None = None) -> None:
+                 optimization: str = "all", label: str | None = None, custom_ops: bool = False) -> None:
         self.model = model
+        self.custom_ops = custom_ops  # optim's ops (csrc/ CPU library via onnxruntime-extensions)
         self.threads = threads or default_threads()
         self.optimization = optimization
         self.session = None
@@ -43,6 +44,13 @@ class OrtRunner(Runner):
         so.inter_op_num_threads = 1
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[self.optimization])
         so.log_severity_level = 3
+        if self.custom_ops:
+            from onnxruntime_extensions import get_library_path
+
+            from optim.ops.preprocess_cpu import register
+
+            register()
+            so.register_custom_ops_library(get_library_path())
         src = str(self.model) if isinstance(self.model, Path) else self.model
         try:
             self.session = ort.InferenceSession(src, sess_options=so, providers=self.providers)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from optim.errors import InputError
 from optim.onnx_tools import has_bfloat16, has_float8, load_onnx
+from optim.ops.preprocess import has_op
 from optim.runners.base import Runner
 
 BACKENDS = ("auto", "cpu", "tensorrt", "ort-cuda", "ort-tensorrt")
@@ -38,6 +39,11 @@ def open_runner(path: Path, *, threads: int | None = None, backend: str = "auto"
 
         return OrtGpuRunner(path, backend, threads=threads)
     model = load_onnx(path, check=False)
+    if has_op(model):
+        runner = OrtRunner(path, threads=threads, custom_ops=True,
+                           optimization="basic" if has_float8(model) else "all")
+        runner.method += "; OptimPreprocess by the csrc/ CPU library"
+        return runner
     if has_bfloat16(model):
         return Bf16EmulationRunner(model, threads=threads, label=str(path))
     if has_float8(model):

@@ -1,0 +1,48 @@
+/* C ABI of the fused input-preprocessing op (uint8 NHWC frames -> normalised NCHW).
+ *
+ * liboptim_preprocess_cpu.so exports optim_preprocess_cpu, liboptim_preprocess_cuda.so
+ * exports optim_preprocess_cuda; both export optim_preprocess_version. The arithmetic
+ * is in preprocess.h, shared by both. Python reaches this through ctypes with the
+ * same struct layout (int64 x6, float, float[3], float[3], int32, int32).
+ */
+#ifndef OPTIM_PREPROCESS_API_H
+#define OPTIM_PREPROCESS_API_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OPTIM_PREPROCESS_VERSION "1.0.0"
+
+/* Negative return codes of optim_preprocess_cpu/_cuda: the call did nothing. */
+#define OPTIM_PP_ERR_NULL (-1)     /* params, src or dst is NULL */
+#define OPTIM_PP_ERR_SIZE (-2)     /* n, h, w, out_h or out_w <= 0, or the sizes overflow */
+#define OPTIM_PP_ERR_CHANNELS (-3) /* c is not 1 or 3 */
+#define OPTIM_PP_ERR_STD (-4)      /* std[i] == 0 for a used channel */
+
+typedef struct {
+  int64_t n, h, w, c;      /* input NHWC uint8, c in {1,3} */
+  int64_t out_h, out_w;    /* output size; equal to h,w means no resize */
+  float scale;             /* multiplies the uint8 value, e.g. 1/255 */
+  float mean[3], std[3];   /* per output channel */
+  int32_t bgr;             /* 1: input is BGR, output RGB */
+  int32_t out_fp16;        /* 1: output float16 bits (uint16), else float32 */
+} OptimPreprocessParams;
+
+/* 0 ok, <0 bad params. dst holds n*c*out_h*out_w float32 or uint16 (float16 bits). */
+int optim_preprocess_cpu(const OptimPreprocessParams* p, const uint8_t* src, void* dst);
+
+/* src_dev/dst_dev are device pointers, stream a cudaStream_t (NULL: default stream).
+ * Returns the cudaError_t of the launch as int (0 ok), <0 bad params. Asynchronous. */
+int optim_preprocess_cuda(const OptimPreprocessParams* p, const uint8_t* src_dev, void* dst_dev,
+                          void* stream);
+
+const char* optim_preprocess_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OPTIM_PREPROCESS_API_H */

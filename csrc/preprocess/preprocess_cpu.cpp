@@ -1,0 +1,13 @@
+// liboptim_preprocess_cpu.so: the fused preprocessing op on the CPU, one output element at a
+// time through the same header the CUDA kernel uses (ONNX Runtime runs it for CPU checks).
+#include "preprocess.h"
+
+extern "C" int optim_preprocess_cpu(const OptimPreprocessParams* p, const uint8_t* src, void* dst) {
+  const int err = optim_pp::validate(p, src, dst);
+  if (err) return err;
+  const int64_t count = optim_pp::output_count(*p);
+  for (int64_t i = 0; i < count; ++i) optim_pp::store(*p, dst, i, optim_pp::element(*p, src, i));
+  return 0;
+}
+
+extern "C" const char* optim_preprocess_version(void) { return OPTIM_PREPROCESS_VERSION; }

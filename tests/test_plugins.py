@@ -1,0 +1,144 @@
+"""The fused preprocessing op on CPU: the csrc/ library vs a NumPy reference, and in ONNX Runtime."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+
+from optim.errors import DataError, InputError
+from optim.ops.preprocess import PreprocessOp, has_op, prepend, reference
+from optim.plugins import find
+from optim.runners import open_runner
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cpu_library_built():
+    if find("cpu") is None:
+        subprocess.run(["bash", str(REPO / "scripts/build_plugins.sh")], check=True, capture_output=True)
+    assert find("cpu") is not None, "scripts/build_plugins.sh did not build the CPU library"
+
+
+def _frames(n, h, w, c, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+def _close(got, want):
+    if want.dtype == np.float16:  # within one float16 rounding step
+        g, w = got.astype(np.float32), want.astype(np.float32)
+        assert np.all(np.abs(g - w) <= np.spacing(np.abs(want)).astype(np.float32))
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+
+
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@pytest.mark.parametrize("n,h,w,c,oh,ow,order,dtype", [
+    (3, 7, 13, 3, 7, 13, "RGB", "float32"),   # no resize, odd sizes, batch > 1
+    (2, 17, 11, 3, 5, 9, "BGR", "float32"),   # downsample, BGR frames
+    (1, 5, 6, 3, 23, 31, "RGB", "float16"),   # upsample, float16 output
+    (2, 9, 9, 3, 9, 9, "BGR", "float16"),     # no resize, float16, BGR
+    (4, 9, 10, 1, 4, 5, "RGB", "float32"),    # grey frames
+])
+def test_cpu_library_matches_numpy_reference(n, h, w, c, oh, ow, order, dtype):
+    from optim.ops.preprocess_cpu import run_cpu
+
+    kw = IMAGENET if c == 3 else dict(mean=(0.286,), std=(0.353,))
+    op = PreprocessOp(out_h=oh, out_w=ow, channel_order=order, out_dtype=dtype, **kw)
+    frames = _frames(n, h, w, c)
+    got, want = run_cpu(frames, op), reference(frames, op)
+    assert got.shape == want.shape == (n, c, oh, ow) and got.dtype == want.dtype
+    _close(got, want)
+
+
+def test_reference_by_hand():
+    f = np.array([[[[0, 10, 20], [30, 40, 50]], [[60, 70, 80], [90, 100, 110]]]], np.uint8)  # 1x2x2x3
+    same = reference(f, PreprocessOp(out_h=2, out_w=2, scale=1.0))
+    assert same[0, 0].tolist() == [[0, 30], [60, 90]] and same[0, 2, 1, 1] == 110
+    bgr = reference(f, PreprocessOp(out_h=2, out_w=2, scale=1.0, channel_order="BGR"))
+    assert bgr[0, 0, 0, 0] == 20 and bgr[0, 2, 0, 0] == 0
+    one = reference(f, PreprocessOp(out_h=1, out_w=1, scale=0.5, mean=(1, 1, 1), std=(2, 2, 2)))
+    assert one[0, :, 0, 0].tolist() == [(45 * 0.5 - 1) / 2, (55 * 0.5 - 1) / 2, (65 * 0.5 - 1) / 2]
+
+
+def test_bad_input_and_settings():
+    from optim.ops.preprocess_cpu import run_cpu
+
+    with pytest.raises(DataError, match="uint8"):
+        run_cpu(np.zeros((1, 4, 4, 3), np.float32), PreprocessOp(out_h=4, out_w=4))
+    with pytest.raises(InputError, match="channel_order"):
+        PreprocessOp(out_h=4, out_w=4, channel_order="GBR")
+    with pytest.raises(InputError, match="std"):
+        PreprocessOp(out_h=4, out_w=4, std=(1, 0, 1))
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory, tiny_onnx):
+    op = PreprocessOp(out_h=16, out_w=16, channel_order="BGR", **IMAGENET)
+    out = tmp_path_factory.mktemp("fused") / "tiny.frames.onnx"
+    onnx.save(prepend(onnx.load(str(tiny_onnx)), op, (21, 27)), str(out))
+    return out, op
+
+
+def test_fused_model_matches_host_preprocessing(fused, tiny_onnx):
+    path, op = fused
+    model = onnx.load(str(path))
+    assert has_op(model) and model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    node = model.graph.node[0]
+    assert node.op_type == "OptimPreprocess"
+    assert {a.name: a.s for a in node.attribute if a.name == "plugin_namespace"} == {"plugin_namespace": b"optim"}
+    frames = _frames(5, 21, 27, 3, seed=3)
+    with open_runner(path) as r:
+        assert "csrc/ CPU library" in r.method and r.input_names == ["frames"]
+        got = r.infer({"frames": frames})["logits"]
+    with open_runner(tiny_onnx) as r:
+        want = r.infer({"input": reference(frames, op)})["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_quantized_variant_matches_too(tmp_path, fused, tiny_onnx, calib_x):
+    from optim.quantize import quantize_onnx
+    from optim.recipe import QuantizeSettings
+
+    _, op = fused
+    q = tmp_path / "int8.onnx"
+    quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", method="max"), q, calib_x)
+    qf = tmp_path / "int8.frames.onnx"
+    onnx.save(prepend(onnx.load(str(q)), op, (21, 27)), str(qf))
+    frames = _frames(4, 21, 27, 3, seed=4)
+    with open_runner(qf) as r:
+        got = r.infer({"frames": frames})["logits"]
+    with open_runner(q) as r:
+        want = r.infer({"input": reference(frames, op)})["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_prepend_refuses_a_size_mismatch(tiny_onnx):
+    with pytest.raises(InputError, match="wants 3x16x16"):
+        prepend(onnx.load(str(tiny_onnx)), PreprocessOp(out_h=8, out_w=8), (20, 20))
+
+
+def test_cli_plugins_and_fuse(tmp_path, tiny_onnx):
+    from tests.test_cli import assert_one_line_error, optim
+
+    p = optim("plugins")
+    assert p.returncode == 0 and "cpu       yes" in p.stdout
+    out = tmp_path / "f.onnx"
+    p = optim("fuse-preprocess", tiny_onnx, "--frame", "30x40", "--channel-order", "BGR", "-o", out)
+    assert p.returncode == 0, p.stderr
+    assert has_op(onnx.load(str(out)))
+    assert_one_line_error(optim("fuse-preprocess", tiny_onnx, "--frame", "big", "-o", tmp_path / "g.onnx"),
+                          2, "HxW")
+
+
+def test_bench_preprocess_counts_bytes_and_says_gpu_not_run():
+    from optim.bench_preprocess import bench_preprocess
+
+    r = bench_preprocess((48, 64, 3), PreprocessOp(out_h=24, out_w=24), batch=2, iterations=2)
+    assert r.h2d_bytes_host_path == 3 * 24 * 24 * 4 and r.h2d_bytes_fused == 48 * 64 * 3
+    assert r.host_ms_numpy > 0 and r.host_ms_cpu_library is not None and r.host_ms_cpu_library > 0
+    assert r.gpu_kernel_ms is None and r.gpu_note.startswith("not run")
