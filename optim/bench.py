@@ -56,7 +56,8 @@ class BenchResult:
         return next((t for t in self.timings if t.batch == batch), None)
 
 
-def _sample_shape(path: Path) -> tuple[str, tuple[int, ...]]:
+def _sample_shape(path: Path) -> tuple[str, tuple[int, ...], bool]:
+    """Input name, per-sample shape, and whether it takes uint8 frames (fused preprocessing)."""
     ins = graph_inputs(load_onnx(path, check=False))
     if len(ins) != 1:
         raise ModelError(f"{path}: bench supports single-input models, this one has {len(ins)}")
@@ -64,7 +65,7 @@ def _sample_shape(path: Path) -> tuple[str, tuple[int, ...]]:
     if not all(isinstance(d, int) and d > 0 for d in rest):
         raise ModelError(f"{path}: input '{ins[0].name}' has non-fixed sizes {list(rest)} "
                          "besides the batch axis")
-    return ins[0].name, tuple(int(d) for d in rest)
+    return ins[0].name, tuple(int(d) for d in rest), ins[0].dtype_name == "uint8"
 
 
 def stats(batch: int, times_s: list[float]) -> BatchTiming:
@@ -78,7 +79,7 @@ def stats(batch: int, times_s: list[float]) -> BatchTiming:
 def bench_model(path: Path, s: BenchSettings, *, tag: str = "") -> BenchResult:
     path = Path(path)
     tag = tag or path.stem
-    name, shape = _sample_shape(path)
+    name, shape, frames = _sample_shape(path)
     runner = open_runner(path, threads=s.threads)
     res = BenchResult(str(path), tag, runner.method, s.model_dump(mode="json"), note=runner.timing_note)
     if not runner.timing_meaningful:
@@ -87,7 +88,8 @@ def bench_model(path: Path, s: BenchSettings, *, tag: str = "") -> BenchResult:
     rng = np.random.default_rng(0)
     with runner, progress() as bar:
         for b in s.batch_sizes:
-            x = {name: rng.standard_normal((b, *shape)).astype(np.float32)}
+            x = {name: rng.integers(0, 256, (b, *shape), dtype=np.uint8) if frames
+                 else rng.standard_normal((b, *shape)).astype(np.float32)}
             task = bar.add_task(f"bench {tag} batch {b}", total=s.warmup + s.iterations)
             for _ in range(s.warmup):
                 runner.infer(x)

@@ -54,6 +54,41 @@ def _has_gpu() -> bool:
         return False
 
 
+def _kernel_ms(frames: np.ndarray, op: PreprocessOp, iterations: int) -> tuple[float | None, str]:
+    """Median per-image time of the CUDA kernel between CUDA events (input already on the GPU)."""
+    import ctypes
+
+    import torch
+
+    from optim.ops.preprocess_cpu import make_params
+    from optim.plugins import Params, find
+
+    lib_path = find("cuda")
+    if lib_path is None:
+        return None, "not run: liboptim_preprocess_cuda.so is not built (bash scripts/build_plugins.sh)"
+    lib = ctypes.CDLL(str(lib_path))
+    lib.optim_preprocess_cuda.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_void_p,
+                                          ctypes.c_void_p]
+    n, c = frames.shape[0], frames.shape[3]
+    p = make_params(frames.shape, op)
+    src = torch.from_numpy(frames).cuda()
+    dst = torch.empty((n, c, op.out_h, op.out_w),
+                      dtype=torch.float16 if op.out_dtype == "float16" else torch.float32, device="cuda")
+    stream = torch.cuda.current_stream()
+    times = []
+    for i in range(iterations + 1):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        rc = lib.optim_preprocess_cuda(p, src.data_ptr(), dst.data_ptr(), ctypes.c_void_p(stream.cuda_stream))
+        end.record(stream)
+        end.synchronize()
+        if rc != 0:
+            return None, f"not run: optim_preprocess_cuda returned {rc}"
+        if i:  # the first call is a warm-up
+            times.append(start.elapsed_time(end))
+    return round(float(np.median(times)) / n, 5), f"{torch.cuda.get_device_name()} (CUDA events)"
+
+
 def bench_preprocess(frame_hwc: tuple[int, int, int], op: PreprocessOp, batch: int = 8,
                      iterations: int = 20) -> PreprocessBench:
     h, w, c = frame_hwc
@@ -67,9 +102,7 @@ def bench_preprocess(frame_hwc: tuple[int, int, int], op: PreprocessOp, batch: i
         lib_ms = _median_ms(lambda: run_cpu(frames, op), iterations, batch)
     except Exception:  # not built: reported as not run
         lib_ms = None
-    gpu_ms = None
-    note = ("not run: kernel timing is not implemented yet" if _has_gpu()
-            else "not run: no NVIDIA GPU here")
+    gpu_ms, note = _kernel_ms(frames, op, iterations) if _has_gpu() else (None, "not run: no NVIDIA GPU here")
     return PreprocessBench((h, w, c), (c, op.out_h, op.out_w), batch, iterations,
                            c * op.out_h * op.out_w * itemsize, h * w * c, round(numpy_ms, 4),
                            None if lib_ms is None else round(lib_ms, 4), gpu_ms, note)

@@ -137,11 +137,15 @@ def run_model(path: Path, x: np.ndarray, s: CheckSettings, what: str) -> tuple[d
 def check_candidate(candidate: Path, reference: Path, x: np.ndarray, labels: np.ndarray | None,
                     s: CheckSettings, gates: Gates, *, tag: str = "",
                     ref_outputs: tuple[dict[str, np.ndarray], str] | None = None,
-                    data: str = "") -> CheckResult:
-    """Run both models on ``x`` and compare; ``ref_outputs`` reuses a reference run."""
+                    data: str = "", candidate_x: np.ndarray | None = None) -> CheckResult:
+    """Run both models on ``x`` and compare; ``ref_outputs`` reuses a reference run.
+
+    ``candidate_x``: the candidate's own inputs when they differ from the reference's
+    (raw uint8 frames for a model with fused preprocessing, ``x`` being those frames
+    preprocessed on the host)."""
     tag = tag or Path(candidate).stem
     ref, ref_method = ref_outputs or run_model(reference, x, s, "reference fp32")
-    got, method = run_model(candidate, x, s, f"check {tag}")
+    got, method = run_model(candidate, x if candidate_x is None else candidate_x, s, f"check {tag}")
     missing = set(ref) - set(got)
     if missing:
         raise DataError(f"{candidate} lacks outputs {sorted(missing)} of the reference")

@@ -87,6 +87,29 @@ from optim.cli_tuning import RecipeOpt, budget_options  # noqa: E402
 _BUDGET = budget_options()
 
 
+def _fused_op(path: Path):
+    from optim.onnx_tools import load_onnx
+    from optim.ops.preprocess import op_of
+
+    return op_of(load_onnx(path))
+
+
+def _load_frames(arg: str, fused, samples: int | None, labels: Path | None):
+    """Raw frames for a model with fused preprocessing, and the same frames preprocessed
+    on the host by the op's reference (what the FP32 reference model is fed)."""
+    from optim.data import load_dataset, parse_data_arg
+    from optim.ops.preprocess import as_frames, reference
+
+    op, hwc = fused
+    spec = parse_data_arg(arg)
+    if labels is not None:
+        spec = spec.model_copy(update={"labels": labels.resolve()})
+    ds = load_dataset(spec, (hwc[2], op.out_h, op.out_w)).head(samples)
+    frames = as_frames(ds.images, hwc, ds.source)
+    x = reference(frames, op).astype("float32")
+    return frames, x, ds.labels, ds
+
+
 @app.command()
 def export(
     model: Annotated[Optional[str], typer.Argument(help="torchvision:NAME, package.module:factory or bundled:NAME.")] = None,
@@ -228,11 +251,16 @@ def check(
     from optim.recipe import CheckSettings, Gates
 
     r = _recipe(recipe)
-    x, y, ds = _load_data(data, reference, r, samples, labels)
+    fused = None if candidate.suffix in (".plan", ".engine") else _fused_op(candidate)
+    if fused is None:
+        x, y, ds = _load_data(data, reference, r, samples, labels)
+        frames = None
+    else:  # the candidate takes raw frames; the reference gets them preprocessed on the host
+        frames, x, y, ds = _load_frames(data, fused, samples, labels)
     gates = Gates(max_top1_drop=max_top1_drop, min_cosine=min_cosine,
                   min_top1_agreement=min_top1_agreement, max_abs_error=max_abs_error)
     res = check_candidate(candidate, reference, x, y, CheckSettings(batch_size=batch_size), gates,
-                          data=ds.source)
+                          data=ds.source, candidate_x=frames)
     for name, d in res.outputs.items():
         agree = f", top-1 agreement {d['top1_agreement']:.2f}%" if "top1_agreement" in d else ""
         print(f"{name}: max abs {d['max_abs_error']:.4g}, mean abs {d['mean_abs_error']:.4g}, "

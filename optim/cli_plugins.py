@@ -59,9 +59,10 @@ def register(app: typer.Typer) -> None:
               f"(median of {iterations} calls of {batch}):")
         print(f"  host preprocessing: copies {r.h2d_bytes_host_path:,} B to the GPU; host CPU "
               f"{r.host_ms_numpy:.3f} ms (NumPy), {lib}")
+        kernel = r.gpu_note if r.gpu_kernel_ms is None else f"{r.gpu_kernel_ms:.4f} ms on {r.gpu_note}"
         print(f"  fused op:           copies {r.h2d_bytes_fused:,} B to the GPU "
               f"({r.h2d_bytes_fused / r.h2d_bytes_host_path:.2f}x); no host preprocessing; GPU kernel time: "
-              f"{r.gpu_note}")
+              f"{kernel}")
 
     @app.command("fuse-preprocess")
     def fuse_preprocess(

@@ -81,6 +81,42 @@ class Pipeline(EngineStages, TuningStages):
         info(f"[green]done[/] {stage} {name} ({rel}, {time.perf_counter() - t0:.1f} s)")
         return rec.sha256
 
+    # -- data --------------------------------------------------------------------------------
+    _frames: np.ndarray | None = None  # evaluation frames, when preprocessing is fused
+
+    def prepare(self, spec, samples: int | None):
+        """(model inputs, labels, data set, raw frames or None) for a data spec.
+
+        With ``fused_preprocess`` the images must be raw uint8 frames of the recipe's frame
+        size; the model inputs are those frames preprocessed by the op's own arithmetic."""
+        r = self.recipe
+        op = r.preprocess_op()
+        if op is None:
+            x, y, ds = data_mod.prepare(spec, r.preprocess, r.input, samples)
+            return x, y, ds, None
+        from optim.ops.preprocess import as_frames, reference
+
+        ds = data_mod.load_dataset(spec, r.input.shape).head(samples)
+        frames = as_frames(ds.images, (*r.fused_preprocess.frame, r.input.shape[0]), ds.source)
+        x = data_mod.validate_inputs(reference(frames, op).astype(np.float32), r.input, ds.source)
+        return x, ds.labels, ds, frames
+
+    def fuse(self, tag: str, rel: str, sha: str) -> tuple[str, str]:
+        """``model.<tag>.frames.onnx``: the model behind the OptimPreprocess op."""
+        from optim.onnx_tools import load_onnx, save_onnx
+        from optim.ops.preprocess import prepend
+
+        r = self.recipe
+        op = r.preprocess_op()
+        out = rel.removesuffix(".onnx") + ".frames.onnx"
+        key = {"model": sha, "op": op.attributes(), "frame": list(r.fused_preprocess.frame)}
+
+        def make(path: Path) -> dict[str, Any]:
+            save_onnx(prepend(load_onnx(self.rd.path(rel)), op, r.fused_preprocess.frame), path)
+            return {"op": op.attributes(), "frame": list(r.fused_preprocess.frame)}
+
+        return out, self._stage(f"{tag}.frames", out, "fuse", key, make, parents=[tag])
+
     # -- stages ------------------------------------------------------------------------------
     def export(self) -> str:
         r = self.recipe
@@ -145,7 +181,8 @@ class Pipeline(EngineStages, TuningStages):
         # the un-budgeted model is shown for comparison, not deployed: it is not gated
         gates = Gates() if tag.endswith(NOBUDGET) else r.gates_for(tag)
         out = f"{prefix}check/{tag}.json"
-        key = {"candidate": sha, "reference": fp32_sha, "eval": eval_hash,
+        frames = self._frames
+        key = {"candidate": sha, "reference": fp32_sha, "eval": eval_hash, "frames": _array_hash(frames),
                "labels": _array_hash(labels), "settings": r.check.model_dump(mode="json"),
                "gates": gates.model_dump(mode="json"), "ort": self.versions.get("onnxruntime")}
 
@@ -153,7 +190,7 @@ class Pipeline(EngineStages, TuningStages):
             from optim.check import check_candidate
 
             ref = self.reference(x)
-            if tag == "fp32" and not prefix:
+            if tag == "fp32" and not prefix and frames is None:
                 res = CheckResult("fp32", rel, rel, len(x), ref[1], ref[1],
                                   {k: output_deltas(v, v) for k, v in ref[0].items()}, data=data_desc)
                 if labels is not None:
@@ -163,7 +200,7 @@ class Pipeline(EngineStages, TuningStages):
                 res.gates = apply_gates(res, gates)
             else:
                 res = check_candidate(self.rd.path(rel), self.rd.path(FP32), x, labels, r.check, gates,
-                                      tag=tag, ref_outputs=ref, data=data_desc)
+                                      tag=tag, ref_outputs=ref, data=data_desc, candidate_x=frames)
                 res.candidate, res.reference = rel, FP32
             write_json(path, res.as_dict())
             return {"gates": gates.model_dump(mode="json"), **r.check.model_dump(mode="json")}
@@ -235,10 +272,10 @@ class Pipeline(EngineStages, TuningStages):
         quantized = [s for s in settings if s.precision != "fp32"]
         calib = calib_hash = None
         if any(s.precision in ("int8", "fp8") for s in quantized):
-            calib, _, cds = data_mod.prepare(r.calibration.data, r.preprocess, r.input, r.calibration.samples)
+            calib, _, cds, _ = self.prepare(r.calibration.data, r.calibration.samples)
             calib_hash = _array_hash(calib)
             info(f"calibration: {len(calib)} samples from {cds.source}")
-        x, labels, eds = data_mod.prepare(r.evaluation.data, r.preprocess, r.input, r.evaluation.samples)
+        x, labels, eds, self._frames = self.prepare(r.evaluation.data, r.evaluation.samples)
         eval_hash = _array_hash(x)
         eval_desc = r.evaluation.data.description or eds.source
         if eds.total is not None:
@@ -258,6 +295,11 @@ class Pipeline(EngineStages, TuningStages):
                 if sha is not None:
                     shas[qs.tag], files[qs.tag] = sha, f"model.{qs.tag}.onnx"
         self.study(fp32_sha, calib, calib_hash, x, labels, _array_hash)
+        if r.fused_preprocess is not None:  # every deployable takes raw frames
+            for t in list(files):
+                files[t], shas[t] = self.fuse(t, files[t], shas[t])
+            info(f"fused preprocessing: every model takes uint8 frames "
+                 f"{list(r.fused_preprocess.frame) + [r.input.shape[0]]} (NHWC) through OptimPreprocess")
 
         results = [self.check(t, files[t], shas[t], fp32_sha, x, labels, eval_hash, eval_desc)
                    for t in files]

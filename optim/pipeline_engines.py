@@ -34,17 +34,18 @@ class EngineStages:
         r = self.recipe
         name = self._engine_name(tag)
         rel = f"model.{name}.plan"
-        key = {"onnx": src_sha, "precision": precision, "settings": r.build.model_dump(mode="json"),
+        settings = self._build_settings()
+        key = {"onnx": src_sha, "precision": precision, "settings": settings.model_dump(mode="json"),
                "batch": r.input.batch.model_dump(), "target": r.target_gpu, "tensorrt": m.tensorrt,
                "gpu": [m.gpu.name, m.gpu.sm] if m.gpu else None,
-               "plugins": [sha256_file(p) for p in r.build.plugins if Path(p).is_file()]}
+               "plugins": [sha256_file(p) for p in settings.plugins if Path(p).is_file()]}
 
         def make(path: Path) -> dict[str, Any]:
             from optim.build import engine_from_onnx
 
             with console.status(f"build {name} engine ..."):
-                rep = engine_from_onnx(self.rd.path(src_rel), path, r.build, r.target_gpu, batch=r.input.batch,
-                                       sample_shape=r.input.shape, precision=precision,
+                rep = engine_from_onnx(self.rd.path(src_rel), path, settings, r.target_gpu, batch=r.input.batch,
+                                       sample_shape=self._sample_shape(), precision=precision,
                                        timing_cache=self.rd.path("timing.cache"))
             man = rep.manifest
             info(escape(f"  {name}: TensorRT {man['tensorrt']} on {man['gpu']['name']}, layers by input "
@@ -56,6 +57,27 @@ class EngineStages:
             return {"plan": man["plan"], "tensorrt": man["tensorrt"], "gpu": man["gpu"]}
 
         return rel, self._stage(name, rel, "build", key, make, parents=[tag])
+
+    def _sample_shape(self) -> tuple[int, ...]:
+        """Per-sample input shape of the models the engines are built from (frames when fused)."""
+        r = self.recipe
+        if r.fused_preprocess is None:
+            return tuple(r.input.shape)
+        return (*r.fused_preprocess.frame, r.input.shape[0])
+
+    def _build_settings(self):
+        """The recipe's build settings, plus optim's own TensorRT plugin when models carry its op."""
+        r = self.recipe
+        if r.fused_preprocess is None:
+            return r.build
+        from optim.plugins import LIBRARIES, find
+        from optim.tensorrt_api import BuildError
+
+        lib = find("tensorrt")
+        if lib is None:
+            raise BuildError(f"the models take frames through OptimPreprocess, but {LIBRARIES['tensorrt'][0]} "
+                             "is not built: TENSORRT_ROOT=/path/to/TensorRT bash scripts/build_plugins.sh")
+        return r.build.model_copy(update={"plugins": (*r.build.plugins, lib)})
 
     def engines(self, files: dict[str, str], shas: dict[str, str], check_args: tuple) -> tuple[
             list[CheckResult], dict[str, str], list[str]]:

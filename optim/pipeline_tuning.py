@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from optim import data as data_mod
 from optim.artifacts import write_json
 from optim.console import info
 from optim.onnx_tools import load_onnx, quant_coverage
@@ -42,7 +41,7 @@ class TuningStages:
         if self._tuning is None:
             r = self.recipe
             spec = r.tuning.data or r.calibration.data
-            x, y, ds = data_mod.prepare(spec, r.preprocess, r.input, r.tuning.samples)
+            x, y, ds, _ = self.prepare(spec, r.tuning.samples)
             desc = spec.description or ds.source
             info(f"tuning: {len(x)} samples from {ds.source}"
                  + (" (labelled)" if y is not None else " (no labels: top-1 agreement with FP32)"))

@@ -79,7 +79,8 @@ def cpu_library() -> ctypes.CDLL:
         raise BackendUnavailable(f"the CPU preprocessing library ({LIBRARIES['cpu'][0]}) is not built; "
                                  f"{BUILD_HINT}")
     lib = ctypes.CDLL(str(path))
-    lib.optim_preprocess_cpu.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_void_p]
-    lib.optim_preprocess_cpu.restype = ctypes.c_int
+    for fn in (lib.optim_preprocess_cpu, lib.optim_preprocess_cpu_f32):
+        fn.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_void_p]
+        fn.restype = ctypes.c_int
     lib.optim_preprocess_version.restype = ctypes.c_char_p
     return lib

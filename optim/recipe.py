@@ -241,6 +241,28 @@ class CalibrationStudySettings(Strict):
     samples: int | None = Field(default=None, ge=1, description="evaluation samples; default: all")
 
 
+class FusedPreprocessSettings(Strict):
+    """Fuse input preprocessing into the models (the ``fused_preprocess`` key).
+
+    Every model of the run then takes raw uint8 NHWC frames of ``frame`` (H, W) through
+    the csrc/ OptimPreprocess op, which applies the recipe's ``preprocess`` scale,
+    mean and std and resizes (bilinear) to the input size; crop and resize of
+    ``preprocess`` do not apply. Calibration, tuning and the FP32 reference get the
+    same frames preprocessed on the host by the op's arithmetic.
+    """
+
+    frame: tuple[int, int]
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    out_dtype: Literal["float32", "float16"] = "float32"
+
+    @field_validator("frame")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 1:
+            raise ValueError(f"frame must be a positive [H, W], got {list(v)}")
+        return v
+
+
 class Candidate(Strict):
     precision: Precision
     target: Target = "tensorrt"
@@ -265,6 +287,7 @@ class Recipe(Strict):
     build: BuildSettings = BuildSettings()
     tuning: TuningSettings | None = None
     calibration_study: CalibrationStudySettings | None = None
+    fused_preprocess: FusedPreprocessSettings | None = None
 
     @field_validator("precisions", mode="before")
     @classmethod
@@ -283,6 +306,12 @@ class Recipe(Strict):
         for key in self.gates:
             if key != "default" and key not in tags and key not in PRECISIONS:
                 raise ValueError(f"gates names '{key}', which is not a precision of this recipe {tags}")
+        if self.fused_preprocess is not None:
+            c = self.input.shape[0]
+            if len(self.input.shape) != 3 or c not in (1, 3):
+                raise ValueError(f"fused_preprocess needs a (C, H, W) input with C 1 or 3, got {list(self.input.shape)}")
+            if len(self.preprocess.mean) not in (1, c) or len(self.preprocess.std) not in (1, c):
+                raise ValueError(f"fused_preprocess needs 1 or {c} preprocess mean/std values")
         if self.tuning is not None and not self.tuned_tags():
             raise ValueError(f"tuning applies to {list(self.tuning.precisions)} entries placed for "
                              f"tensorrt; this recipe has none of them {tags}")
@@ -297,6 +326,18 @@ class Recipe(Strict):
         if self.build.precisions is not None:
             return [t for t in tags if t in self.build.precisions]
         return [t for t, c in zip(tags, self.precisions) if c.precision not in QUANTIZED or c.target == "tensorrt"]
+
+    def preprocess_op(self):
+        """The fused preprocessing op of this recipe (``optim.ops.preprocess.PreprocessOp``), or None."""
+        f = self.fused_preprocess
+        if f is None:
+            return None
+        from optim.ops.preprocess import PreprocessOp
+
+        c, h, w = self.input.shape
+        pp = self.preprocess
+        return PreprocessOp(out_h=h, out_w=w, scale=pp.scale, mean=tuple(pp.mean), std=tuple(pp.std),
+                            channel_order=f.channel_order, out_dtype=f.out_dtype)
 
     def tuned_tags(self) -> list[str]:
         """Entries that get sensitivity analysis and the budget (TensorRT placement only)."""

@@ -153,3 +153,28 @@ bench: {batch_sizes: [1, 2], warmup: 1, iterations: 2}
     assert "ACCURACY COLUMNS ARE NOT MEANINGFUL" in md and "random weights" in md
     assert "| fp32 | reference | no labels |" in md
     assert json.loads((tmp_path / "r18/report.json").read_text())["accuracy_meaningful"] is False
+
+
+def test_fused_preprocessing_run_feeds_frames(tmp_path):
+    """fused_preprocess: every model takes uint8 frames; on 28x28 grey frames the op does what the
+    host preprocessing does, so the FP32 frames model equals the plain one."""
+    import onnx
+
+    text = (REPO / "recipes/fashion_resnet.yaml").read_text().replace("../calib/", f"{REPO}/calib/")
+    text = text[: text.index("tuning:")] + "fused_preprocess: {frame: [28, 28]}\n"
+    recipe = tmp_path / "fused.yaml"
+    recipe.write_text(text)
+    p = optim("run", recipe, "--out-root", tmp_path, "--precisions", "int8-tensorrt", "--eval-samples", "200",
+              "--calib-samples", "32", "--bench-iterations", "2")
+    assert p.returncode == 0, p.stderr[-2000:]
+    run_dir = tmp_path / "fashion_resnet"
+    for t in ("fp32", "int8-tensorrt"):
+        m = onnx.load(str(run_dir / f"model.{t}.frames.onnx"))
+        inp = m.graph.input[0].type.tensor_type
+        assert inp.elem_type == onnx.TensorProto.UINT8 and [d.dim_value for d in inp.shape.dim][1:] == [28, 28, 1]
+    rows = {r["tag"]: r for r in json.loads((run_dir / "report.json").read_text())["rows"]}
+    assert rows["fp32"]["file"] == "model.fp32.frames.onnx" and rows["fp32"]["max_abs_error"] < 1e-4
+    assert rows["fp32"]["top1"] > 80 and abs(rows["int8-tensorrt"]["top1_delta"]) < 5
+    assert rows["int8-tensorrt"]["throughput"] > 0 and "csrc/ CPU library" in rows["fp32"]["accuracy_method"]
+    man = json.loads((run_dir / "manifest.json").read_text())["artifacts"]
+    assert man["fp32.frames"]["stage"] == "fuse" and man["fp32.frames"]["parents"] == ["fp32"]

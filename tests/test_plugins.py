@@ -55,6 +55,15 @@ def test_cpu_library_matches_numpy_reference(n, h, w, c, oh, ow, order, dtype):
     _close(got, want)
 
 
+def test_float_frames_give_the_same_result():
+    """The float32 path (what the graph and the TensorRT plugin use) equals the uint8 path."""
+    from optim.ops.preprocess_cpu import run_cpu
+
+    op = PreprocessOp(out_h=6, out_w=11, channel_order="BGR", **IMAGENET)
+    frames = _frames(2, 13, 7, 3, seed=9)
+    assert run_cpu(frames.astype(np.float32), op).tobytes() == run_cpu(frames, op).tobytes()
+
+
 def test_reference_by_hand():
     f = np.array([[[[0, 10, 20], [30, 40, 50]], [[60, 70, 80], [90, 100, 110]]]], np.uint8)  # 1x2x2x3
     same = reference(f, PreprocessOp(out_h=2, out_w=2, scale=1.0))
@@ -68,8 +77,10 @@ def test_reference_by_hand():
 def test_bad_input_and_settings():
     from optim.ops.preprocess_cpu import run_cpu
 
-    with pytest.raises(DataError, match="uint8"):
-        run_cpu(np.zeros((1, 4, 4, 3), np.float32), PreprocessOp(out_h=4, out_w=4))
+    with pytest.raises(DataError, match="uint8 or float32"):
+        run_cpu(np.zeros((1, 4, 4, 3), np.float64), PreprocessOp(out_h=4, out_w=4))
+    with pytest.raises(DataError, match="C 1 or 3"):
+        run_cpu(np.zeros((1, 4, 4, 2), np.uint8), PreprocessOp(out_h=4, out_w=4))
     with pytest.raises(InputError, match="channel_order"):
         PreprocessOp(out_h=4, out_w=4, channel_order="GBR")
     with pytest.raises(InputError, match="std"):
@@ -88,8 +99,9 @@ def test_fused_model_matches_host_preprocessing(fused, tiny_onnx):
     path, op = fused
     model = onnx.load(str(path))
     assert has_op(model) and model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    node = model.graph.node[0]
-    assert node.op_type == "OptimPreprocess"
+    cast, node = model.graph.node[0], model.graph.node[1]
+    assert cast.op_type == "Cast" and cast.input[0] == "frames"  # uint8 stays the graph input
+    assert node.op_type == "OptimPreprocess" and node.input[0] == cast.output[0]
     assert {a.name: a.s for a in node.attribute if a.name == "plugin_namespace"} == {"plugin_namespace": b"optim"}
     frames = _frames(5, 21, 27, 3, seed=3)
     with open_runner(path) as r:
@@ -142,3 +154,18 @@ def test_bench_preprocess_counts_bytes_and_says_gpu_not_run():
     assert r.h2d_bytes_host_path == 3 * 24 * 24 * 4 and r.h2d_bytes_fused == 48 * 64 * 3
     assert r.host_ms_numpy > 0 and r.host_ms_cpu_library is not None and r.host_ms_cpu_library > 0
     assert r.gpu_kernel_ms is None and r.gpu_note.startswith("not run")
+
+
+def test_cli_check_feeds_frames_to_a_fused_model(tmp_path, fused, tiny_onnx):
+    from tests.test_cli import assert_one_line_error, optim
+
+    path, _ = fused
+    data = tmp_path / "frames.npz"
+    np.savez(data, images=_frames(16, 21, 27, 3, seed=7), labels=np.zeros(16, np.int64))
+    p = optim("check", path, "--reference", tiny_onnx, "--data", data, "--max-abs-error", "1e-4")
+    assert p.returncode == 0, p.stderr
+    assert "gate max_abs_error passed" in p.stdout and "csrc/ CPU library" in p.stdout
+    wrong = tmp_path / "small.npz"
+    np.savez(wrong, images=_frames(4, 10, 10, 3))
+    assert_one_line_error(optim("check", path, "--reference", tiny_onnx, "--data", wrong), 2,
+                          "frames are [10, 10, 3]", "[21, 27, 3]")

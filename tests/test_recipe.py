@@ -411,3 +411,14 @@ def test_tuning_settings_and_budget_per_precision(tmp_path):
 ])
 def test_bad_tuning(tmp_path, tuning, fragment):
     assert fragment in load_err(tmp_path, variant(tuning=tuning))
+
+
+def test_fused_preprocess_settings(tmp_path):
+    r = load_recipe(write(tmp_path, variant(fused_preprocess={"frame": [32, 40], "channel_order": "BGR"},
+                                            preprocess={"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]})))
+    op = r.preprocess_op()
+    assert (op.out_h, op.out_w, op.channel_order, op.mean) == (8, 8, "BGR", (0.5, 0.4, 0.3))
+    assert load_recipe(write(tmp_path, BASE, "plain.yaml")).preprocess_op() is None
+    assert "frame must be a positive" in load_err(tmp_path, variant(fused_preprocess={"frame": [0, 4]}))
+    assert "1 or 3 preprocess mean/std" in load_err(tmp_path, variant(
+        fused_preprocess={"frame": [8, 8]}, preprocess={"mean": [0.1, 0.2], "std": [1, 1]}))

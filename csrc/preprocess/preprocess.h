@@ -117,7 +117,10 @@ OPTIM_HD inline AxisTap axis_tap(int64_t o, int64_t in_size, int64_t out_size) {
 }
 
 // Value (0..255 as float) of output pixel (oy, ox), input channel ic, of one NHWC image.
-OPTIM_HD inline float sample(const uint8_t* img, int64_t h, int64_t w, int64_t c, int64_t ic,
+// T is uint8_t (frames) or float (frames already cast to float32 on the device, as TensorRT
+// hands plugins no uint8 tensors); the arithmetic is the same.
+template <typename T>
+OPTIM_HD inline float sample(const T* img, int64_t h, int64_t w, int64_t c, int64_t ic,
                              int64_t oy, int64_t ox, int64_t out_h, int64_t out_w) {
   if (out_h == h && out_w == w) return (float)img[(oy * w + ox) * c + ic];
   const AxisTap ty = axis_tap(oy, h, out_h);
@@ -139,14 +142,15 @@ OPTIM_HD inline float normalize(float v, float scale, float mean, float std) {
 }
 
 // Output element idx of the flat NCHW output, as float32.
-OPTIM_HD inline float element(const OptimPreprocessParams& p, const uint8_t* src, int64_t idx) {
+template <typename T>
+OPTIM_HD inline float element(const OptimPreprocessParams& p, const T* src, int64_t idx) {
   const int64_t ox = idx % p.out_w;
   int64_t t = idx / p.out_w;
   const int64_t oy = t % p.out_h;
   t /= p.out_h;
   const int64_t oc = t % p.c;
   const int64_t n = t / p.c;
-  const uint8_t* img = src + n * p.h * p.w * p.c;
+  const T* img = src + n * p.h * p.w * p.c;
   const float v = sample(img, p.h, p.w, p.c, input_channel(oc, p.c, p.bgr), oy, ox, p.out_h, p.out_w);
   return normalize(v, p.scale, p.mean[oc], p.std[oc]);
 }

@@ -39,6 +39,13 @@ int optim_preprocess_cpu(const OptimPreprocessParams* p, const uint8_t* src, voi
 int optim_preprocess_cuda(const OptimPreprocessParams* p, const uint8_t* src_dev, void* dst_dev,
                           void* stream);
 
+/* The same op on frames already converted to float32 (values 0..255), NHWC. TensorRT passes
+ * plugins no uint8 tensors, so the ONNX graph casts the uint8 frames first (on the GPU) and
+ * the plugin calls this; the ONNX Runtime route calls the CPU variant. */
+int optim_preprocess_cpu_f32(const OptimPreprocessParams* p, const float* src, void* dst);
+int optim_preprocess_cuda_f32(const OptimPreprocessParams* p, const float* src_dev, void* dst_dev,
+                              void* stream);
+
 const char* optim_preprocess_version(void);
 
 #ifdef __cplusplus

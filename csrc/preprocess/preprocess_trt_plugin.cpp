@@ -1,8 +1,11 @@
 // TensorRT plugin glue for the fused preprocessing op (liboptim_preprocess_trt.so).
 //
-// Plugin "OptimPreprocess", version "1", namespace "optim". Input: uint8 [N,H,W,C] (N dynamic,
-// C in {1,3}); output: float32 or float16 [N,C,out_h,out_w]. enqueue runs the same kernel as
-// liboptim_preprocess_cuda.so (optim_preprocess_cuda). Fields, as TensorRT's ONNX parser passes
+// Plugin "OptimPreprocess", version "1", namespace "optim". Input: float32 [N,H,W,C] holding the
+// frames' 0..255 values (N dynamic, C in {1,3}): TensorRT passes plugins no uint8 tensors
+// (PluginTensorDesc::type: "DataType::kBOOL and DataType::kUINT8 are not supported"), so the
+// ONNX graph casts the uint8 network input to float on the GPU first; the host still copies
+// uint8 frames. Output: float32 or float16 [N,C,out_h,out_w]. enqueue runs the same kernel as
+// liboptim_preprocess_cuda.so (optim_preprocess_cuda_f32). Fields, as TensorRT's ONNX parser passes
 // the node's attributes: scale (float), mean and std (comma-separated text, or 1 or 3 floats),
 // out_h and out_w (int32 or int64; 0 or absent: the input size), out_dtype ("float32" or
 // "float16"), channel_order ("RGB" or "BGR").
@@ -17,7 +20,7 @@
 //   IPluginV3OneBuild (getNbOutputs, configurePlugin, supportsFormatCombination,
 //     getOutputDataTypes, getOutputShapes), DynamicPluginTensorDesc, DimsExprs,
 //     IDimensionExpr, IExprBuilder::constant, TensorFormat::kLINEAR,
-//     DataType::kUINT8 / kFLOAT / kHALF,
+//     DataType::kFLOAT / kHALF,
 //   IPluginV3OneRuntime (onShapeChange, enqueue, attachToContext, getFieldsToSerialize),
 //     PluginTensorDesc, IPluginResourceContext,
 //   IPluginCreatorV3One (getPluginName, getPluginVersion, getPluginNamespace, getFieldNames,
@@ -192,14 +195,14 @@ bool PreprocessPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTenso
   if (nbInputs != 1 || nbOutputs != 1 || pos < 0 || pos > 1) return false;
   PluginTensorDesc const& desc = inOut[pos].desc;
   if (desc.format != TensorFormat::kLINEAR) return false;
-  if (pos == 0) return desc.type == DataType::kUINT8;
+  if (pos == 0) return desc.type == DataType::kFLOAT;
   return desc.type == (mCfg.fp16 ? DataType::kHALF : DataType::kFLOAT);
 }
 
 int32_t PreprocessPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes,
                                              int32_t nbInputs) const noexcept {
-  if (nbInputs != 1 || nbOutputs != 1 || inputTypes[0] != DataType::kUINT8) {
-    logError("expects one uint8 input and one output");
+  if (nbInputs != 1 || nbOutputs != 1 || inputTypes[0] != DataType::kFLOAT) {
+    logError("expects one float32 input (the frames cast from uint8) and one output");
     return -1;
   }
   outputTypes[0] = mCfg.fp16 ? DataType::kHALF : DataType::kFLOAT;
@@ -252,7 +255,7 @@ int32_t PreprocessPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTenso
   }
   p.bgr = mCfg.bgr ? 1 : 0;
   p.out_fp16 = outputDesc[0].type == DataType::kHALF ? 1 : 0;
-  int const status = optim_preprocess_cuda(&p, static_cast<uint8_t const*>(inputs[0]), outputs[0], stream);
+  int const status = optim_preprocess_cuda_f32(&p, static_cast<float const*>(inputs[0]), outputs[0], stream);
   if (status != 0) {
     logError(status < 0 ? "bad shapes or parameters (code " + std::to_string(status) + ")"
                         : "kernel launch failed (cudaError " + std::to_string(status) + ")");

@@ -10,7 +10,9 @@ otherwise a bilinear sample with half-pixel centres) of input channel
 
 The ONNX node: op_type ``OptimPreprocess``, domain ``ai.onnx.contrib`` (where
 onnxruntime-extensions looks), with ``plugin_namespace="optim"`` and
-``plugin_version="1"`` so that TensorRT's ONNX parser finds the plugin.
+``plugin_version="1"`` so that TensorRT's ONNX parser finds the plugin. The graph
+input stays uint8 (the bytes the host copies); a Cast to float32 in front of the node
+runs on the device, because TensorRT hands plugins no uint8 tensors.
 """
 
 from __future__ import annotations
@@ -136,12 +138,14 @@ def prepend(model: onnx.ModelProto, op: PreprocessOp, frame_hw: tuple[int, int],
         raise InputError("fused preprocessing feeds a float32 or float16 model input")
     batch = dims[0].dim_param or (str(dims[0].dim_value) if dims[0].dim_value else "batch")
     new_in = helper.make_tensor_value_info(frame_input, TensorProto.UINT8, [batch, frame_hw[0], frame_hw[1], c])
+    as_float = f"{frame_input}__float"
+    nodes = [helper.make_node("Cast", [frame_input], [as_float], to=TensorProto.FLOAT, name="optim_frames_to_float")]
     if op.out_dtype == "float32" and in_type == TensorProto.FLOAT:
-        nodes = [make_node(op, frame_input, old.name)]
+        nodes.append(make_node(op, as_float, old.name))
     else:  # a Cast gives the model the type it takes (float16 results are float16-exact)
         mid = f"{old.name}__preprocessed"
-        nodes = [make_node(op, frame_input, mid),
-                 helper.make_node("Cast", [mid], [old.name], to=in_type, name="optim_preprocess_cast")]
+        nodes += [make_node(op, as_float, mid),
+                  helper.make_node("Cast", [mid], [old.name], to=in_type, name="optim_preprocess_cast")]
     g.input.remove(old)
     g.input.insert(0, new_in)
     for node in reversed(nodes):
@@ -153,3 +157,32 @@ def prepend(model: onnx.ModelProto, op: PreprocessOp, frame_hw: tuple[int, int],
 
 def has_op(model: onnx.ModelProto) -> bool:
     return any(n.op_type == OP_TYPE and n.domain == DOMAIN for n in model.graph.node)
+
+
+def op_of(model: onnx.ModelProto) -> tuple[PreprocessOp, tuple[int, int, int]] | None:
+    """The model's preprocessing op and the (H, W, C) of the frames it takes, if it has one."""
+    node = next((n for n in model.graph.node if n.op_type == OP_TYPE and n.domain == DOMAIN), None)
+    if node is None:
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    feed = node.input[0]
+    cast = next((n for n in model.graph.node if n.op_type == "Cast" and feed in n.output), None)
+    if cast is not None:  # the uint8 frames input is cast to float in front of the op
+        feed = cast.input[0]
+    vi = next(i for i in model.graph.input if i.name == feed)
+    dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    return PreprocessOp.from_attributes(attrs), (dims[1], dims[2], dims[3])
+
+
+def as_frames(images: np.ndarray, hwc: tuple[int, int, int], source: str) -> np.ndarray:
+    """Raw uint8 images as NHWC frames of exactly ``hwc``, or a one-line DataError."""
+    from optim.errors import DataError
+
+    if images.dtype != np.uint8:
+        raise DataError(f"{source}: a model with fused preprocessing takes raw uint8 frames, "
+                        f"but the data is {images.dtype}")
+    frames = images[..., None] if images.ndim == 3 else images
+    if frames.ndim != 4 or tuple(frames.shape[1:]) != tuple(hwc):
+        raise DataError(f"{source}: frames are {list(frames.shape[1:])} but the model takes "
+                        f"{list(hwc)} (H, W, C)")
+    return np.ascontiguousarray(frames)
