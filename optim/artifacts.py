@@ -40,6 +40,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_array(x: Any) -> str:
+    """Content hash of a NumPy array (shape, dtype and bytes); "none" for None."""
+    if x is None:
+        return "none"
+    import numpy as np
+
+    h = hashlib.sha256(str((x.shape, x.dtype.str)).encode())
+    h.update(np.ascontiguousarray(x).data)
+    return h.hexdigest()
+
+
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -32,11 +32,11 @@ def _quiet() -> bool:
 
 
 @contextmanager
-def progress() -> Iterator[Progress]:
+def progress(disable: bool = False) -> Iterator[Progress]:
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
-        disable=_quiet(),
+        disable=disable or _quiet(),
     )
     with bar:
         yield bar

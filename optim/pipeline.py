@@ -19,7 +19,6 @@ GPU bench stages are skipped with one line saying why, and the report says "not 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import numpy as np
 
 from optim import data as data_mod
 from optim import machine
-from optim.artifacts import RunDir, host_info, sha256_file, sha256_json, tool_versions, write_json
+from optim.artifacts import RunDir, host_info, sha256_array, sha256_file, sha256_json, tool_versions, write_json
 from optim.bench import bench_model
 from optim.check import CheckResult, apply_gates, output_deltas, raise_on_failures, run_model, topk_accuracy
 from optim.console import console, info, skipped
@@ -40,14 +39,6 @@ from optim.pipeline_tuning import NOBUDGET, TuningStages
 from optim.recipe import Gates, QuantizeSettings, Recipe
 from optim.report import write_report
 from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
-
-
-def _array_hash(x: np.ndarray | None) -> str:
-    if x is None:
-        return "none"
-    h = hashlib.sha256(str((x.shape, x.dtype.str)).encode())
-    h.update(np.ascontiguousarray(x).data)
-    return h.hexdigest()
 
 
 class Pipeline(EngineStages, TuningStages):
@@ -182,8 +173,8 @@ class Pipeline(EngineStages, TuningStages):
         gates = Gates() if tag.endswith(NOBUDGET) else r.gates_for(tag)
         out = f"{prefix}check/{tag}.json"
         frames = self._frames
-        key = {"candidate": sha, "reference": fp32_sha, "eval": eval_hash, "frames": _array_hash(frames),
-               "labels": _array_hash(labels), "settings": r.check.model_dump(mode="json"),
+        key = {"candidate": sha, "reference": fp32_sha, "eval": eval_hash, "frames": sha256_array(frames),
+               "labels": sha256_array(labels), "settings": r.check.model_dump(mode="json"),
                "gates": gates.model_dump(mode="json"), "ort": self.versions.get("onnxruntime")}
 
         def make(path: Path) -> dict[str, Any]:
@@ -273,10 +264,10 @@ class Pipeline(EngineStages, TuningStages):
         calib = calib_hash = None
         if any(s.precision in ("int8", "fp8") for s in quantized):
             calib, _, cds, _ = self.prepare(r.calibration.data, r.calibration.samples)
-            calib_hash = _array_hash(calib)
+            calib_hash = sha256_array(calib)
             info(f"calibration: {len(calib)} samples from {cds.source}")
         x, labels, eds, self._frames = self.prepare(r.evaluation.data, r.evaluation.samples)
-        eval_hash = _array_hash(x)
+        eval_hash = sha256_array(x)
         eval_desc = r.evaluation.data.description or eds.source
         if eds.total is not None:
             eval_desc += f" (first {len(x)} of {eds.total})"
@@ -291,10 +282,10 @@ class Pipeline(EngineStages, TuningStages):
             shas[raw] = self.quantize(qs, fp32_sha, calib, calib_hash, tag=raw)
             files[raw] = f"model.{raw}.onnx"
             if qs.tag in tuned:
-                sha = self.tune(qs, shas[raw], fp32_sha, _array_hash)
+                sha = self.tune(qs, shas[raw], fp32_sha)
                 if sha is not None:
                     shas[qs.tag], files[qs.tag] = sha, f"model.{qs.tag}.onnx"
-        self.study(fp32_sha, calib, calib_hash, x, labels, _array_hash)
+        self.study(fp32_sha, calib, calib_hash, x, labels)
         if r.fused_preprocess is not None:  # every deployable takes raw frames
             for t in list(files):
                 files[t], shas[t] = self.fuse(t, files[t], shas[t])

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from optim.artifacts import write_json
+from optim.artifacts import sha256_array, write_json
 from optim.console import info
 from optim.onnx_tools import load_onnx, quant_coverage
 from optim.recipe import QuantizeSettings
@@ -37,7 +37,7 @@ class TuningStages:
         """The quantize stage's tag: ``<tag>-nobudget`` when a budget will derive ``<tag>`` from it."""
         return qs.tag + NOBUDGET if self.budgeted(qs) else qs.tag
 
-    def tuning_data(self, array_hash) -> tuple[np.ndarray, np.ndarray | None, str, str]:
+    def tuning_data(self) -> tuple[np.ndarray, np.ndarray | None, str, str]:
         if self._tuning is None:
             r = self.recipe
             spec = r.tuning.data or r.calibration.data
@@ -45,16 +45,16 @@ class TuningStages:
             desc = spec.description or ds.source
             info(f"tuning: {len(x)} samples from {ds.source}"
                  + (" (labelled)" if y is not None else " (no labels: top-1 agreement with FP32)"))
-            self._tuning = (x, y, desc, array_hash(x) + array_hash(y))
+            self._tuning = (x, y, desc, sha256_array(x) + sha256_array(y))
         return self._tuning
 
-    def tune(self, qs: QuantizeSettings, raw_sha: str, fp32_sha: str, array_hash) -> str | None:
+    def tune(self, qs: QuantizeSettings, raw_sha: str, fp32_sha: str) -> str | None:
         """Sensitivity (+ budget) for one entry; the budgeted model's sha, or None without a budget."""
         from optim.tune import tune_quantized
 
         s = self.recipe.tuning
         budget = self.budgeted(qs)
-        x, y, desc, data_hash = self.tuning_data(array_hash)
+        x, y, desc, data_hash = self.tuning_data()
         raw_rel = f"model.{self.raw_tag(qs)}.onnx"
         json_rel = f"tune/{qs.tag}.json"
         rel = f"model.{qs.tag}.onnx" if budget else json_rel
@@ -80,7 +80,7 @@ class TuningStages:
         return sha if budget else None
 
     def study(self, fp32_sha: str, calib: np.ndarray | None, calib_hash: str | None,
-              x: np.ndarray, labels: np.ndarray | None, array_hash) -> None:
+              x: np.ndarray, labels: np.ndarray | None) -> None:
         from optim.tune import calibration_study
 
         r = self.recipe
@@ -89,7 +89,7 @@ class TuningStages:
             return
         xs = x[: s.samples] if s.samples else x
         ys = None if labels is None else labels[: len(xs)]
-        key = {"fp32": fp32_sha, "calib": calib_hash, "eval": array_hash(xs) + array_hash(ys),
+        key = {"fp32": fp32_sha, "calib": calib_hash, "eval": sha256_array(xs) + sha256_array(ys),
                "settings": s.model_dump(mode="json"), "options": r.quantize.model_dump(mode="json"),
                "tools": [self.versions.get(k) for k in ("nvidia-modelopt", "onnxruntime")]}
 

@@ -23,6 +23,7 @@ from optim.console import progress
 from optim.errors import QuantizeError
 from optim.onnx_tools import has_float8
 from optim.qdq import QuantNode, dequantize_nodes, quantized_nodes
+from optim.runners.base import run_batched
 from optim.runners.onnxrt import OrtRunner
 
 BATCH = 256
@@ -60,9 +61,7 @@ class Evaluator:
         t0 = time.perf_counter()
         opt = "basic" if has_float8(model) else "all"
         with OrtRunner(model.SerializeToString(), threads=self.threads, optimization=opt) as r:
-            name = r.input_names[0]
-            out = np.concatenate([next(iter(r.infer({name: self.x[i : i + BATCH]}).values()))
-                                  for i in range(0, len(self.x), BATCH)])
+            out = next(iter(run_batched(r, self.x, BATCH, description=None).values()))
         self.evaluations += 1
         self.seconds += time.perf_counter() - t0
         return out

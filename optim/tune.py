@@ -20,15 +20,14 @@ from optim.budget import BudgetResult, apply_budget
 from optim.console import info
 from optim.onnx_tools import load_onnx, save_onnx
 from optim.recipe import CalibrationStudySettings, QuantizeOptions, QuantizeSettings, TuningSettings
+from optim.runners.base import run_batched
 from optim.runners.onnxrt import OrtRunner
 from optim.sensitivity import Evaluator, SensitivityReport, node_sensitivity
 
 
 def reference_outputs(fp32: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
     with OrtRunner(Path(fp32)) as r:
-        name = r.input_names[0]
-        return np.concatenate([next(iter(r.infer({name: x[i : i + batch]}).values()))
-                               for i in range(0, len(x), batch)])
+        return next(iter(run_batched(r, x, batch, "reference fp32").values()))
 
 
 @dataclass

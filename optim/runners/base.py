@@ -57,13 +57,15 @@ class Runner(abc.ABC):
 
 
 def run_batched(runner: Runner, x: np.ndarray, batch_size: int,
-                description: str = "infer") -> dict[str, np.ndarray]:
-    """Run ``x`` through the model's first input in batches; concatenate each output."""
+                description: str | None = "infer") -> dict[str, np.ndarray]:
+    """Run ``x`` through the model's first input in batches; concatenate each output.
+
+    ``description=None``: no progress bar of its own (inside another bar's loop)."""
     name = runner.input_names[0]
     parts: dict[str, list[np.ndarray]] = {}
     n = len(x)
-    with progress() as bar:
-        task = bar.add_task(description, total=n)
+    with progress(disable=description is None) as bar:
+        task = bar.add_task(description or "", total=n)
         for i in range(0, n, batch_size):
             out = runner.infer({name: x[i : i + batch_size]})
             for k, v in out.items():

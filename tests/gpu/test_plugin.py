@@ -43,7 +43,7 @@ def test_cuda_kernel_gives_the_cpu_library_bits(out_dtype, in_float):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible to torch")
     _need("cuda", trt=False)
-    from optim.ops.preprocess_cpu import run_cpu
+    from optim.ops.preprocess_cpu import make_params, run_cpu
 
     op = PreprocessOp(out_h=16, out_w=16, channel_order="BGR", out_dtype=out_dtype)
     frames = _frames()
@@ -53,8 +53,7 @@ def test_cuda_kernel_gives_the_cpu_library_bits(out_dtype, in_float):
     fn.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     src = torch.from_numpy(frames.astype(np.float32) if in_float else frames).cuda()
     dst = torch.empty(want.shape, dtype=torch.float16 if out_dtype == "float16" else torch.float32, device="cuda")
-    f3 = ctypes.c_float * 3
-    p = Params(*frames.shape, 16, 16, OP.scale, f3(*OP.mean), f3(*OP.std), 1, int(out_dtype == "float16"))
+    p = make_params(frames.shape, op)
     assert fn(p, src.data_ptr(), dst.data_ptr(), None) == 0
     torch.cuda.synchronize()
     got = dst.cpu().numpy()
