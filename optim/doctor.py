@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from optim.engine_compat import TargetGpu, build_blocker
+from optim.backends.engine_compat import TargetGpu, build_blocker
 from optim.machine import INSTALL, Machine, gpu_missing, ort_conflict, tensorrt_missing
 
 

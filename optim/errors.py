@@ -8,6 +8,11 @@ class OptimError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str = "", *, detail: str = "") -> None:
+        super().__init__(message)
+        #: longer text (a tool's log) shown only with ``--debug``
+        self.detail = detail
+
 
 class InputError(OptimError):
     """A file, path or argument given by the user is missing or malformed."""
@@ -47,3 +52,9 @@ class GateError(OptimError):
     """An accuracy gate failed: the candidate lost more than allowed."""
 
     exit_code = 3
+
+
+class BuildError(OptimError):
+    """TensorRT could not parse or build a model (a stage failure)."""
+
+    exit_code = 4

@@ -16,18 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from optim.artifacts import tool_versions
+from optim.install import INSTALL  # noqa: F401  (re-exported for callers)
 
 REPO = Path(__file__).resolve().parents[1]
 
-INSTALL = {
-    "tensorrt": "bash scripts/setup_gpu.sh (README: On a GPU machine)",
-    "onnxruntime-gpu": "bash scripts/setup_gpu.sh (swaps onnxruntime for onnxruntime-gpu; never both)",
-    "ort-conflict": ".venv/bin/pip uninstall -y onnxruntime onnxruntime-gpu && .venv/bin/pip install "
-                    "--no-deps --force-reinstall onnxruntime-gpu==1.24.4 (or onnxruntime==1.24.4 on CPU)",
-    "gpu": "an NVIDIA GPU and its driver (nvidia-smi lists it)",
-    "nvcc": "the CUDA 13 toolkit (e.g. .venv/bin/pip install nvidia-cuda-nvcc, or NVIDIA's cuda-toolkit-13 package)",
-    "base": "bash scripts/setup.sh",
-}
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,7 @@ def _packages() -> dict[str, str]:
 
 
 def _tensorrt() -> tuple[str | None, str]:
-    from optim.tensorrt_api import installed_version  # the one module that touches tensorrt
+    from optim.backends.tensorrt_api import installed_version  # the one module that touches tensorrt
 
     return installed_version()
 
@@ -132,8 +124,8 @@ def _nvcc() -> str | None:
 
 
 def find_plugin_libraries() -> list[str]:
-    """Libraries built from csrc/ that optim knows (``optim.plugins``), as 'kind: path'."""
-    from optim.plugins import LIBRARIES, find
+    """Libraries built from csrc/ that optim knows (``optim.ops.plugins``), as 'kind: path'."""
+    from optim.ops.plugins import LIBRARIES, find
 
     return [f"{kind}: {p}" for kind in LIBRARIES if (p := find(kind)) is not None]
 

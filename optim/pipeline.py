@@ -30,14 +30,14 @@ import numpy as np
 from optim import data as data_mod
 from optim import machine
 from optim.artifacts import RunDir, host_info, sha256_array, sha256_file, sha256_json, tool_versions, write_json
-from optim.bench import bench_model
-from optim.check import CheckResult, apply_gates, output_deltas, raise_on_failures, run_model, topk_accuracy
+from optim.stages.bench import bench_model
+from optim.stages.check import CheckResult, apply_gates, output_deltas, raise_on_failures, run_model, topk_accuracy
 from optim.console import console, info, skipped
-from optim.engine_compat import target
+from optim.backends.engine_compat import target
 from optim.pipeline_engines import FP32, GPU, EngineStages
 from optim.pipeline_tuning import NOBUDGET, TuningStages
 from optim.recipe import Gates, QuantizeSettings, Recipe
-from optim.report import write_report
+from optim.stages.report import write_report
 from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
 
 
@@ -122,7 +122,7 @@ class Pipeline(EngineStages, TuningStages):
                "torch": self.versions.get("torch"), "onnx": self.versions.get("onnx")}
 
         def make(path: Path) -> dict[str, Any]:
-            from optim.export import onnx_from_torch
+            from optim.stages.export import onnx_from_torch
             from optim.sources import load_model
 
             model = load_model(r.model.source, r.model.weights, **r.model.kwargs)
@@ -146,7 +146,7 @@ class Pipeline(EngineStages, TuningStages):
                "tools": [self.versions.get(k) for k in ("nvidia-modelopt", "onnxruntime", "onnx")]}
 
         def make(path: Path) -> dict[str, Any]:
-            from optim.quantize import quantize_onnx
+            from optim.stages.quantize import quantize_onnx
 
             with console.status(f"quantize {qs.tag} ..."):
                 rep = quantize_onnx(self.rd.path(FP32), qs, path, calib if needs_calib else None)
@@ -178,7 +178,7 @@ class Pipeline(EngineStages, TuningStages):
                "gates": gates.model_dump(mode="json"), "ort": self.versions.get("onnxruntime")}
 
         def make(path: Path) -> dict[str, Any]:
-            from optim.check import check_candidate
+            from optim.stages.check import check_candidate
 
             ref = self.reference(x)
             if tag == "fp32" and not prefix and frames is None:
@@ -233,7 +233,7 @@ class Pipeline(EngineStages, TuningStages):
 
         def make(path: Path) -> dict[str, Any]:
             if gpu:
-                from optim.bench_gpu import bench_gpu
+                from optim.stages.bench_gpu import bench_gpu
 
                 res = bench_gpu(self.rd.path(rel), s, tag=tag)
             else:
@@ -324,7 +324,7 @@ class Pipeline(EngineStages, TuningStages):
         print(paths["md"].read_text())
         raise_on_failures(results + gpu_results)
         if build_failures:
-            from optim.tensorrt_api import BuildError
+            from optim.errors import BuildError
 
             more = f" (+{len(build_failures) - 1} more)" if len(build_failures) > 1 else ""
             raise BuildError(build_failures[0] + more)

@@ -14,9 +14,9 @@ from rich.markup import escape
 
 from optim import machine
 from optim.artifacts import sha256_file, write_json
-from optim.check import CheckResult
+from optim.stages.check import CheckResult
 from optim.console import console, info, skipped
-from optim.engine_compat import build_blocker, target
+from optim.backends.engine_compat import build_blocker, target
 from optim.errors import OptimError
 
 GPU = "gpu/"
@@ -41,7 +41,7 @@ class EngineStages:
                "plugins": [sha256_file(p) for p in settings.plugins if Path(p).is_file()]}
 
         def make(path: Path) -> dict[str, Any]:
-            from optim.build import engine_from_onnx
+            from optim.stages.build import engine_from_onnx
 
             with console.status(f"build {name} engine ..."):
                 rep = engine_from_onnx(self.rd.path(src_rel), path, settings, r.target_gpu, batch=r.input.batch,
@@ -70,8 +70,8 @@ class EngineStages:
         r = self.recipe
         if r.fused_preprocess is None:
             return r.build
-        from optim.plugins import LIBRARIES, find
-        from optim.tensorrt_api import BuildError
+        from optim.ops.plugins import LIBRARIES, find
+        from optim.errors import BuildError
 
         lib = find("tensorrt")
         if lib is None:

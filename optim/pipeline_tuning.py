@@ -50,7 +50,7 @@ class TuningStages:
 
     def tune(self, qs: QuantizeSettings, raw_sha: str, fp32_sha: str) -> str | None:
         """Sensitivity (+ budget) for one entry; the budgeted model's sha, or None without a budget."""
-        from optim.tune import tune_quantized
+        from optim.stages.tune import tune_quantized
 
         s = self.recipe.tuning
         budget = self.budgeted(qs)
@@ -81,7 +81,7 @@ class TuningStages:
 
     def study(self, fp32_sha: str, calib: np.ndarray | None, calib_hash: str | None,
               x: np.ndarray, labels: np.ndarray | None) -> None:
-        from optim.tune import calibration_study
+        from optim.stages.tune import calibration_study
 
         r = self.recipe
         s = r.calibration_study

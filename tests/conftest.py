@@ -31,7 +31,7 @@ def tiny_cnn(seed: int = 0):
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
-    from optim.export import onnx_from_torch
+    from optim.stages.export import onnx_from_torch
     from optim.recipe import ExportSettings, InputSpec
     from optim.sources import LoadedModel
 
@@ -49,7 +49,7 @@ def calib_x() -> np.ndarray:
 @pytest.fixture(scope="session")
 def eval_xy(tiny_onnx) -> tuple[np.ndarray, np.ndarray]:
     """Inputs, and labels = the FP32 model's own predictions (so FP32 top-1 is 100%)."""
-    from optim.runners import open_runner
+    from optim.backends import open_runner
 
     x = np.random.default_rng(2).standard_normal((64, *TINY_SHAPE)).astype(np.float32)
     with open_runner(tiny_onnx) as r:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optim.bench import BenchResult, bench_model, stats
+from optim.stages.bench import BenchResult, bench_model, stats
 from optim.errors import ModelError
 from optim.recipe import BenchSettings
 
@@ -31,7 +31,7 @@ def test_bench_runs_each_batch_size(tiny_onnx):
 
 
 def test_bench_skips_bf16_with_reason(tmp_path, tiny_onnx):
-    from optim.quantize import quantize_onnx
+    from optim.stages.quantize import quantize_onnx
     from optim.recipe import QuantizeSettings
 
     bf16 = tmp_path / "bf16.onnx"

@@ -1,6 +1,6 @@
 """The build stage's own logic on CPU: recipe -> build settings, profile shapes, the engine plan.
 
-Tests named ``test_recording_fake_only__...`` drive ``optim.build`` through a recording
+Tests named ``test_recording_fake_only__...`` drive ``optim.stages.build`` through a recording
 fake of the ``tensorrt`` module (tests/fake_tensorrt.py). They show which TensorRT
 calls and flags optim makes; they are NOT proof that TensorRT accepts them or that an
 engine works. That evidence comes only from tests/gpu/ on a GPU with TensorRT.
@@ -16,13 +16,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from optim.build import engine_from_onnx, layer_summary, onnx_precision, plan_engine, profile_for
-from optim.engine_compat import manifest_path
+from optim.stages.build import engine_from_onnx, layer_summary, onnx_precision, plan_engine, profile_for
+from optim.backends.engine_compat import manifest_path
 from optim.errors import BackendUnavailable, InputError, ModelError, RecipeError
 from optim.machine import Gpu
 from optim.onnx_tools import TensorInfo, graph_inputs, load_onnx
 from optim.recipe import BatchRange, BuildSettings, load_recipe
-from optim.tensorrt_api import BuildError, TensorRT
+from optim.backends.tensorrt_api import TensorRT
+from optim.errors import BuildError
 from tests.conftest import REPO
 from tests.fake_tensorrt import FakeTensorRT, names
 from tests.test_cli import assert_one_line_error, optim

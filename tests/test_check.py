@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optim.check import (
+from optim.stages.check import (
     CheckResult, apply_gates, check_candidate, output_deltas, raise_on_failures, topk_accuracy,
 )
 from optim.errors import DataError, GateError
-from optim.quantize import quantize_onnx
+from optim.stages.quantize import quantize_onnx
 from optim.recipe import CheckSettings, Gates, QuantizeSettings
 
 

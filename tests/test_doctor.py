@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from optim.doctor import inventory, render, stages
-from optim.engine_compat import TARGETS
+from optim.backends.engine_compat import TARGETS
 from optim.machine import Gpu, Machine
 from tests.test_cli import optim
 

@@ -11,12 +11,12 @@ import json
 
 import pytest
 
-from optim.engine_compat import TARGETS, build_blocker, engine_problem, manifest_path, read_manifest, target_problem
+from optim.backends.engine_compat import TARGETS, build_blocker, engine_problem, manifest_path, read_manifest, target_problem
 from optim.errors import BackendUnavailable, InputError
 from optim.machine import Gpu, Machine
-from optim.runners import open_runner
-from optim.runners.tensorrt_engine import EngineRunner
-from optim.tensorrt_api import TensorRT
+from optim.backends import open_runner
+from optim.backends.tensorrt import EngineRunner
+from optim.backends.tensorrt_api import TensorRT
 from tests.fake_tensorrt import FakeTensorRT, names
 
 H100 = Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0))

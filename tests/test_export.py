@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from optim.errors import ExportError
-from optim.export import onnx_from_torch
+from optim.stages.export import onnx_from_torch
 from optim.onnx_tools import graph_inputs, graph_outputs, load_onnx
 from optim.recipe import BatchRange, ExportSettings, InputSpec
-from optim.runners import open_runner
+from optim.backends import open_runner
 from optim.sources import LoadedModel
 from tests.conftest import TINY_SHAPE, tiny_cnn
 

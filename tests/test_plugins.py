@@ -10,8 +10,8 @@ import pytest
 
 from optim.errors import DataError, InputError
 from optim.ops.preprocess import PreprocessOp, has_op, prepend, reference
-from optim.plugins import find
-from optim.runners import open_runner
+from optim.ops.plugins import find
+from optim.backends import open_runner
 from tests.conftest import REPO
 
 
@@ -113,7 +113,7 @@ def test_fused_model_matches_host_preprocessing(fused, tiny_onnx):
 
 
 def test_fused_quantized_variant_matches_too(tmp_path, fused, tiny_onnx, calib_x):
-    from optim.quantize import quantize_onnx
+    from optim.stages.quantize import quantize_onnx
     from optim.recipe import QuantizeSettings
 
     _, op = fused
@@ -148,7 +148,7 @@ def test_cli_plugins_and_fuse(tmp_path, tiny_onnx):
 
 
 def test_bench_preprocess_counts_bytes_and_says_gpu_not_run():
-    from optim.bench_preprocess import bench_preprocess
+    from optim.ops.bench_preprocess import bench_preprocess
 
     r = bench_preprocess((48, 64, 3), PreprocessOp(out_h=24, out_w=24), batch=2, iterations=2)
     assert r.h2d_bytes_host_path == 3 * 24 * 24 * 4 and r.h2d_bytes_fused == 48 * 64 * 3

@@ -8,9 +8,9 @@ import pytest
 
 from optim.errors import ModelError, QuantizeError
 from optim.onnx_tools import has_bfloat16, has_float8, load_onnx, quant_coverage
-from optim.quantize import quantize_onnx
+from optim.stages.quantize import quantize_onnx
 from optim.recipe import QuantizeSettings
-from optim.runners import open_runner
+from optim.backends import open_runner
 
 
 def _outputs(path, x):

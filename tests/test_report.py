@@ -7,7 +7,7 @@ import json
 import pytest
 
 from optim.errors import InputError
-from optim.report import NOT_RUN, collect, write_report
+from optim.stages.report import NOT_RUN, collect, write_report
 
 
 def _write(p, obj):

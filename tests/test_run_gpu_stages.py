@@ -14,7 +14,7 @@ from optim import machine
 from optim.machine import Machine
 from optim.pipeline import Pipeline
 from optim.recipe import load_recipe
-from optim.report import NOT_RUN, collect, write_report
+from optim.stages.report import NOT_RUN, collect, write_report
 from tests.test_report import _bench, _check, _write
 from tests.test_report import run_dir as run_dir  # noqa: F401 - the hand-written run folder fixture
 

@@ -7,8 +7,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from optim.runners import open_runner
-from optim.runners.bf16 import Bf16EmulationRunner, emulate_bf16
+from optim.backends import open_runner
+from optim.backends.bf16 import Bf16EmulationRunner, emulate_bf16
 
 
 def _bf16(a: np.ndarray) -> np.ndarray:

@@ -14,13 +14,13 @@ import numpy as np
 import onnx
 import pytest
 
-from optim.budget import apply_budget
+from optim.qdq.edit.budget import apply_budget
 from optim.errors import QuantizeError
-from optim.qdq import dequantize_nodes, quantized_nodes
-from optim.quantize import quantize_onnx
+from optim.qdq.edit import dequantize_nodes, quantized_nodes
+from optim.stages.quantize import quantize_onnx
 from optim.recipe import QuantizeSettings
-from optim.runners import open_runner
-from optim.sensitivity import Evaluator, node_sensitivity
+from optim.backends import open_runner
+from optim.qdq.edit.sensitivity import Evaluator, node_sensitivity
 
 BROKEN = "/2/Conv"
 
@@ -51,7 +51,7 @@ def _inputs() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
-    from optim.export import onnx_from_torch
+    from optim.stages.export import onnx_from_torch
     from optim.recipe import ExportSettings, InputSpec
     from optim.sources import LoadedModel
 
@@ -158,7 +158,7 @@ def broken_files(tmp_path, broken):
 
 def test_tune_stage_writes_the_budgeted_model(tmp_path, broken, broken_files):
     from optim.recipe import TuningSettings
-    from optim.tune import tune_quantized
+    from optim.stages.tune import tune_quantized
 
     model, x, ref = broken
     fp32, q = broken_files
@@ -176,7 +176,7 @@ def test_tune_stage_writes_the_budgeted_model(tmp_path, broken, broken_files):
 
 def test_calibration_study_rows_and_skips(tiny_onnx, calib_x, eval_xy):
     from optim.recipe import CalibrationStudySettings
-    from optim.tune import calibration_study
+    from optim.stages.tune import calibration_study
 
     x, y = eval_xy
     res = calibration_study(tiny_onnx, calib_x, x, y, CalibrationStudySettings(

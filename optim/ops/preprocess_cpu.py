@@ -14,7 +14,7 @@ import numpy as np
 
 from optim.errors import DataError
 from optim.ops.preprocess import OP_TYPE, PreprocessOp
-from optim.plugins import Params, cpu_library
+from optim.ops.plugins import Params, cpu_library
 
 _registered = False
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from optim.engine_compat import TARGETS, target_problem
+from optim.backends.engine_compat import TARGETS, target_problem
 from optim.machine import gpu_missing, probe, tensorrt_missing
 
 

@@ -12,15 +12,15 @@ import shutil
 import numpy as np
 import pytest
 
-from optim.bench_gpu import bench_gpu
-from optim.check import output_deltas
+from optim.stages.bench_gpu import bench_gpu
+from optim.stages.check import output_deltas
 from optim.data import prepare
-from optim.engine_compat import engine_problem, manifest_path, read_manifest
+from optim.backends.engine_compat import engine_problem, manifest_path, read_manifest
 from optim.errors import BackendUnavailable
 from optim.machine import cuda_gpus, onnxruntime_providers
 from optim.recipe import BenchSettings, load_recipe
-from optim.runners import open_runner, run_batched
-from optim.tensorrt_api import installed_version
+from optim.backends import open_runner, run_batched
+from optim.backends.tensorrt_api import installed_version
 from tests.conftest import REPO
 from tests.gpu._env import REASON
 from tests.gpu.conftest import ENGINE_TAGS

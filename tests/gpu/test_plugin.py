@@ -17,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from optim.ops.preprocess import PreprocessOp, make_node, prepend, reference
-from optim.plugins import Params, find
+from optim.ops.plugins import Params, find
 from tests.gpu._env import REASON
 
 pytestmark = pytest.mark.gpu
@@ -62,7 +62,7 @@ def test_cuda_kernel_gives_the_cpu_library_bits(out_dtype, in_float):
 
 
 def _engine(tmp_path, model: onnx.ModelProto, name: str, sample_shape):
-    from optim.build import engine_from_onnx
+    from optim.stages.build import engine_from_onnx
     from optim.recipe import BatchRange, BuildSettings
 
     src, plan = tmp_path / f"{name}.onnx", tmp_path / f"{name}.plan"
@@ -75,7 +75,7 @@ def _engine(tmp_path, model: onnx.ModelProto, name: str, sample_shape):
 
 def test_tensorrt_plugin_matches_the_cpu_op(tmp_path):
     _need("tensorrt")
-    from optim.runners import open_runner
+    from optim.backends import open_runner
 
     cast = helper.make_node("Cast", ["frames"], ["frames_f"], to=TensorProto.FLOAT)  # as prepend() does
     g = helper.make_graph([cast, make_node(OP, "frames_f", "out")], "pre",
@@ -91,7 +91,7 @@ def test_tensorrt_plugin_matches_the_cpu_op(tmp_path):
 
 def test_engine_with_plugin_matches_host_preprocessing(tmp_path, tiny_onnx):
     _need("tensorrt")
-    from optim.runners import open_runner
+    from optim.backends import open_runner
 
     plain = onnx.load(str(tiny_onnx))
     fused_plan = _engine(tmp_path, prepend(plain, OP, (21, 27)), "fused", (21, 27, 3))

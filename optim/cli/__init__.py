@@ -82,7 +82,7 @@ def _load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: P
     return prepare(spec, _preprocess_for(ispec, recipe), ispec, samples)
 
 
-from optim.cli_tuning import RecipeOpt, budget_options  # noqa: E402
+from optim.cli.tuning import RecipeOpt, budget_options  # noqa: E402
 
 _BUDGET = budget_options()
 
@@ -126,7 +126,7 @@ def export(
     recipe: RecipeOpt = None,
 ) -> None:
     """Export a PyTorch model to a verified FP32 ONNX with a dynamic batch axis."""
-    from optim.export import onnx_from_torch
+    from optim.stages.export import onnx_from_torch
     from optim.recipe import BatchRange, ExportSettings, InputSpec
     from optim.sources import load_model
 
@@ -181,7 +181,7 @@ def quantize(
     the model loses at most that many points against FP32 on the tuning data."""
     from pydantic import ValidationError
 
-    from optim.quantize import quantize_onnx
+    from optim.stages.quantize import quantize_onnx
     from optim.recipe import QuantizeSettings, RecipeError, validation_message
 
     try:
@@ -206,7 +206,7 @@ def quantize(
         info(f"calibrating with {len(x)} samples from {ds.source}")
     out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
     if max_drop is not None:
-        from optim.cli_tuning import _tuning_settings, quantize_with_budget
+        from optim.cli.tuning import _tuning_settings, quantize_with_budget
 
         if max_drop < 0:
             raise InputError("--max-drop must be >= 0 points")
@@ -247,7 +247,7 @@ def check(
 ) -> None:
     """Compare a candidate with the FP32 reference: output deltas, task accuracy, gates."""
     from optim.artifacts import write_json
-    from optim.check import check_candidate, raise_on_failures
+    from optim.stages.check import check_candidate, raise_on_failures
     from optim.recipe import CheckSettings, Gates
 
     r = _recipe(recipe)
@@ -291,9 +291,9 @@ def bench(
 ) -> None:
     """Latency (median/p90/p99) and throughput per batch size: ORT CPU, TensorRT engines, ORT GPU providers."""
     from optim.artifacts import write_json
-    from optim.bench import bench_model
+    from optim.stages.bench import bench_model
     from optim.recipe import BenchSettings
-    from optim.runners.select import BACKENDS, ENGINE_SUFFIXES
+    from optim.backends.select import BACKENDS, ENGINE_SUFFIXES
 
     if backend not in BACKENDS:
         raise InputError(f"unknown --backend '{backend}'; choose one of {', '.join(BACKENDS)}")
@@ -302,7 +302,7 @@ def bench(
     results = []
     for m in models:
         if m.suffix in ENGINE_SUFFIXES or backend not in ("auto", "cpu"):
-            from optim.bench_gpu import bench_gpu
+            from optim.stages.bench_gpu import bench_gpu
 
             results.append(bench_gpu(m, s, backend=backend))
         else:
@@ -342,7 +342,7 @@ def build(
     """Build a TensorRT engine (.plan) for the target GPU, with its manifest and per-layer JSON."""
     from pydantic import ValidationError
 
-    from optim.build import engine_from_onnx
+    from optim.stages.build import engine_from_onnx
     from optim.recipe import BatchRange, BuildSettings, RecipeError, validation_message
 
     r = _recipe(recipe)
@@ -386,7 +386,7 @@ def doctor(
 ) -> None:
     """What this machine has, which stages can run here, and the command for each missing piece."""
     from optim import doctor as doc
-    from optim.engine_compat import target as get_target
+    from optim.backends.engine_compat import target as get_target
     from optim.machine import probe
 
     t = get_target(target)
@@ -398,7 +398,7 @@ def doctor(
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. artifacts/NAME.")]) -> None:
     """Write report.{md,html,json,png} for a run folder and print the table."""
     from optim.artifacts import MANIFEST, RunDir
-    from optim.report import write_report
+    from optim.stages.report import write_report
 
     paths = write_report(run_dir)
     if (Path(run_dir) / MANIFEST).is_file():  # keep the run's manifest true to the files
@@ -448,8 +448,8 @@ def _apply_overrides(r, weights, eval_samples, calib_samples, precisions, bench_
     return r.model_copy(update=upd) if upd else r
 
 
-from optim.cli_plugins import register as _register_plugins  # noqa: E402
-from optim.cli_tuning import register as _register_tuning  # noqa: E402
+from optim.cli.plugins import register as _register_plugins  # noqa: E402
+from optim.cli.tuning import register as _register_tuning  # noqa: E402
 
 _register_tuning(app, _load_data)
 _register_plugins(app)
@@ -461,7 +461,7 @@ def main() -> None:
     except OptimError as exc:
         if _state["debug"]:
             traceback.print_exc()
-            if getattr(exc, "detail", ""):
+            if exc.detail:
                 console.print(exc.detail, markup=False)
         console.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)

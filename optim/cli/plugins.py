@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from optim.cli_tuning import RecipeOpt
+from optim.cli.tuning import RecipeOpt
 from optim.console import info
 from optim.errors import InputError
 
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def plugins() -> None:
         """List the plugin libraries built from csrc/, and whether each loads here."""
-        from optim.plugins import status
+        from optim.ops.plugins import status
 
         for s in status():
             where = str(s.path) if s.path else "-"
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         iterations: Annotated[int, typer.Option(help="Timed calls.")] = 20,
     ) -> None:
         """Per image: bytes copied to the GPU and host CPU time, host preprocessing vs the fused op."""
-        from optim.bench_preprocess import bench_preprocess
+        from optim.ops.bench_preprocess import bench_preprocess
         from optim.ops.preprocess import PreprocessOp
 
         oh, ow = _hw(size, "--size")

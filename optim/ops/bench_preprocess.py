@@ -61,7 +61,7 @@ def _kernel_ms(frames: np.ndarray, op: PreprocessOp, iterations: int) -> tuple[f
     import torch
 
     from optim.ops.preprocess_cpu import make_params
-    from optim.plugins import Params, find
+    from optim.ops.plugins import Params, find
 
     lib_path = find("cuda")
     if lib_path is None:

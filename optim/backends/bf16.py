@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from optim.runners.onnxrt import OrtRunner
+from optim.backends.onnxruntime import OrtRunner
 
 BF16 = TensorProto.BFLOAT16
 FLOAT = TensorProto.FLOAT

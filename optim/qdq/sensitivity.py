@@ -2,7 +2,7 @@
 
 For each quantized node of a Q/DQ model (named by its ONNX node name and op
 type), build the model in which *only that node* keeps its Q/DQ (all others are
-taken back to high precision with ``optim.qdq.dequantize_nodes``; the scales are
+taken back to high precision with ``optim.qdq.edit.dequantize_nodes``; the scales are
 the ones calibration chose, nothing is recalibrated) and measure, against FP32 on
 the same inputs: the output error (1 - cosine, max abs error) and the task
 metric (top-1 points lost with labels, else top-1 agreement with FP32). Nodes are
@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from optim.check import output_deltas, topk_accuracy
+from optim.stages.check import output_deltas, topk_accuracy
 from optim.console import progress
 from optim.errors import QuantizeError
 from optim.onnx_tools import has_float8
-from optim.qdq import QuantNode, dequantize_nodes, quantized_nodes
-from optim.runners.base import run_batched
-from optim.runners.onnxrt import OrtRunner
+from optim.qdq.edit import QuantNode, dequantize_nodes, quantized_nodes
+from optim.backends.base import run_batched
+from optim.backends.onnxruntime import OrtRunner
 
 BATCH = 256
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from optim.errors import BackendUnavailable
 from optim.machine import INSTALL, onnxruntime_providers
-from optim.runners.onnxrt import OrtRunner
+from optim.backends.onnxruntime import OrtRunner
 
 PROVIDERS = {
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend on the CPU execution provider (GPU providers: ``optim.runners.ort_gpu``)."""
+"""ONNX Runtime backend on the CPU execution provider (GPU providers: ``optim.backends.ort_gpu``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from optim.errors import ModelError
-from optim.runners.base import Runner
+from optim.backends.base import Runner
 
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optim import report_tuning
+from optim.stages import report_tuning
 from optim.artifacts import atomic_path, write_json, write_text
 from optim.errors import InputError
 

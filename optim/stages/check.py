@@ -15,7 +15,7 @@ import numpy as np
 
 from optim.errors import DataError, GateError
 from optim.recipe import CheckSettings, Gates
-from optim.runners import open_runner, run_batched
+from optim.backends import open_runner, run_batched
 
 
 def output_deltas(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """Stage: accuracy-aware quantization of a Q/DQ model, and the calibration study.
 
-``tune_quantized``: rank the quantized nodes by sensitivity (``optim.sensitivity``)
+``tune_quantized``: rank the quantized nodes by sensitivity (``optim.qdq.edit.sensitivity``)
 and, with a budget, take the fewest most sensitive ones back to high precision
-(``optim.budget``); writes the tuned model when a budget is set.
+(``optim.qdq.edit.budget``); writes the tuned model when a budget is set.
 ``calibration_study``: quantize with each calibration method and set size and
 score each result against FP32, so the cost of the choice is visible.
 """
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from optim.budget import BudgetResult, apply_budget
+from optim.qdq.edit.budget import BudgetResult, apply_budget
 from optim.console import info
 from optim.onnx_tools import load_onnx, save_onnx
 from optim.recipe import CalibrationStudySettings, QuantizeOptions, QuantizeSettings, TuningSettings
-from optim.runners.base import run_batched
-from optim.runners.onnxrt import OrtRunner
-from optim.sensitivity import Evaluator, SensitivityReport, node_sensitivity
+from optim.backends.base import run_batched
+from optim.backends.onnxruntime import OrtRunner
+from optim.qdq.edit.sensitivity import Evaluator, SensitivityReport, node_sensitivity
 
 
 def reference_outputs(fp32: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -95,7 +95,7 @@ class StudyResult:
 
 def calibration_study(fp32: Path, calib: np.ndarray, x: np.ndarray, labels: np.ndarray | None,
                       s: CalibrationStudySettings, options: QuantizeOptions | None = None) -> StudyResult:
-    from optim.quantize import quantize_onnx
+    from optim.stages.quantize import quantize_onnx
 
     ref = reference_outputs(fp32, x)
     ev = Evaluator(x, ref, labels)

@@ -5,7 +5,7 @@ FP16/BF16 AutoCast models become strongly typed networks (their types are the
 precision; no precision flag is set), an FP32 model is strongly typed FP32 (TF32 on
 or off), and FP16/BF16 from an FP32 model use the FP16/BF16 builder flag (weakly
 typed). One optimization profile spans the recipe's batch min/opt/max.
-``engine_from_onnx`` carries the plan out through ``optim.tensorrt_api`` and writes,
+``engine_from_onnx`` carries the plan out through ``optim.backends.tensorrt_api`` and writes,
 beside the engine::
 
     ENGINE.plan.json      the manifest: TensorRT version, GPU, compute capability, CUDA,
@@ -30,7 +30,7 @@ import onnx
 
 from optim import __version__
 from optim.artifacts import atomic_path, sha256_file, write_json, write_text
-from optim.engine_compat import manifest_path, target, target_problem
+from optim.backends.engine_compat import manifest_path, target, target_problem
 from optim.errors import BackendUnavailable, InputError, ModelError
 from optim.machine import Gpu, Machine, cuda_gpus, driver_version, gpu_missing
 from optim.onnx_tools import TensorInfo, graph_inputs, has_float8, load_onnx, tensor_types
@@ -193,7 +193,7 @@ def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: s
     plan = plan_engine(model_precision, precision, s, profile)
     tgt = target(target_key)
     if api is None:
-        from optim.tensorrt_api import TensorRT
+        from optim.backends.tensorrt_api import TensorRT
 
         api = TensorRT.load()
     torch_cuda, found, cuda_error = cuda_gpus()

@@ -53,14 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optim.errors import BackendUnavailable, ModelError, OptimError
-from optim.machine import INSTALL
-
-
-class BuildError(OptimError):
-    """TensorRT could not parse or build a model (a stage failure)."""
-
-    exit_code = 4
+from optim.errors import BackendUnavailable, BuildError, ModelError  # noqa: F401  (BuildError re-exported)
+from optim.install import INSTALL
 
 
 def _import() -> tuple[Any, str]:
@@ -146,7 +140,7 @@ class TensorRT:
             self._plugins_loaded.add(str(p))
 
     def build(self, onnx_path: Path, plan: Any, timing_cache: bytes) -> tuple[bytes, bytes, bool]:
-        """Parse ``onnx_path`` and build it as ``plan`` says (an ``optim.build.EnginePlan``).
+        """Parse ``onnx_path`` and build it as ``plan`` says (an ``optim.stages.build.EnginePlan``).
 
         Returns (serialized engine, serialized timing cache, whether the given cache was used).
         """

@@ -27,8 +27,8 @@ def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensit
 
 def quantize_with_budget(fp32: Path, qs, out: Path, calib, tune, max_drop: float) -> None:
     """Quantize to a temporary file, then keep the fewest sensitive nodes in high precision."""
-    from optim.quantize import quantize_onnx
-    from optim.tune import tune_quantized
+    from optim.stages.quantize import quantize_onnx
+    from optim.stages.tune import tune_quantized
 
     if qs.precision not in ("int8", "fp8") or qs.target != "tensorrt":
         raise InputError("--max-drop works on INT8/FP8 models placed for tensorrt")
@@ -66,8 +66,8 @@ def register(app: typer.Typer, load_data) -> None:
         from optim.artifacts import write_json
         from optim.onnx_tools import load_onnx
         from optim.recipe import load_recipe
-        from optim.sensitivity import Evaluator, node_sensitivity
-        from optim.tune import reference_outputs
+        from optim.qdq.edit.sensitivity import Evaluator, node_sensitivity
+        from optim.stages.tune import reference_outputs
 
         r = load_recipe(recipe) if recipe else None
         s = _tuning_settings(metric, samples, None, samples)

@@ -1,4 +1,4 @@
-"""Worker process for ``optim.quantize.quantize_onnx``: ``python -m optim._quantize_worker JOB_DIR``.
+"""Worker process for ``optim.stages.quantize.quantize_onnx``: ``python -m optim.stages._quantize_worker JOB_DIR``.
 
 Reads ``job.json`` (and ``calib.npy``, never unpickled) from JOB_DIR, quantizes,
 and writes ``result.json``: the report, or the error's class name and message.
@@ -17,7 +17,7 @@ from optim.errors import OptimError
 
 
 def main(job_dir: Path) -> None:
-    from optim.quantize import quantize_here
+    from optim.stages.quantize import quantize_here
     from optim.recipe import QuantizeSettings
 
     job = json.loads((job_dir / "job.json").read_text())

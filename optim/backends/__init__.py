@@ -4,7 +4,7 @@
 says so in ``runner.method`` (that string goes into every report row).
 """
 
-from optim.runners.base import Runner, run_batched
-from optim.runners.select import open_runner
+from optim.backends.base import Runner, run_batched
+from optim.backends.select import open_runner
 
 __all__ = ["Runner", "open_runner", "run_batched"]

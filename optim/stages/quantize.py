@@ -11,7 +11,7 @@ Two placements of Q/DQ, for two backends:
 
 FP16 and BF16 come from modelopt's AutoCast, keeping FP32 inputs and outputs.
 
-Each quantization runs in a fresh worker process (``optim._quantize_worker``):
+Each quantization runs in a fresh worker process (``optim.stages._quantize_worker``):
 modelopt patches ONNX Runtime's calibrators in the process that calls it (which
 breaks a later ORT ``quantize_static`` there), and the worker keeps the tools'
 console chatter in a log that is shown only when something fails (``--debug``).
@@ -156,7 +156,7 @@ def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
                   calib: np.ndarray | None = None) -> QuantizeReport:
     """Make one precision variant of ``src``; ``out`` appears only if it succeeded.
 
-    The work runs in a fresh ``python -m optim._quantize_worker`` process that gets
+    The work runs in a fresh ``python -m optim.stages._quantize_worker`` process that gets
     its job (paths, settings, calibration array) as plain JSON and ``.npy`` files.
     """
     if s.precision == "fp32":
@@ -171,7 +171,7 @@ def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
             "settings": s.model_dump(mode="json"), "calib": calib is not None}))
         log = job / "worker.log"
         with open(log, "wb") as lf:
-            proc = subprocess.run([sys.executable, "-m", "optim._quantize_worker", str(job)],
+            proc = subprocess.run([sys.executable, "-m", "optim.stages._quantize_worker", str(job)],
                                   stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env={**os.environ, "TQDM_DISABLE": "1"})
         result = job / "result.json"

@@ -2,8 +2,8 @@
 
 Before anything touches the GPU, the engine's manifest (``ENGINE.json``, written by
 ``optim build``) is checked against this machine's TensorRT version and GPU
-architecture (``optim.engine_compat``); a mismatch stops with one line saying what to
-rebuild. All TensorRT calls go through ``optim.tensorrt_api``.
+architecture (``optim.backends.engine_compat``); a mismatch stops with one line saying what to
+rebuild. All TensorRT calls go through ``optim.backends.tensorrt_api``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from optim.engine_compat import engine_problem, read_manifest
+from optim.backends.engine_compat import engine_problem, read_manifest
 from optim.errors import BackendUnavailable, ModelError
 from optim.machine import Gpu, Machine, cuda_gpus, gpu_missing
-from optim.runners.base import Runner
+from optim.backends.base import Runner
 
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
                 "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
@@ -37,7 +37,7 @@ class EngineRunner(Runner):
     # -- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> None:
         if self._api is None:
-            from optim.tensorrt_api import TensorRT
+            from optim.backends.tensorrt_api import TensorRT
 
             self._api = TensorRT.load()
         api = self._api

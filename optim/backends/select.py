@@ -7,7 +7,7 @@ from pathlib import Path
 from optim.errors import InputError
 from optim.onnx_tools import has_bfloat16, has_float8, load_onnx
 from optim.ops.preprocess import has_op
-from optim.runners.base import Runner
+from optim.backends.base import Runner
 
 BACKENDS = ("auto", "cpu", "tensorrt", "ort-cuda", "ort-tensorrt")
 ENGINE_SUFFIXES = (".plan", ".engine")
@@ -20,8 +20,8 @@ def open_runner(path: Path, *, threads: int | None = None, backend: str = "auto"
     ``auto``: engines (``.plan``) run in TensorRT, ONNX files in ONNX Runtime on the CPU;
     ``ort-cuda`` / ``ort-tensorrt`` run an ONNX file on ONNX Runtime's GPU providers.
     """
-    from optim.runners.bf16 import Bf16EmulationRunner
-    from optim.runners.onnxrt import OrtRunner
+    from optim.backends.bf16 import Bf16EmulationRunner
+    from optim.backends.onnxruntime import OrtRunner
 
     path = Path(path)
     if backend not in BACKENDS:
@@ -29,13 +29,13 @@ def open_runner(path: Path, *, threads: int | None = None, backend: str = "auto"
     if path.suffix in ENGINE_SUFFIXES:
         if backend not in ("auto", "tensorrt"):
             raise InputError(f"{path.name} is a TensorRT engine; it runs on backend tensorrt, not {backend}")
-        from optim.runners.tensorrt_engine import EngineRunner
+        from optim.backends.tensorrt import EngineRunner
 
         return EngineRunner(path, cuda_graph=cuda_graph)
     if backend == "tensorrt":
         raise InputError(f"backend tensorrt runs engines (.plan); build one first: optim build {path} --target h100")
     if backend in ("ort-cuda", "ort-tensorrt"):
-        from optim.runners.ort_gpu import OrtGpuRunner
+        from optim.backends.ort_gpu import OrtGpuRunner
 
         return OrtGpuRunner(path, backend, threads=threads)
     model = load_onnx(path, check=False)

@@ -18,7 +18,7 @@ from optim.console import progress
 from optim.errors import ModelError
 from optim.onnx_tools import graph_inputs, load_onnx
 from optim.recipe import BenchSettings
-from optim.runners import open_runner
+from optim.backends import open_runner
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from optim.errors import BackendUnavailable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LIBRARIES = {
     "cpu": ("liboptim_preprocess_cpu.so", "CPU preprocessing op (ONNX Runtime route)"),
     "cuda": ("liboptim_preprocess_cuda.so", "CUDA preprocessing kernel (sm_90)"),

@@ -91,7 +91,7 @@ def _check(path: Path) -> None:
 def _verify(model: LoadedModel, path: Path, spec: InputSpec, s: ExportSettings) -> tuple[float, float]:
     import torch
 
-    from optim.runners.onnxrt import OrtRunner
+    from optim.backends.onnxruntime import OrtRunner
 
     rng = np.random.default_rng(s.seed)
     worst_abs = worst_rel = 0.0

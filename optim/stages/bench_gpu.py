@@ -4,16 +4,16 @@ Engines are timed on the device: CUDA events around each ``execute_async_v3`` wi
 the input already in GPU memory (optionally replaying a captured CUDA graph), so
 the numbers are the engine's own latency, not host copies. ONNX Runtime GPU
 providers are timed around ``session.run`` with host arrays, and say so. Results
-have the same form as the CPU bench (``optim.bench.BenchResult``).
+have the same form as the CPU bench (``optim.stages.bench.BenchResult``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from optim.bench import BenchResult, stats
+from optim.stages.bench import BenchResult, stats
 from optim.recipe import BenchSettings
-from optim.runners import open_runner
+from optim.backends import open_runner
 
 
 def bench_gpu(path: Path, s: BenchSettings, *, tag: str = "", backend: str = "auto") -> BenchResult:
