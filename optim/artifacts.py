@@ -16,6 +16,7 @@ import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,50 @@ def host_info() -> dict[str, Any]:
             "cpu_count": os.cpu_count()}
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """What a stage takes and returns: a file (or, for ``kind="data"``, arrays in memory).
+
+    ``name`` is its key in the run's manifest, ``sha256`` its content hash (of the file,
+    or of the arrays), ``tag`` the precision entry it belongs to, ``parents`` the names
+    of the artifacts it was made from."""
+
+    name: str
+    path: Path | None
+    sha256: str
+    kind: str = "file"  # onnx | engine | result | data | weights | plugin | report
+    tag: str = ""
+    parents: tuple[str, ...] = ()
+
+    @classmethod
+    def of_file(cls, path: Path, name: str = "", kind: str = "file", tag: str = "") -> Artifact:
+        path = Path(path)
+        return cls(name or path.name, path, sha256_file(path), kind, tag)
+
+
+@dataclass(frozen=True)
+class Data(Artifact):
+    """Model inputs held in memory: ``x`` (what the FP32 model takes), ``labels`` (or None),
+    ``frames`` (raw uint8 frames for models with fused preprocessing, else None) and a
+    description of where they came from. Hashed over all three arrays."""
+
+    x: Any = None
+    labels: Any = None
+    frames: Any = None
+    description: str = ""
+
+    @classmethod
+    def of(cls, name: str, x: Any, labels: Any = None, frames: Any = None, description: str = "") -> Data:
+        sha = sha256_json([sha256_array(x), sha256_array(labels), sha256_array(frames)])
+        return cls(name, None, sha, "data", x=x, labels=labels, frames=frames, description=description)
+
+    def head(self, n: int | None) -> Data:
+        if n is None or n >= len(self.x):
+            return self
+        cut = lambda a: None if a is None else a[:n]  # noqa: E731
+        return Data.of(self.name, self.x[:n], cut(self.labels), cut(self.frames), self.description)
+
+
 class ArtifactRecord(BaseModel):
     """One file of a run, as the manifest records it."""
 
@@ -112,6 +157,8 @@ class ArtifactRecord(BaseModel):
     parents: list[str] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)
     cache_key: str = ""
+    kind: str = ""
+    tag: str = ""
     created: str = ""
     seconds: float = 0.0
 
@@ -158,11 +205,11 @@ class RunDir:
 
     def record(self, name: str, rel: str, stage: str, *, parents: list[str] | None = None,
                settings: dict[str, Any] | None = None, key: str = "",
-               seconds: float = 0.0) -> ArtifactRecord:
+               seconds: float = 0.0, kind: str = "", tag: str = "") -> ArtifactRecord:
         p = self.path(rel)
         rec = ArtifactRecord(
             name=name, path=rel, stage=stage, sha256=sha256_file(p), bytes=p.stat().st_size,
-            parents=parents or [], settings=settings or {}, cache_key=key,
+            parents=parents or [], settings=settings or {}, cache_key=key, kind=kind, tag=tag,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=round(seconds, 3),
         )
         self.manifest.artifacts[name] = rec

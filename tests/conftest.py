@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,34 @@ def eval_xy(tiny_onnx) -> tuple[np.ndarray, np.ndarray]:
     with open_runner(tiny_onnx) as r:
         y = r.infer({"input": x})["logits"].argmax(1)
     return x, y.astype(np.int64)
+
+
+def _cxx_compiler() -> str | None:
+    cxx = os.environ.get("CXX", "").split()
+    for name in ([cxx[0]] if cxx else []) + ["c++", "g++", "clang++"]:
+        if shutil.which(name):
+            return name
+    return None
+
+
+@pytest.fixture(scope="session")
+def plugin_libraries() -> Path:
+    """The csrc/ plugin libraries, built once per session (``bash scripts/build_plugins.sh``,
+    incremental). Returns the CPU preprocessing library. Skips when cmake or a C++ compiler
+    is missing and no library was built before; a failing build is a test failure."""
+    from optim.ops.plugins import find
+
+    missing = [what for what, ok in (("cmake", shutil.which("cmake")), ("a C++ compiler", _cxx_compiler()))
+               if not ok]
+    if missing:
+        if find("cpu") is not None:
+            return find("cpu")
+        pytest.skip(f"the csrc/ plugin libraries are not built and cannot be: {' and '.join(missing)} "
+                    "not found (apt-get install cmake g++, then bash scripts/build_plugins.sh)")
+    done = subprocess.run(["bash", str(REPO / "scripts/build_plugins.sh")], cwd=REPO,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/build_plugins.sh failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
+    lib = find("cpu")
+    assert lib is not None, f"scripts/build_plugins.sh did not build the CPU library:\n{done.stdout}"
+    return lib

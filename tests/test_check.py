@@ -5,12 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optim.stages.check import (
-    CheckResult, apply_gates, check_candidate, output_deltas, raise_on_failures, topk_accuracy,
-)
+from optim.artifacts import Data
 from optim.errors import DataError, GateError
+from optim.recipe import Gates, QuantizeSettings
+from optim.stages.check import CheckResult, check_files, raise_on_failures, settings_for
 from optim.stages.quantize import quantize_onnx
-from optim.recipe import CheckSettings, Gates, QuantizeSettings
+from optim.tasks.classification import Classification, output_deltas, topk_accuracy
+
+
+def apply_gates(r: CheckResult, gates: Gates):
+    return Classification().apply_gates(r.outputs, r.accuracy, gates)
+
+
+def check_candidate(cand, ref, x, y, gates: Gates, tag: str = "", batch_size: int = 256) -> CheckResult:
+    return check_files(cand, ref, Data.of("evaluation", x, y), settings_for("classification", gates,
+                                                                             batch_size=batch_size), tag=tag)
 
 
 def test_output_deltas_by_hand():
@@ -101,20 +110,19 @@ def test_check_candidate_end_to_end(tmp_path, tiny_onnx, calib_x, eval_xy):
     x, y = eval_xy
     cand = tmp_path / "int8.onnx"
     quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", method="max"), cand, calib_x)
-    res = check_candidate(cand, tiny_onnx, x, y, CheckSettings(batch_size=16),
-                          Gates(max_top1_drop=50.0, min_cosine=0.9), tag="int8")
+    res = check_candidate(cand, tiny_onnx, x, y, Gates(max_top1_drop=50.0, min_cosine=0.9), tag="int8",
+                          batch_size=16)
     assert res.samples == len(x)
     assert res.accuracy["reference_top1"] == pytest.approx(100.0)  # labels are FP32's predictions
     assert res.accuracy["top1_delta"] == pytest.approx(res.accuracy["top1"] - 100.0)
     d = res.outputs["logits"]
     assert 0 < d["max_abs_error"] and 0.9 < d["cosine"] <= 1.0 + 1e-9
     assert res.passed and [g.gate for g in res.gates] == ["max_top1_drop", "min_cosine"]
-    strict = check_candidate(cand, tiny_onnx, x, y, CheckSettings(batch_size=16),
-                             Gates(max_abs_error=0.0), tag="int8")
+    strict = check_candidate(cand, tiny_onnx, x, y, Gates(max_abs_error=0.0), tag="int8", batch_size=16)
     assert not strict.passed
 
 
 def test_check_identical_model_is_exact(tiny_onnx, eval_xy):
     x, y = eval_xy
-    res = check_candidate(tiny_onnx, tiny_onnx, x, y, CheckSettings(), Gates(max_abs_error=0.0))
+    res = check_candidate(tiny_onnx, tiny_onnx, x, y, Gates(max_abs_error=0.0))
     assert res.outputs["logits"]["max_abs_error"] == 0.0 and res.passed

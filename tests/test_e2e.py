@@ -155,7 +155,7 @@ bench: {batch_sizes: [1, 2], warmup: 1, iterations: 2}
     assert json.loads((tmp_path / "r18/report.json").read_text())["accuracy_meaningful"] is False
 
 
-def test_fused_preprocessing_run_feeds_frames(tmp_path):
+def test_fused_preprocessing_run_feeds_frames(tmp_path, plugin_libraries):
     """fused_preprocess: every model takes uint8 frames; on 28x28 grey frames the op does what the
     host preprocessing does, so the FP32 frames model equals the plain one."""
     import onnx

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from optim.errors import RecipeError
+from optim.errors import InputError, RecipeError
 from optim.recipe import (
     BatchRange, Candidate, DataSpec, Gates, InputSpec, Preprocess, QuantizeOptions, Recipe,
-    load_data_spec, load_recipe,
+    apply_overrides, load_data_spec, load_recipe,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -422,3 +424,90 @@ def test_fused_preprocess_settings(tmp_path):
     assert "frame must be a positive" in load_err(tmp_path, variant(fused_preprocess={"frame": [0, 4]}))
     assert "1 or 3 preprocess mean/std" in load_err(tmp_path, variant(
         fused_preprocess={"frame": [8, 8]}, preprocess={"mean": [0.1, 0.2], "std": [1, 1]}))
+
+
+# --------------------------------------------------------------------------- error order, values, hints
+
+def test_gates_under_check_is_refused_with_a_hint(tmp_path):
+    msg = load_err(tmp_path, variant(check={"batch_size": 8, "gates": {"default": {"min_cosine": 0.9}}}))
+    assert "unknown key 'gates' at check.gates" in msg and "top-level 'gates:' key" in msg
+
+
+def test_misspelt_key_is_named_before_missing_keys(tmp_path):
+    msg = load_err(tmp_path, {"name": "x", "modle": "torchvision:resnet18"})
+    assert "unknown key 'modle' at modle (value 'torchvision:resnet18')" in msg
+    assert msg.index("modle") < msg.index("missing key model")
+
+
+def test_bad_precision_value_is_echoed_before_missing_keys(tmp_path):
+    r = variant(precisions=["int3"])
+    del r["model"]
+    msg = load_err(tmp_path, r)
+    assert ("precisions.0.precision: Input should be 'fp32', 'int8', 'fp8', 'fp16' or 'bf16' (got 'int3')"
+            in msg)
+    assert msg.index("int3") < msg.index("missing key model")
+
+
+def test_long_values_are_shortened_in_errors(tmp_path):
+    msg = load_err(tmp_path, variant(name="a b" * 100, modle={"source": "x" * 200}))
+    assert "(got 'a ba b" in msg and "(value {'source': 'xxx" in msg
+    assert "a b" * 25 not in msg and "x" * 60 not in msg and "\n" not in msg
+
+
+# --------------------------------------------------------------------------- apply_overrides
+
+FASHION = REPO / "recipes" / "fashion_resnet.yaml"
+
+
+def tags_of(r: Recipe) -> list[str]:
+    return [r.settings_for(c).tag for c in r.precisions]
+
+
+def test_apply_overrides_precision_name_keeps_every_entry_of_it():
+    r = apply_overrides(load_recipe(FASHION), precisions="int8")
+    assert tags_of(r) == ["fp32", "int8-tensorrt", "int8-onnxruntime"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("int8-tensorrt", ["fp32", "int8-tensorrt"]),
+    (" fp16, int8-onnxruntime ", ["fp32", "int8-onnxruntime", "fp16"]),
+    ("fp8,bf16", ["fp32", "fp8-tensorrt", "bf16"]),
+    ("int8,int8-tensorrt", ["fp32", "int8-tensorrt", "int8-onnxruntime"]),
+    ("fp32", ["fp32"]),
+])
+def test_apply_overrides_tags_and_precisions(text, expected):
+    assert tags_of(apply_overrides(load_recipe(FASHION), precisions=text)) == expected
+
+
+@pytest.mark.parametrize("text", ["int3", "int8,int3", "int8-cuda"])
+def test_apply_overrides_unknown_precision_name(text):
+    with pytest.raises(InputError) as ei:
+        apply_overrides(load_recipe(FASHION), precisions=text)
+    msg = str(ei.value)
+    bad = text.split(",")[-1]
+    assert f"'{bad}'" in msg and "int8-onnxruntime" in msg and "fp8" in msg and "\n" not in msg
+
+
+def test_apply_overrides_other_fields():
+    r = load_recipe(FASHION)
+    assert apply_overrides(r) is r
+    o = apply_overrides(r, weights=Path("w.pt"), eval_samples=10, calib_samples=20, bench_iterations=3)
+    assert o.model.weights == Path("w.pt").resolve() and o.model.source == r.model.source
+    assert (o.evaluation.samples, o.calibration.samples, o.bench.iterations) == (10, 20, 3)
+    assert o.calibration.data == r.calibration.data and tags_of(o) == tags_of(r)
+    assert r.evaluation.samples is None  # the original is left as it was
+
+
+# --------------------------------------------------------------------------- optim.settings
+
+def test_settings_reexported_from_recipe():
+    import optim.recipe
+    import optim.settings
+
+    for name in optim.settings.__all__:
+        assert getattr(optim.recipe, name) is getattr(optim.settings, name), name
+
+
+def test_settings_does_not_import_recipe():
+    code = "import sys, optim.settings; assert 'optim.recipe' not in sys.modules, 'optim.recipe imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

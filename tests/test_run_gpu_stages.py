@@ -12,7 +12,7 @@ import pytest
 
 from optim import machine
 from optim.machine import Machine
-from optim.pipeline import Pipeline
+from optim.workflow import Workflow
 from optim.recipe import load_recipe
 from optim.stages.report import NOT_RUN, collect, write_report
 from tests.test_report import _bench, _check, _write
@@ -40,7 +40,7 @@ def tiny_recipe(tmp_path_factory):
 
 def _run(recipe_path, monkeypatch, capsys, m: Machine):
     monkeypatch.setattr(machine, "probe", lambda: m)
-    Pipeline(load_recipe(recipe_path), recipe_path, out_root=recipe_path.parent / "art").run()
+    Workflow(load_recipe(recipe_path), recipe_path, out_root=recipe_path.parent / "art").run()
     err = capsys.readouterr().err
     return recipe_path.parent / "art" / "tiny", [ln for ln in err.splitlines() if ln.startswith("skipped build")]
 

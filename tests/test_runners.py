@@ -1,14 +1,165 @@
-"""Runners: ONNX Runtime CPU, and the BF16 emulation checked against NumPy."""
+"""Runners: the interface, the registry by name (with a toy backend), ONNX Runtime CPU,
+and the BF16 emulation checked against NumPy."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar
 
 import ml_dtypes
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from optim.backends import open_runner
+from optim.backends import (WALL_TIME, Runner, TensorSpec, backend_names, open_runner, register_backend,
+                            unregister_backend)
 from optim.backends.bf16 import Bf16EmulationRunner, emulate_bf16
+from optim.backends.onnxruntime import OrtRunner
+from optim.errors import InputError, ModelError
+
+
+class ToyRunner(Runner):
+    """A backend that is not one: output = row sums; ``measure`` reports 1 ms per sample."""
+
+    name = "toy"
+    timing_method = "toy clock: 1 ms per sample, no running at all"
+    spec = TensorSpec("x", (4,), np.dtype(np.float32))
+    opened: ClassVar[list[dict]] = []  # the opener's arguments, newest last
+    measured: ClassVar[list[tuple[int, int, int]]] = []
+
+    def __init__(self, path: Path, *, threads: int | None = None, cuda_graph: bool = False) -> None:
+        self.path = path
+        self.method = f"toy backend on {path.name}"
+        ToyRunner.opened.append({"path": path, "threads": threads, "cuda_graph": cuda_graph})
+
+    def activate(self) -> None:
+        self.session = "active"
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._sess()
+        x = feeds[self.spec.name]
+        return {"y": x.astype(np.float32).reshape(len(x), -1).sum(axis=1, keepdims=True)}
+
+    @property
+    def input_names(self) -> list[str]:
+        return [self.spec.name]
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["y"]
+
+    def input_spec(self) -> TensorSpec:
+        return self.spec
+
+    def measure(self, batch, warmup, iterations, *, on_run=None) -> list[float]:
+        self._sess()
+        ToyRunner.measured.append((batch, warmup, iterations))
+        for _ in range(warmup + iterations):
+            if on_run:
+                on_run()
+        return [batch * 1e-3] * iterations
+
+
+class FramesRunner(ToyRunner):
+    """Times with the interface's default ``measure``; takes uint8 frames, records what it was fed."""
+
+    spec = TensorSpec("frames", (5, 6, 3), np.dtype(np.uint8))
+    measure = Runner.measure
+    timing_method = Runner.timing_method
+
+    def infer(self, feeds):
+        self.fed = [*getattr(self, "fed", []), feeds[self.spec.name]]
+        return super().infer(feeds)
+
+
+@pytest.fixture
+def toy_backend():
+    """Backend "toy" (runs .toy files) for one test."""
+    ToyRunner.opened.clear()
+    ToyRunner.measured.clear()
+    register_backend("toy", ToyRunner, handles=(".toy",), files="toy models (.toy)")
+    yield "toy"
+    unregister_backend("toy")
+
+
+def test_toy_backend_by_name_and_by_suffix(tmp_path, tiny_onnx, toy_backend):
+    p = tmp_path / "m.toy"
+    p.write_text("toy")
+    assert "toy" in backend_names()
+    r = open_runner(p, backend="toy", threads=3, cuda_graph=True)
+    assert isinstance(r, ToyRunner) and ToyRunner.opened[-1] == {"path": p, "threads": 3, "cuda_graph": True}
+    assert isinstance(open_runner(p), ToyRunner), "auto: the backend that claims .toy"
+    with r:
+        assert r.infer({"x": np.ones((2, 4), np.float32)})["y"].tolist() == [[4.0], [4.0]]
+        assert r.measure(2, 1, 3) == [2e-3] * 3
+    with pytest.raises(InputError, match=r"m\.toy runs on backend toy, not onnxruntime"):
+        open_runner(p, backend="onnxruntime")
+    with pytest.raises(InputError, match="runs on backend onnxruntime, ort-cuda or ort-tensorrt, not toy"):
+        open_runner(tiny_onnx, backend="toy")
+
+
+def test_unregistered_backend_is_gone(tmp_path):
+    register_backend("toy2", ToyRunner, handles="toy2")
+    assert isinstance(open_runner(tmp_path / "m.toy2", backend="toy2"), ToyRunner)
+    unregister_backend("toy2")
+    assert "toy2" not in backend_names()
+    with pytest.raises(InputError, match="unknown backend 'toy2'"):
+        open_runner(tmp_path / "m.toy2", backend="toy2")
+
+
+def test_register_backend_refuses_taken_names():
+    for name in ("auto", "onnxruntime", "cpu", "tensorrt"):
+        with pytest.raises(ValueError, match="already"):
+            register_backend(name, ToyRunner)
+    assert backend_names()[:2] == ("auto", "onnxruntime")
+
+
+def test_open_runner_unknown_backend(tiny_onnx):
+    with pytest.raises(InputError, match="unknown backend 'turbo'; choose one of auto, onnxruntime, cpu, tensorrt"):
+        open_runner(tiny_onnx, backend="turbo")
+
+
+def test_cpu_is_an_alias_of_onnxruntime(tiny_onnx):
+    assert type(open_runner(tiny_onnx, backend="cpu")) is OrtRunner
+    assert type(open_runner(tiny_onnx, backend="onnxruntime")) is OrtRunner
+
+
+def test_ort_runner_default_measure(tiny_onnx):
+    assert OrtRunner.measure is Runner.measure, "ORT times with the interface's own measure"
+    runs = []
+    with open_runner(tiny_onnx, threads=1) as r:
+        assert r.input_spec() == TensorSpec("input", (3, 16, 16), np.dtype(np.float32))
+        times = r.measure(2, 1, 5, on_run=lambda: runs.append(1))
+        assert r.timing_method == WALL_TIME
+    assert len(times) == 5 and all(t > 0 for t in times) and len(runs) == 6
+
+
+def test_default_measure_feeds_random_frames():
+    r = FramesRunner(Path("f.toy"))
+    with r:
+        assert len(r.measure(3, 2, 4)) == 4
+    assert len(r.fed) == 6
+    x = r.fed[0]
+    assert x.dtype == np.uint8 and x.shape == (3, 5, 6, 3) and len(np.unique(x)) > 100
+
+
+def test_tensor_spec_random_dtypes():
+    assert TensorSpec("h", (2,), np.dtype(np.float16)).random(3).dtype == np.float16
+    x = TensorSpec("f", (100,), np.dtype(np.float32)).random(10)
+    assert x.dtype == np.float32 and abs(float(x.mean())) < 0.1 and 0.9 < float(x.std()) < 1.1
+    assert TensorSpec("i", (50,), np.dtype(np.int8)).random(2).max() <= 127
+
+
+def test_input_spec_refuses_dynamic_sizes(tmp_path):
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "k"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "k"])])
+    p = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p)
+    with open_runner(p) as r, pytest.raises(ModelError, match="non-fixed sizes \\['k'\\] besides the batch axis"):
+        r.measure(1, 0, 1)
 
 
 def _bf16(a: np.ndarray) -> np.ndarray:

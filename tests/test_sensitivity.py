@@ -14,13 +14,13 @@ import numpy as np
 import onnx
 import pytest
 
-from optim.qdq.edit.budget import apply_budget
+from optim.qdq.budget import apply_budget
 from optim.errors import QuantizeError
 from optim.qdq.edit import dequantize_nodes, quantized_nodes
 from optim.stages.quantize import quantize_onnx
 from optim.recipe import QuantizeSettings
 from optim.backends import open_runner
-from optim.qdq.edit.sensitivity import Evaluator, node_sensitivity
+from optim.qdq.sensitivity import Evaluator, node_sensitivity
 
 BROKEN = "/2/Conv"
 
@@ -78,7 +78,7 @@ def test_taking_every_node_back_gives_fp32(broken):
     assert BROKEN in names and len(names) >= 3
     back = dequantize_nodes(model, names)
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in back.graph.node)
-    np.testing.assert_allclose(_ev(broken).run(back), ref, atol=1e-4)
+    np.testing.assert_allclose(_ev(broken).run(back)["output"], ref, atol=1e-4)
 
 
 def test_sensitivity_ranks_the_broken_layer_first(broken):
@@ -157,16 +157,23 @@ def broken_files(tmp_path, broken):
 
 
 def test_tune_stage_writes_the_budgeted_model(tmp_path, broken, broken_files):
+    import json
+
+    from optim.artifacts import Artifact, Data
+    from optim.executor import StageContext
     from optim.recipe import TuningSettings
-    from optim.stages.tune import tune_quantized
+    from optim.stages import tune
 
     model, x, ref = broken
     fp32, q = broken_files
     out = tmp_path / "tuned.onnx"
-    s = TuningSettings(max_drop={"int8": 2.0, "fp8": 0.1}, sensitivity_samples=64)
-    assert s.budget_for("int8-tensorrt") == 2.0 and s.budget_for("fp8-tensorrt") == 0.1
-    res = tune_quantized(fp32, q, x, ref.argmax(1), s, max_drop=s.budget_for("int8-tensorrt"),
-                         out=out, tag="int8-tensorrt")
+    t = TuningSettings(max_drop={"int8": 2.0, "fp8": 0.1}, sensitivity_samples=64)
+    assert t.budget_for("int8-tensorrt") == 2.0 and t.budget_for("fp8-tensorrt") == 0.1
+    s = tune.Settings(max_drop=t.budget_for("int8-tensorrt"), sensitivity_samples=64)
+    inputs = [Artifact.of_file(q, "raw"), Artifact.of_file(fp32, "fp32"), Data.of("tuning", x, ref.argmax(1))]
+    res = tune.run(inputs, s, StageContext(tmp_path, out, "int8-tensorrt")).result
+    side = json.loads((tmp_path / "tune/int8-tensorrt.json").read_text())
+    assert side["output"] == "tuned.onnx" and side["coverage"]["quantized"] < side["coverage"]["eligible"]
     assert res.sensitivity.samples == 64 and res.sensitivity.rows[0].node == BROKEN
     assert [e["node"] for e in res.budget.excluded] == [BROKEN]
     assert {n.name for n in quantized_nodes(onnx.load(str(out)))} == \
@@ -176,7 +183,7 @@ def test_tune_stage_writes_the_budgeted_model(tmp_path, broken, broken_files):
 
 def test_calibration_study_rows_and_skips(tiny_onnx, calib_x, eval_xy):
     from optim.recipe import CalibrationStudySettings
-    from optim.stages.tune import calibration_study
+    from optim.stages.study import calibration_study
 
     x, y = eval_xy
     res = calibration_study(tiny_onnx, calib_x, x, y, CalibrationStudySettings(

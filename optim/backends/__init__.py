@@ -1,10 +1,17 @@
-"""Backends that run a model: one small interface, one module per backend.
+"""Backends that run a model: one small interface, one module per backend, a registry by name.
 
-``open_runner(path)`` picks how an ONNX file can honestly run on this machine and
-says so in ``runner.method`` (that string goes into every report row).
+``open_runner(path, backend="auto")`` picks how a model file can honestly run on this
+machine and says so in ``runner.method``; ``runner.measure(batch, warmup, iterations)``
+times it and ``runner.timing_method`` says how (both go into every bench row).
+Backends: ``backend_names()``; add one with ``register_backend``.
 """
 
-from optim.backends.base import Runner, run_batched
-from optim.backends.select import open_runner
+from optim.backends.base import WALL_TIME, Runner, TensorSpec, run_batched
+from optim.backends.registry import (Backend, backend_for, backend_names, backends, get_backend, open_runner,
+                                     register_backend, unregister_backend)
+from optim.backends.select import ENGINE_SUFFIXES, register_builtin_backends
 
-__all__ = ["Runner", "open_runner", "run_batched"]
+register_builtin_backends()
+
+__all__ = ["ENGINE_SUFFIXES", "WALL_TIME", "Backend", "Runner", "TensorSpec", "backend_for", "backend_names",
+           "backends", "get_backend", "open_runner", "register_backend", "run_batched", "unregister_backend"]

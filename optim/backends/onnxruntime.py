@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from optim.errors import ModelError
-from optim.backends.base import Runner
+from optim.backends.base import Runner, TensorSpec
 
+#: ONNX Runtime's input type names -> host dtypes
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(uint16)": "uint16", "tensor(int16)": "int16",
+              "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
@@ -71,18 +74,15 @@ class OrtRunner(Runner):
         outs = sess.run(None, dict(feeds))
         return {o.name: np.asarray(v) for o, v in zip(sess.get_outputs(), outs)}
 
-    def measure(self, batch: int, warmup: int, iterations: int) -> list[float]:
-        """Seconds per ``infer`` of one random batch (host arrays in and out)."""
-        inp = self._sess().get_inputs()[0]
-        shape = inp.shape[1:]
-        if not all(isinstance(d, int) and d > 0 for d in shape):
-            raise ModelError(f"{self.label}: input '{inp.name}' has non-fixed sizes {list(shape)} besides batch")
-        x = {inp.name: np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)}
-        for _ in range(warmup):
-            self.infer(x)
-        times = []
-        for _ in range(iterations):
-            t0 = time.perf_counter()
-            self.infer(x)
-            times.append(time.perf_counter() - t0)
-        return times
+    def input_spec(self) -> TensorSpec:
+        ins = self._sess().get_inputs()
+        if len(ins) != 1:
+            raise ModelError(f"{self.label}: bench supports single-input models, this one has {len(ins)}")
+        inp = ins[0]
+        rest = inp.shape[1:]
+        if not all(isinstance(d, int) and d > 0 for d in rest):
+            raise ModelError(f"{self.label}: input '{inp.name}' has non-fixed sizes {list(rest)} "
+                             "besides the batch axis")
+        if inp.type not in ORT_DTYPES:
+            raise ModelError(f"{self.label}: input '{inp.name}' has type {inp.type}, which has no host equivalent")
+        return TensorSpec(inp.name, tuple(int(d) for d in rest), np.dtype(ORT_DTYPES[inp.type]))

@@ -1,43 +1,34 @@
-"""Choose how a model file runs here."""
+"""The built-in backends, and how an ONNX file can honestly run on this machine's CPU.
+
+Registered when ``optim.backends`` is imported (order matters: ``auto`` takes the first
+backend claiming a suffix):
+
+- ``onnxruntime`` (alias ``cpu``): ONNX Runtime on the CPU, with BF16 emulation, basic graph
+  optimisation for FP8 Q/DQ and optim's OptimPreprocess custom op where the model needs them;
+- ``tensorrt``: TensorRT engines (``.plan`` / ``.engine``, built by ``optim build``);
+- ``ort-cuda`` / ``ort-tensorrt``: ONNX Runtime's GPU providers (``onnxruntime-gpu``).
+
+Backends import their libraries when they open a runner, not here.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from optim.errors import InputError
+from optim.backends.base import Runner
+from optim.backends.registry import register_backend
 from optim.onnx_tools import has_bfloat16, has_float8, load_onnx
 from optim.ops.preprocess import has_op
-from optim.backends.base import Runner
 
-BACKENDS = ("auto", "cpu", "tensorrt", "ort-cuda", "ort-tensorrt")
 ENGINE_SUFFIXES = (".plan", ".engine")
+ONNX_SUFFIXES = (".onnx",)
 
 
-def open_runner(path: Path, *, threads: int | None = None, backend: str = "auto",
-                cuda_graph: bool = False) -> Runner:
-    """An un-activated runner for an ONNX file or a TensorRT engine (use it as a context manager).
-
-    ``auto``: engines (``.plan``) run in TensorRT, ONNX files in ONNX Runtime on the CPU;
-    ``ort-cuda`` / ``ort-tensorrt`` run an ONNX file on ONNX Runtime's GPU providers.
-    """
+def open_onnxruntime_cpu(path: Path, *, threads: int | None = None, cuda_graph: bool = False) -> Runner:
+    """ONNX Runtime on the CPU, as this model can honestly run there."""
     from optim.backends.bf16 import Bf16EmulationRunner
     from optim.backends.onnxruntime import OrtRunner
 
-    path = Path(path)
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    if path.suffix in ENGINE_SUFFIXES:
-        if backend not in ("auto", "tensorrt"):
-            raise InputError(f"{path.name} is a TensorRT engine; it runs on backend tensorrt, not {backend}")
-        from optim.backends.tensorrt import EngineRunner
-
-        return EngineRunner(path, cuda_graph=cuda_graph)
-    if backend == "tensorrt":
-        raise InputError(f"backend tensorrt runs engines (.plan); build one first: optim build {path} --target h100")
-    if backend in ("ort-cuda", "ort-tensorrt"):
-        from optim.backends.ort_gpu import OrtGpuRunner
-
-        return OrtGpuRunner(path, backend, threads=threads)
     model = load_onnx(path, check=False)
     if has_op(model):
         runner = OrtRunner(path, threads=threads, custom_ops=True,
@@ -55,3 +46,30 @@ def open_runner(path: Path, *, threads: int | None = None, backend: str = "auto"
         runner.timing_note = "ORT CPU has no FP8 kernels: FP8 Q/DQ runs as FP32 arithmetic"
         return runner
     return OrtRunner(path, threads=threads)
+
+
+def open_engine(path: Path, *, threads: int | None = None, cuda_graph: bool = False) -> Runner:
+    from optim.backends.tensorrt import EngineRunner
+
+    return EngineRunner(path, cuda_graph=cuda_graph)
+
+
+def _ort_gpu(backend: str):
+    def open_ort_gpu(path: Path, *, threads: int | None = None, cuda_graph: bool = False) -> Runner:
+        from optim.backends.ort_gpu import OrtGpuRunner
+
+        return OrtGpuRunner(path, backend, threads=threads)
+
+    return open_ort_gpu
+
+
+def register_builtin_backends() -> None:
+    register_backend("onnxruntime", open_onnxruntime_cpu, handles=ONNX_SUFFIXES, files="ONNX models (.onnx)",
+                     description="ONNX Runtime on the CPU", aliases=("cpu",), replace=True)
+    register_backend("tensorrt", open_engine, handles=ENGINE_SUFFIXES, files="TensorRT engines (.plan, .engine)",
+                     hint="build one first: optim build {path} --target h100",
+                     description="TensorRT engine on the GPU (CUDA-event timing)", replace=True)
+    for name, provider in (("ort-cuda", "CUDA"), ("ort-tensorrt", "TensorRT")):
+        register_backend(name, _ort_gpu(name), handles=ONNX_SUFFIXES, files="ONNX models (.onnx)",
+                         description=f"ONNX Runtime's {provider} execution provider (onnxruntime-gpu)",
+                         replace=True)

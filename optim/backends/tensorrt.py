@@ -8,7 +8,7 @@ rebuild. All TensorRT calls go through ``optim.backends.tensorrt_api``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,12 @@ import numpy as np
 from optim.backends.engine_compat import engine_problem, read_manifest
 from optim.errors import BackendUnavailable, ModelError
 from optim.machine import Gpu, Machine, cuda_gpus, gpu_missing
-from optim.backends.base import Runner
+from optim.backends.base import Runner, TensorSpec
 
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
                 "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
+#: what the host hands ``infer`` (converted to the engine's type on the GPU; NumPy has no bfloat16)
+HOST_DTYPES = {**TORCH_DTYPES, "BF16": "float32"}
 
 
 class EngineRunner(Runner):
@@ -81,6 +83,12 @@ class EngineRunner(Runner):
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.input.profile[1][1:])
 
+    def input_spec(self) -> TensorSpec:
+        self._sess()
+        if self.input.dtype not in HOST_DTYPES:
+            raise ModelError(f"{self.path}: tensor type {self.input.dtype} has no host equivalent")
+        return TensorSpec(self.input.name, self.sample_shape, np.dtype(HOST_DTYPES[self.input.dtype]))
+
     # -- running -----------------------------------------------------------------------------
     def _dtype(self, trt_name: str):
         if trt_name not in TORCH_DTYPES:
@@ -117,15 +125,20 @@ class EngineRunner(Runner):
         parts = [self._run(x[i : i + self.max_batch]) for i in range(0, len(x), self.max_batch)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-    def measure(self, batch: int, warmup: int, iterations: int) -> list[float]:
+    def measure(self, batch: int, warmup: int, iterations: int, *,
+                on_run: Callable[[], None] | None = None) -> list[float]:
         """Seconds of device time per run between CUDA events, input already on the GPU."""
         torch, sess = self._torch, self._sess()
+        tick = on_run or (lambda: None)
+        host = self.input_spec().random(batch)
         with torch.cuda.stream(self.stream):
-            x = torch.randn((batch, *self.sample_shape), device=self.device).to(self._dtype(self.input.dtype))
-            self._bind(x)
+            x = torch.from_numpy(host).to(self.device).to(self._dtype(self.input.dtype))
+            outs = self._bind(x)  # held until the timing ends: TensorRT writes into these buffers
             step = lambda: sess.enqueue(self.stream.cuda_stream)  # noqa: E731
-            for _ in range(max(warmup, 1)):  # one run before any capture lets TensorRT settle shapes
+            for i in range(max(warmup, 1)):  # one run before any capture lets TensorRT settle shapes
                 step()
+                if i < warmup:
+                    tick()
             if self.cuda_graph:
                 self.stream.synchronize()
                 graph = torch.cuda.CUDAGraph()
@@ -138,7 +151,9 @@ class EngineRunner(Runner):
                 start.record(self.stream)
                 step()
                 end.record(self.stream)
+                tick()
             self.stream.synchronize()
+        del outs
         return [start.elapsed_time(end) / 1e3 for start, end in events]
 
     @property

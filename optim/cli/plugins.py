@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from optim.cli.tuning import RecipeOpt
+from optim.cli.common import RecipeOpt
 from optim.console import info
 from optim.errors import InputError
 

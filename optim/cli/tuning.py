@@ -10,46 +10,49 @@ from typing import Annotated, Optional
 import typer
 
 from optim.console import info
+from optim.cli.common import RecipeOpt, _load_data as load_data
 from optim.errors import InputError
 
 
-def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensitivity_samples: int):
+def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensitivity_samples: int,
+                     max_drop: float | None = None):
     from pydantic import ValidationError
 
-    from optim.recipe import RecipeError, TuningSettings, validation_message
+    from optim.recipe import RecipeError, validation_message
+    from optim.stages import tune
 
     try:
-        return TuningSettings(metric=metric, samples=samples, max_excluded=max_excluded,
-                              sensitivity_samples=sensitivity_samples)
+        return tune.Settings(metric=metric, samples=samples, max_excluded=max_excluded,
+                             sensitivity_samples=sensitivity_samples, max_drop=max_drop)
     except ValidationError as exc:
         raise RecipeError(validation_message("bad option", exc)) from None
 
 
-def quantize_with_budget(fp32: Path, qs, out: Path, calib, tune, max_drop: float) -> None:
-    """Quantize to a temporary file, then keep the fewest sensitive nodes in high precision."""
-    from optim.stages.quantize import quantize_onnx
-    from optim.stages.tune import tune_quantized
+def quantize_with_budget(fp32: Path, qs, out: Path, calib, data, s) -> None:
+    """The quantize stage into a temporary folder, then the tune stage (budget ``s.max_drop``) into ``out``:
+    the same stage functions ``optim run`` uses."""
+    from optim.artifacts import Artifact, Data
+    from optim.executor import StageContext
+    from optim.stages import quantize, tune
 
     if qs.precision not in ("int8", "fp8") or qs.target != "tensorrt":
         raise InputError("--max-drop works on INT8/FP8 models placed for tensorrt")
-    x, y, s = tune
     with tempfile.TemporaryDirectory(prefix="optim-budget-") as d:
-        raw = Path(d) / "raw.onnx"
-        rep = quantize_onnx(fp32, qs, raw, calib)
+        src = Artifact.of_file(fp32, "fp32", "onnx")
+        ctx = StageContext(Path(d), Path(d) / "raw.onnx", "raw")
+        rep = quantize.run([src, Data.of("calibration", calib)], qs, ctx).result
         cov = rep.coverage
         info(f"quantized {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul ({rep.tool}, {rep.method}); "
-             f"tuning on {len(x)} samples")
-        res = tune_quantized(fp32, raw, x, y, s, max_drop=max_drop, out=out, tag=qs.tag)
+             f"tuning on {len(data.x)} samples")
+        raw = Artifact.of_file(ctx.out, "raw", "onnx")
+        res = tune.run([raw, src, data], s, StageContext(Path(d), Path(out), qs.tag)).result
     b = res.budget
     for e in b.excluded:
         info(f"  kept in high precision: {e['node']} ({e['op_type']}): {e['why']}")
     info(f"wrote {out}: drop {b.after.drop:.3f} points ({b.metric}) vs {b.before.drop:.3f} without the budget")
 
 
-RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", help="Take preprocessing (and defaults) from this recipe.")]
-
-
-def register(app: typer.Typer, load_data) -> None:
+def register(app: typer.Typer) -> None:
     @app.command()
     def sensitivity(
         quantized: Annotated[Path, typer.Argument(help="A Q/DQ ONNX model placed for TensorRT.")],
@@ -66,7 +69,7 @@ def register(app: typer.Typer, load_data) -> None:
         from optim.artifacts import write_json
         from optim.onnx_tools import load_onnx
         from optim.recipe import load_recipe
-        from optim.qdq.edit.sensitivity import Evaluator, node_sensitivity
+        from optim.qdq.sensitivity import Evaluator, node_sensitivity
         from optim.stages.tune import reference_outputs
 
         r = load_recipe(recipe) if recipe else None

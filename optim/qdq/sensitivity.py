@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from optim.stages.check import output_deltas, topk_accuracy
+from optim.tasks import Fidelity, Task, get_task
 from optim.console import progress
 from optim.errors import QuantizeError
 from optim.onnx_tools import has_float8
@@ -29,51 +29,32 @@ from optim.backends.onnxruntime import OrtRunner
 BATCH = 256
 
 
-@dataclass
-class Fidelity:
-    """A candidate's outputs against FP32's on one data set."""
-
-    cosine: float
-    max_abs_error: float
-    top1_agreement: float
-    top1: float | None = None  # task top-1 (%) when labels exist
-    drop: float = 0.0  # points lost in the budget's metric
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
 class Evaluator:
-    """Runs model variants on fixed inputs and scores them against FP32 outputs."""
+    """Runs model variants on fixed inputs and scores them against FP32 outputs.
 
-    def __init__(self, x: np.ndarray, ref: np.ndarray, labels: np.ndarray | None,
-                 metric: str = "auto", threads: int | None = None) -> None:
-        if metric == "auto":
-            metric = "top1" if labels is not None else "agreement"
-        if metric == "top1" and labels is None:
-            raise QuantizeError("metric top1 needs labelled data; use metric agreement")
-        self.x, self.ref, self.labels, self.metric, self.threads = x, ref, labels, metric, threads
-        self.ref_top1 = topk_accuracy(ref, labels)["top1"] if labels is not None else None
+    The task scores each variant (``Task.fidelity``) in ``metric``: its labelled metric
+    or its agreement with FP32 (``auto`` picks by whether labels exist)."""
+
+    def __init__(self, x: np.ndarray, ref: np.ndarray | dict[str, np.ndarray], labels: np.ndarray | None,
+                 metric: str = "auto", threads: int | None = None, task: Task | None = None) -> None:
+        self.task = task or get_task("classification")
+        self.metric = self.task.resolve_metric(metric, labels is not None)
+        self.ref = ref if isinstance(ref, dict) else {"output": ref}
+        self.x, self.labels, self.threads = x, labels, threads
         self.evaluations = 0
         self.seconds = 0.0
 
-    def run(self, model: onnx.ModelProto) -> np.ndarray:
+    def run(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         opt = "basic" if has_float8(model) else "all"
         with OrtRunner(model.SerializeToString(), threads=self.threads, optimization=opt) as r:
-            out = next(iter(run_batched(r, self.x, BATCH, description=None).values()))
+            out = run_batched(r, self.x, BATCH, description=None)
         self.evaluations += 1
         self.seconds += time.perf_counter() - t0
-        return out
+        return dict(zip(self.ref, out.values()))
 
     def score(self, model: onnx.ModelProto) -> Fidelity:
-        got = self.run(model)
-        d = output_deltas(self.ref, got)
-        f = Fidelity(d["cosine"], d["max_abs_error"], d.get("top1_agreement", 100.0))
-        if self.labels is not None:
-            f.top1 = topk_accuracy(got, self.labels)["top1"]
-        f.drop = (self.ref_top1 - f.top1) if self.metric == "top1" else 100.0 - f.top1_agreement
-        return f
+        return self.task.fidelity(self.ref, self.run(model), self.labels, self.metric)
 
 
 @dataclass
@@ -105,8 +86,8 @@ class SensitivityReport:
 def check_reversible(model: onnx.ModelProto, ev: Evaluator, nodes: list[QuantNode]) -> None:
     """Taking every node back to high precision must give FP32 again, or edits are unsafe."""
     back = ev.run(dequantize_nodes(model, [n.name for n in nodes]))
-    err = float(np.abs(back - ev.ref).max())
-    scale = float(np.abs(ev.ref).max()) or 1.0
+    err = max(float(np.abs(back[k] - ev.ref[k]).max()) for k in ev.ref)
+    scale = max(float(np.abs(v).max()) for v in ev.ref.values()) or 1.0
     if err > 1e-3 * scale:
         raise QuantizeError(
             "this Q/DQ placement folds operators into quantization (the onnxruntime target "

@@ -1,22 +1,23 @@
-"""Stage 4: latency and throughput of one model on one backend.
+"""Stage 4: latency and throughput of one model on one backend, any backend.
 
-For each batch size: ``warmup`` untimed runs, then ``iterations`` timed runs of
-the same random input; median / p90 / p99 latency and throughput = batch /
-median latency. Rows from one ``bench`` call are measured side by side, so their
-ratios are comparable; numbers from separate runs on a shared machine are not.
+For each batch size the runner's ``measure`` makes ``warmup`` untimed runs, then
+``iterations`` timed runs of the same random input, timed as its ``timing_method``
+says (ONNX Runtime: wall time around each run with host arrays; TensorRT engines:
+CUDA events with the input already on the GPU); median / p90 / p99 latency and
+throughput = batch / median latency. Rows from one ``bench`` call are measured
+side by side, so their ratios are comparable; numbers from separate runs on a
+shared machine are not.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from optim.console import progress
-from optim.errors import ModelError
-from optim.onnx_tools import graph_inputs, load_onnx
+from optim.executor import StageOutput
 from optim.recipe import BenchSettings
 from optim.backends import open_runner
 
@@ -56,18 +57,6 @@ class BenchResult:
         return next((t for t in self.timings if t.batch == batch), None)
 
 
-def _sample_shape(path: Path) -> tuple[str, tuple[int, ...], bool]:
-    """Input name, per-sample shape, and whether it takes uint8 frames (fused preprocessing)."""
-    ins = graph_inputs(load_onnx(path, check=False))
-    if len(ins) != 1:
-        raise ModelError(f"{path}: bench supports single-input models, this one has {len(ins)}")
-    rest = ins[0].shape[1:]
-    if not all(isinstance(d, int) and d > 0 for d in rest):
-        raise ModelError(f"{path}: input '{ins[0].name}' has non-fixed sizes {list(rest)} "
-                         "besides the batch axis")
-    return ins[0].name, tuple(int(d) for d in rest), ins[0].dtype_name == "uint8"
-
-
 def stats(batch: int, times_s: list[float]) -> BatchTiming:
     ms = np.asarray(times_s) * 1e3
     med = float(np.median(ms))
@@ -76,29 +65,47 @@ def stats(batch: int, times_s: list[float]) -> BatchTiming:
                        round(float(ms.min()), 4), round(batch / (med / 1e3), 2))
 
 
-def bench_model(path: Path, s: BenchSettings, *, tag: str = "") -> BenchResult:
+def bench_model(path: Path, s: BenchSettings, *, tag: str = "", backend: str = "auto") -> BenchResult:
+    """Time ``path`` on ``backend`` (any registered one; ``auto``: ONNX on ORT CPU, engines on TensorRT)
+    with the runner's own ``measure``, per batch size; ``method`` says how it ran and how it was timed."""
     path = Path(path)
     tag = tag or path.stem
-    name, shape, frames = _sample_shape(path)
-    runner = open_runner(path, threads=s.threads)
+    runner = open_runner(path, backend=backend, threads=s.threads, cuda_graph=s.cuda_graph)
     res = BenchResult(str(path), tag, runner.method, s.model_dump(mode="json"), note=runner.timing_note)
     if not runner.timing_meaningful:
         res.skipped = runner.timing_note
         return res
-    rng = np.random.default_rng(0)
     with runner, progress() as bar:
+        res.method = f"{runner.method}; {runner.timing_method}"  # after activate: engines describe the GPU then
         for b in s.batch_sizes:
-            x = {name: rng.integers(0, 256, (b, *shape), dtype=np.uint8) if frames
-                 else rng.standard_normal((b, *shape)).astype(np.float32)}
             task = bar.add_task(f"bench {tag} batch {b}", total=s.warmup + s.iterations)
-            for _ in range(s.warmup):
-                runner.infer(x)
-                bar.advance(task)
-            times = []
-            for _ in range(s.iterations):
-                t0 = time.perf_counter()
-                runner.infer(x)
-                times.append(time.perf_counter() - t0)
-                bar.advance(task)
+            times = runner.measure(b, s.warmup, s.iterations, on_run=lambda task=task: bar.advance(task))
             res.timings.append(stats(b, times))
     return res
+
+
+NAME = "bench"
+TOOLS = ("onnxruntime", "onnxruntime-gpu", "tensorrt")
+
+
+def environment() -> dict:
+    """Timings belong to the machine that measured them."""
+    from optim.artifacts import host_info
+
+    return host_info()
+
+
+def run(inputs: list, settings: BenchSettings, ctx) -> StageOutput:
+    """``inputs``: the model (ONNX or engine). Writes the timings to ``ctx.out``."""
+    from optim.artifacts import write_json
+    from optim.console import info, skipped
+
+    (model,) = inputs
+    res = bench_model(model.path, settings, tag=model.tag or model.name)
+    res.model = model.path.name
+    if res.skipped:
+        skipped(f"bench {res.tag}", res.skipped)
+    else:
+        info("  " + ", ".join(f"b{t.batch}: p50 {t.median_ms:.2f} ms, {t.throughput:.1f}/s" for t in res.timings))
+    write_json(ctx.out, res.as_dict())
+    return StageOutput(settings.model_dump(mode="json"), res)

@@ -34,7 +34,8 @@ from optim.backends.engine_compat import manifest_path, target, target_problem
 from optim.errors import BackendUnavailable, InputError, ModelError
 from optim.machine import Gpu, Machine, cuda_gpus, driver_version, gpu_missing
 from optim.onnx_tools import TensorInfo, graph_inputs, has_float8, load_onnx, tensor_types
-from optim.recipe import BatchRange, BuildSettings
+from optim.executor import StageOutput
+from optim.settings import BatchRange, BuildSettings, Strict
 
 HW_LEVELS = {"none": "NONE", "ampere_plus": "AMPERE_PLUS"}
 
@@ -232,3 +233,51 @@ def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: s
     write_json(manifest_path(out), manifest)
     notes = [profile.note] if profile.note else []
     return BuildReport(str(out), manifest, round(time.perf_counter() - t0, 3), notes)
+
+
+NAME = "build"
+TOOLS = ("tensorrt",)
+
+
+def environment() -> dict[str, Any]:
+    """The GPU an engine is built on (an engine is tied to its architecture)."""
+    _, gpus, _ = cuda_gpus()
+    return {"gpu": [gpus[0].name, gpus[0].sm] if gpus else None}
+
+
+class Settings(Strict):
+    """One engine: the recipe's build settings, the requested precision, profile and target."""
+
+    build: BuildSettings
+    precision: str | None = None  # fp16/bf16 by builder flag from an FP32 model; else from the graph
+    batch: BatchRange = BatchRange()
+    target: str = "h100"
+    sample_shape: tuple[int, ...] | None = None
+
+
+def run(inputs: list, settings: Settings, ctx) -> StageOutput:
+    """``inputs``: the ONNX model (then the plugin libraries, hashed into the key only).
+
+    Writes the engine to ``ctx.out``, its manifest and layer JSON beside it, the build
+    report to ``gpu/build/<tag>.json``, and updates ``timing.cache`` in the run folder."""
+    from rich.markup import escape
+
+    from optim.console import console, info
+
+    src = inputs[0]
+    name = ctx.name
+    with console.status(f"build {name} engine ..."):
+        rep = engine_from_onnx(src.path, ctx.out, settings.build, settings.target, batch=settings.batch,
+                               sample_shape=settings.sample_shape, precision=settings.precision,
+                               timing_cache=ctx.path("timing.cache"))
+    man = rep.manifest
+    info(escape(f"  {name}: TensorRT {man['tensorrt']} on {man['gpu']['name']}, layers by input "
+                f"precision {man['layer_summary'].get('by_input_precision')}"))
+    stem = ctx.out.name.removesuffix(".plan")
+    ctx.side(f"{name}.manifest", f"{stem}.plan.json")
+    ctx.side(f"{name}.layers", f"{stem}.layers.json")
+    tag = src.tag or name
+    write_json(ctx.side(f"gpu/build/{tag}", f"gpu/build/{tag}.json"), {**rep.as_dict(), "engine": ctx.out.name})
+    if ctx.path("timing.cache").is_file():
+        ctx.side("timing.cache", "timing.cache", "cache")
+    return StageOutput({"plan": man["plan"], "tensorrt": man["tensorrt"], "gpu": man["gpu"]}, rep)

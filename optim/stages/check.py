@@ -1,76 +1,42 @@
-"""Stage 3: compare a candidate with the FP32 reference on the same inputs.
+"""Stage: compare a candidate with the FP32 reference on the same inputs.
 
-Per output: max / mean absolute error, cosine similarity (per sample, then mean
-and minimum), top-1 agreement for (N, classes) outputs. With labels: task top-1
-and top-5 accuracy and their change vs FP32, in points. Gates turn these into a
-pass/fail that the CLI and CI act on.
+Inputs: the candidate (ONNX or engine), the FP32 reference, the evaluation data.
+The task (``optim.tasks``) decides the per-output comparison, the task accuracy
+with labels and its change vs FP32, and the gates; this module runs both models
+on a backend (``optim.backends``) and writes one JSON result. Gates turn the
+numbers into a pass/fail that the CLI and CI act on.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from optim.errors import DataError, GateError
-from optim.recipe import CheckSettings, Gates
+from optim.artifacts import Artifact, Data, write_json
 from optim.backends import open_runner, run_batched
+from optim.errors import DataError, GateError
+from optim.executor import StageContext, StageOutput
+from optim.settings import Strict
+from optim.tasks import GateResult, get_task
+from optim.tasks.classification import output_deltas, topk_accuracy  # noqa: F401  (re-exported)
+
+NAME = "check"
+TOOLS = ("onnxruntime", "onnxruntime-gpu", "tensorrt")
 
 
-def output_deltas(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    if ref.shape != got.shape:
-        raise DataError(f"candidate output shape {list(got.shape)} != reference {list(ref.shape)}")
-    r = ref.reshape(len(ref), -1).astype(np.float64)
-    g = got.reshape(len(got), -1).astype(np.float64)
-    err = np.abs(r - g)
-    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
-    cos = np.where(norms > 0, (r * g).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
-    out = {"max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
-           "cosine": float(cos.mean()), "min_cosine": float(cos.min())}
-    if ref.ndim == 2 and ref.shape[1] > 1:
-        out["top1_agreement"] = float(100.0 * (ref.argmax(1) == got.argmax(1)).mean())
-        k = min(5, ref.shape[1])
-        tr = np.argpartition(-ref, k - 1, axis=1)[:, :k]
-        tg = np.argpartition(-got, k - 1, axis=1)[:, :k]
-        overlap = [len(set(a) & set(b)) for a, b in zip(tr.tolist(), tg.tolist())]
-        out["top5_overlap"] = float(100.0 * np.mean(overlap) / k)
-        out["kl_divergence"] = _kl(r, g)
-    return out
+class Settings(Strict):
+    """One check: how to run the models, and the task's gates for this candidate."""
 
-
-def _kl(ref_logits: np.ndarray, got_logits: np.ndarray) -> float:
-    """Mean KL(softmax(ref) || softmax(got)), in nats."""
-    def log_softmax(z: np.ndarray) -> np.ndarray:
-        z = z - z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-    lr, lg = log_softmax(ref_logits), log_softmax(got_logits)
-    return float(max(0.0, (np.exp(lr) * (lr - lg)).sum(axis=1).mean()))
-
-
-def topk_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    if logits.ndim != 2:
-        raise DataError(f"task accuracy needs (N, classes) outputs, got shape {list(logits.shape)}")
-    n_cls = logits.shape[1]
-    if labels.min() < 0 or labels.max() >= n_cls:
-        raise DataError(f"labels range {labels.min()}..{labels.max()} does not fit {n_cls} classes")
-    k = min(5, n_cls)
-    topk = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    return {"top1": float(100.0 * (logits.argmax(1) == labels).mean()),
-            "top5": float(100.0 * (topk == labels[:, None]).any(axis=1).mean())}
-
-
-@dataclass
-class GateResult:
-    gate: str
-    value: float
-    limit: float
-    passed: bool
-
-    def line(self, tag: str) -> str:
-        verdict = "passed" if self.passed else "FAILED"
-        return f"gate {self.gate} {verdict} for {tag}: measured {self.value:.4g}, limit {self.limit:g}"
+    task: str = "classification"
+    batch_size: int = Field(default=256, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+    backend: str = "auto"
+    gates: dict[str, float | None] = Field(default_factory=dict, description="the task's gate model, dumped")
 
 
 @dataclass
@@ -85,6 +51,7 @@ class CheckResult:
     accuracy: dict[str, float] | None = None
     gates: list[GateResult] = field(default_factory=list)
     data: str = ""
+    task: str = "classification"
 
     @property
     def passed(self) -> bool:
@@ -101,66 +68,71 @@ class CheckResult:
         d["gates"] = [GateResult(**g) for g in d.get("gates", [])]
         return cls(**d)
 
+    @classmethod
+    def load(cls, path: Path) -> CheckResult:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
     def failures(self) -> list[str]:
         return [g.line(self.tag) for g in self.gates if not g.passed]
 
-
-def apply_gates(result: CheckResult, gates: Gates) -> list[GateResult]:
-    first = next(iter(result.outputs.values()))
-    out: list[GateResult] = []
-    if gates.max_top1_drop is not None:
-        if result.accuracy is None:
-            raise DataError("gate max_top1_drop needs labelled evaluation data; this data has no labels")
-        drop = -result.accuracy["top1_delta"]
-        out.append(GateResult("max_top1_drop", drop, gates.max_top1_drop, drop <= gates.max_top1_drop))
-    if gates.min_cosine is not None:
-        v = first["cosine"]
-        out.append(GateResult("min_cosine", v, gates.min_cosine, v >= gates.min_cosine))
-    if gates.min_top1_agreement is not None:
-        if "top1_agreement" not in first:
-            raise DataError("gate min_top1_agreement needs a (N, classes) output")
-        v = first["top1_agreement"]
-        out.append(GateResult("min_top1_agreement", v, gates.min_top1_agreement,
-                              v >= gates.min_top1_agreement))
-    if gates.max_abs_error is not None:
-        v = max(o["max_abs_error"] for o in result.outputs.values())
-        out.append(GateResult("max_abs_error", v, gates.max_abs_error, v <= gates.max_abs_error))
-    return out
+    def summary(self) -> str:
+        return get_task(self.task).summary(self.outputs, self.accuracy)
 
 
-def run_model(path: Path, x: np.ndarray, s: CheckSettings, what: str) -> tuple[dict[str, np.ndarray], str]:
-    with open_runner(path, threads=s.threads) as runner:
+def run_model(path: Path, x: np.ndarray, s: Settings, what: str) -> tuple[dict[str, np.ndarray], str]:
+    with open_runner(path, threads=s.threads, backend=s.backend) as runner:
         outs = run_batched(runner, x, s.batch_size, description=what)
         return outs, runner.method
 
 
-def check_candidate(candidate: Path, reference: Path, x: np.ndarray, labels: np.ndarray | None,
-                    s: CheckSettings, gates: Gates, *, tag: str = "",
-                    ref_outputs: tuple[dict[str, np.ndarray], str] | None = None,
-                    data: str = "", candidate_x: np.ndarray | None = None) -> CheckResult:
-    """Run both models on ``x`` and compare; ``ref_outputs`` reuses a reference run.
+def _rel(path: Path, root: Path | None) -> str:
+    if root is not None and Path(path).is_relative_to(root):
+        return str(Path(path).relative_to(root))
+    return str(path)
 
-    ``candidate_x``: the candidate's own inputs when they differ from the reference's
-    (raw uint8 frames for a model with fused preprocessing, ``x`` being those frames
-    preprocessed on the host)."""
-    tag = tag or Path(candidate).stem
-    ref, ref_method = ref_outputs or run_model(reference, x, s, "reference fp32")
-    got, method = run_model(candidate, x if candidate_x is None else candidate_x, s, f"check {tag}")
-    missing = set(ref) - set(got)
+
+def run(inputs: list[Artifact], settings: Settings, ctx: StageContext | None) -> StageOutput:
+    """``inputs``: candidate, reference, evaluation ``Data``. Writes the result to ``ctx.out``.
+
+    The candidate is fed ``data.frames`` when it takes raw frames (fused preprocessing),
+    else ``data.x``; the reference always gets ``data.x``. Reference outputs are kept in
+    ``ctx.memo`` so that the checks of one run compute them once."""
+    cand, ref, data = inputs
+    assert isinstance(data, Data)
+    task = get_task(settings.task)
+    gates = task.gates_model(**settings.gates)
+    memo = ctx.memo if ctx is not None else {}
+    ref_key = f"reference:{ref.sha256}:{data.sha256}:{settings.backend}:{settings.threads}"
+    if ref_key not in memo:
+        memo[ref_key] = run_model(ref.path, data.x, settings, f"reference {ref.name}")
+    ref_out, ref_method = memo[ref_key]
+    cand_x = data.x if data.frames is None or _takes_floats(cand.path) else data.frames
+    if cand.sha256 == ref.sha256 and cand_x is data.x:
+        got, method = ref_out, ref_method  # the reference against itself: nothing to run again
+    else:
+        got, method = run_model(cand.path, cand_x, settings, f"check {cand.tag or cand.name}")
+    missing = set(ref_out) - set(got)
     if missing:
-        raise DataError(f"{candidate} lacks outputs {sorted(missing)} of the reference")
-    outputs = {k: output_deltas(ref[k], got[k]) for k in ref}
-    accuracy = None
-    if labels is not None:
-        first = next(iter(ref))
-        a_ref, a_got = topk_accuracy(ref[first], labels), topk_accuracy(got[first], labels)
-        accuracy = {**a_got, "reference_top1": a_ref["top1"], "reference_top5": a_ref["top5"],
-                    "top1_delta": a_got["top1"] - a_ref["top1"],
-                    "top5_delta": a_got["top5"] - a_ref["top5"]}
-    result = CheckResult(tag, str(candidate), str(reference), len(x), method, ref_method, outputs,
-                         accuracy, data=data)
-    result.gates = apply_gates(result, gates)
-    return result
+        raise DataError(f"{cand.path} lacks outputs {sorted(missing)} of the reference")
+    outputs = {k: task.output_deltas(ref_out[k], got[k]) for k in ref_out}
+    accuracy = task.compare(ref_out, got, data.labels) if data.labels is not None else None
+    root = ctx.root if ctx is not None else None
+    res = CheckResult(cand.tag or cand.name, _rel(cand.path, root), _rel(ref.path, root), len(data.x), method,
+                      ref_method, outputs, accuracy, data=data.description, task=task.name)
+    res.gates = task.apply_gates(outputs, accuracy, gates)
+    if ctx is not None:
+        write_json(ctx.out, res.as_dict())
+    return StageOutput(settings.model_dump(mode="json"), res)
+
+
+def _takes_floats(path: Path) -> bool:
+    """Whether a model file takes the preprocessed float input (not raw uint8 frames)."""
+    if Path(path).suffix in (".plan", ".engine"):
+        return False
+    from optim.onnx_tools import load_onnx
+    from optim.ops.preprocess import has_op
+
+    return not has_op(load_onnx(path, check=False))
 
 
 def raise_on_failures(results: list[CheckResult]) -> None:
@@ -168,3 +140,15 @@ def raise_on_failures(results: list[CheckResult]) -> None:
     if lines:
         more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
         raise GateError(lines[0] + more)
+
+
+def check_files(candidate: Path, reference: Path, data: Data, settings: Settings, tag: str = "") -> CheckResult:
+    """The stage on two files, outside a run folder (``optim check``)."""
+    cand = Artifact.of_file(candidate, tag or Path(candidate).stem, tag=tag or Path(candidate).stem)
+    res = run([cand, Artifact.of_file(reference, "reference"), data], settings, None).result
+    res.candidate, res.reference = str(candidate), str(reference)
+    return res
+
+
+def settings_for(task: str, gates: Any, **kw: Any) -> Settings:
+    return Settings(task=task, gates=gates.model_dump(mode="json") if gates is not None else {}, **kw)

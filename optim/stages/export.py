@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from optim.artifacts import atomic_path
-from optim.errors import ExportError
+from optim.artifacts import atomic_path, write_json
+from optim.executor import StageOutput
+from optim.errors import ExportError, InputError
 from optim.onnx_tools import graph_inputs, graph_outputs
-from optim.recipe import ExportSettings, InputSpec
+from optim.settings import ExportSettings, InputSpec, Strict
 from optim.sources import LoadedModel
 
 
@@ -52,9 +53,7 @@ def _torch_export(model: LoadedModel, spec: InputSpec, s: ExportSettings, out: P
     except Exception as exc:
         raise ExportError(f"{model.source} does not accept an input of shape {list(dummy.shape)}: "
                           f"{str(exc).strip().splitlines()[0][:300]}") from None
-    names = list(s.output_names)
-    if len(names) != n_out:
-        names = names[:1] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    names = _output_names(s, n_out)
     axes = {spec.name: {0: "batch"}, **{n: {0: "batch"} for n in names}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -65,6 +64,28 @@ def _torch_export(model: LoadedModel, spec: InputSpec, s: ExportSettings, out: P
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed for {model.source}: "
                               f"{str(exc).strip().splitlines()[0][:300]}") from None
+
+
+def _output_names(s: ExportSettings, n_out: int) -> list[str]:
+    """One ONNX output name per model output.
+
+    Names may be given as a list or as one comma-separated string (``--output-name
+    boxes,scores``). The default name ("output",) on a model with several outputs numbers
+    them ``output_0, output_1, ...`` as before; an explicit list of the wrong length is an
+    error, raised before anything is written.
+    """
+    names = [n.strip() for name in s.output_names for n in name.split(",") if n.strip()]
+    if len(names) == n_out:
+        if len(set(names)) != len(names):
+            raise InputError(f"output names must differ from each other, got {', '.join(names)}")
+        return names
+    if tuple(s.output_names) == ExportSettings.model_fields["output_names"].default:
+        return [f"output_{i}" for i in range(n_out)]
+    outputs = "1 output" if n_out == 1 else f"{n_out} outputs"
+    given = "1 output name" if len(names) == 1 else f"{len(names)} output names"
+    raise InputError(f"the model returns {outputs} but {given} {'was' if len(names) == 1 else 'were'} "
+                     f"given ({', '.join(names) or 'none'}); pass one name per output, "
+                     "comma-separated, e.g. --output-name boxes,scores")
 
 
 def _as_tuple(out) -> tuple:
@@ -149,3 +170,34 @@ def onnx_from_torch(model: LoadedModel, spec: InputSpec, settings: ExportSetting
     return ExportReport(str(out), settings.opset, list(settings.verify_batches), max_abs, max_rel,
                         settings.atol, settings.rtol, len(final.graph.node),
                         round(time.perf_counter() - t0, 2))
+
+
+NAME = "export"
+TOOLS = ("torch", "torchvision", "onnx", "onnxslim", "onnxruntime")
+
+
+class Settings(Strict):
+    """What the FP32 model is made from (the weights file is an input artifact, hashed)."""
+
+    source: str
+    kwargs: dict = {}
+    weights: str | None = None  # the user's path, for the record; not part of what is exported
+    input: InputSpec
+    export: ExportSettings = ExportSettings()
+
+
+def run(inputs: list, settings: Settings, ctx) -> StageOutput:
+    """``inputs``: the weights file, if any. Writes the FP32 ONNX to ``ctx.out`` and
+    ``export.json`` beside it."""
+    from optim.console import info
+    from optim.sources import load_model
+
+    weights = inputs[0].path if inputs else None
+    # bundled models load their own weights file (an input here only so that the key hashes it)
+    model = load_model(settings.source, Path(settings.weights) if settings.weights else None, **settings.kwargs)
+    rep = onnx_from_torch(model, settings.input, settings.export, ctx.out)
+    info(f"export verified vs PyTorch at batches {rep.verify_batches}: max abs error "
+         f"{rep.max_abs_error:.3g}, max rel error {rep.max_rel_error:.3g}")
+    write_json(ctx.side("export", "export.json"), {**rep.as_dict(), "path": ctx.out.name})
+    return StageOutput({**settings.export.model_dump(mode="json"), "source": settings.source,
+                        "weights": str(settings.weights or weights)}, rep)

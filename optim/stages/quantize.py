@@ -35,7 +35,9 @@ import numpy as np
 import onnx
 
 from optim import errors
-from optim.artifacts import atomic_path
+from optim.artifacts import atomic_path, write_json
+from optim.console import info
+from optim.executor import StageOutput
 from optim.errors import OptimError, QuantizeError
 from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage
 from optim.recipe import QuantizeSettings
@@ -231,3 +233,34 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
             final_tmp.write_bytes(tmp.read_bytes())
     return QuantizeReport(str(out), s.tag, s.precision, s.target if s.precision in ("int8", "fp8") else "any",
                           tool, method, n_calib, coverage, round(time.perf_counter() - t0, 2))
+
+
+NAME = "quantize"
+TOOLS = ("nvidia-modelopt", "onnxruntime", "onnx")
+Settings = QuantizeSettings
+
+
+def run(inputs: list, settings: QuantizeSettings, ctx) -> StageOutput:
+    """``inputs``: the FP32 model, and for INT8/FP8 the calibration ``Data``.
+
+    Writes the model to ``ctx.out`` and the report to ``quantize/<name>.json``."""
+    src, *rest = inputs
+    calib = rest[0].x if rest else None
+    rep = quantize_onnx(src.path, settings, ctx.out, calib)
+    rep.path = ctx.out.name
+    if rep.coverage:
+        cov = rep.coverage
+        info(f"{ctx.out.name}: {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul nodes quantized "
+             f"({', '.join(cov['qdq_dtypes'])})")
+    write_json(ctx.side(f"quantize/{ctx.name}", f"quantize/{ctx.name}.json"), rep.as_dict())
+    return StageOutput(settings.model_dump(mode="json"), rep)
+
+
+def quantize_file(src: Path, s: QuantizeSettings, out: Path, calib: np.ndarray | None = None) -> QuantizeReport:
+    """The stage on a file outside a run folder (``optim quantize``): no side report is kept."""
+    from optim.artifacts import Artifact, Data
+    from optim.executor import StageContext
+
+    inputs = [Artifact.of_file(src, "fp32", "onnx")] + ([Data.of("calibration", calib)] if calib is not None else [])
+    with tempfile.TemporaryDirectory(prefix="optim-quantize-") as d:
+        return run(inputs, s, StageContext(Path(d), Path(out), Path(out).stem)).result

@@ -20,6 +20,7 @@ from typing import Any
 from optim.stages import report_tuning
 from optim.artifacts import atomic_path, write_json, write_text
 from optim.errors import InputError
+from optim.executor import StageOutput
 
 NOT_RUN = "not run"
 ORDER = ("fp32", "fp16", "bf16", "int8", "fp8")
@@ -335,3 +336,16 @@ def write_report(run_dir: Path) -> dict[str, Path]:
         "rows": [asdict(r) for r in rows], "tuning": tuning,
     })
     return paths
+
+
+NAME = "report"
+TOOLS = ("matplotlib",)
+
+
+def run(inputs: list, settings, ctx) -> StageOutput:
+    """Every result file of the run folder -> report.md (``ctx.out``), .html, .json, .png."""
+    paths = write_report(ctx.root)
+    for k, p in paths.items():
+        if k != "md":
+            ctx.side(f"report.{k}", p.name, "report")
+    return StageOutput({}, paths)

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from optim.stages.bench_gpu import bench_gpu
+from optim.stages.bench import bench_model
 from optim.stages.check import output_deltas
 from optim.data import prepare
 from optim.backends.engine_compat import engine_problem, manifest_path, read_manifest
@@ -96,8 +96,8 @@ def test_short_bench_on_the_gpu(gpu_run):
         b = json.loads((run / f"gpu/bench/{tag}.json").read_text())
         assert {t["batch"] for t in b["timings"]} == {1, 64} and all(t["median_ms"] > 0 for t in b["timings"])
         assert "CUDA events" in b["method"]
-    res = bench_gpu(_engine(run, "int8-tensorrt"), BenchSettings(batch_sizes=(1, 64), warmup=3, iterations=20,
-                                                                   cuda_graph=True))
+    res = bench_model(_engine(run, "int8-tensorrt"), BenchSettings(batch_sizes=(1, 64), warmup=3, iterations=20,
+                                                                     cuda_graph=True))
     assert "CUDA graph replay on" in res.method and all(t.throughput > 0 for t in res.timings)
     rep = json.loads((run / "report.json").read_text())
     assert all(r["gpu_throughput"] for r in rep["rows"] if r["tag"] in ENGINE_TAGS)
@@ -120,9 +120,10 @@ def test_cli_build_reuses_the_timing_cache(gpu_run, tmp_path):
 @pytest.mark.skipif("CUDAExecutionProvider" not in onnxruntime_providers(), reason="onnxruntime-gpu not installed")
 def test_onnxruntime_cuda_provider(gpu_run):
     run, _ = gpu_run
-    res = bench_gpu(run / "model.fp32.onnx", BenchSettings(batch_sizes=(1, 64), warmup=2, iterations=10),
-                    backend="ort-cuda")
-    assert "CUDAExecutionProvider" in res.method and all(t.throughput > 0 for t in res.timings)
+    res = bench_model(run / "model.fp32.onnx", BenchSettings(batch_sizes=(1, 64), warmup=2, iterations=10),
+                      backend="ort-cuda")
+    assert "CUDAExecutionProvider" in res.method and "host arrays" in res.method
+    assert all(t.throughput > 0 for t in res.timings)
     with open_runner(run / "model.fp32.onnx", backend="ort-cuda") as r:
         x = np.zeros((4, 1, 28, 28), np.float32)
         assert r.infer({"input": x})["logits"].shape == (4, 10)

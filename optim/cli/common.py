@@ -1,0 +1,92 @@
+"""Helpers shared by the commands: number lists, recipes, data for a model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from optim.errors import InputError
+
+RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", help="Take preprocessing (and defaults) from this recipe.")]
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated integers, got '{text}'") from None
+    if not vals or any(v < 1 for v in vals):
+        raise InputError(f"{what} must be positive integers, got '{text}'")
+    return vals
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (text or "").split(",") if v.strip())
+
+
+def _recipe(path: Path | None):
+    if path is None:
+        return None
+    from optim.recipe import load_recipe
+
+    return load_recipe(path)
+
+
+def _input_spec_from_onnx(path: Path):
+    """The input spec of an ONNX file (batch axis dynamic, the rest fixed)."""
+    from optim.onnx_tools import graph_inputs, load_onnx
+    from optim.recipe import InputSpec
+
+    ins = graph_inputs(load_onnx(path))
+    if len(ins) != 1:
+        raise InputError(f"{path} has {len(ins)} inputs; optim handles single-input models")
+    dims = ins[0].shape[1:]
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        raise InputError(f"{path}: input '{ins[0].name}' has non-fixed sizes {list(dims)} besides batch")
+    return InputSpec(name=ins[0].name, shape=tuple(int(d) for d in dims))
+
+
+def _preprocess_for(spec, recipe):
+    from optim.recipe import Preprocess
+
+    if recipe is not None:
+        return recipe.preprocess
+    channels = spec.shape[0] if len(spec.shape) == 3 else 1
+    return Preprocess(color="gray" if channels == 1 else "rgb", mean=(0.0,), std=(1.0,))
+
+
+def _load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: Path | None = None):
+    from optim.data import prepare, parse_data_arg
+
+    spec = parse_data_arg(arg)
+    if labels is not None:
+        spec = spec.model_copy(update={"labels": labels.resolve()})
+    ispec = _input_spec_from_onnx(onnx_path)
+    return prepare(spec, _preprocess_for(ispec, recipe), ispec, samples)
+
+
+def _fused_op(path: Path):
+    from optim.onnx_tools import load_onnx
+    from optim.ops.preprocess import op_of
+
+    return op_of(load_onnx(path))
+
+
+def _load_frames(arg: str, fused, samples: int | None, labels: Path | None):
+    """Raw frames for a model with fused preprocessing, and the same frames preprocessed
+    on the host by the op's reference (what the FP32 reference model is fed)."""
+    from optim.data import load_dataset, parse_data_arg
+    from optim.ops.preprocess import as_frames, reference
+
+    op, hwc = fused
+    spec = parse_data_arg(arg)
+    if labels is not None:
+        spec = spec.model_copy(update={"labels": labels.resolve()})
+    ds = load_dataset(spec, (hwc[2], op.out_h, op.out_w)).head(samples)
+    frames = as_frames(ds.images, hwc, ds.source)
+    x = reference(frames, op).astype("float32")
+    return frames, x, ds.labels, ds
+
+

@@ -1,0 +1,98 @@
+"""``optim check`` and ``optim bench``: the check and bench stages on files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from optim.cli.common import RecipeOpt, _fused_op, _ints, _load_data, _load_frames, _recipe
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def check(
+        candidate: Annotated[Path, typer.Argument(help="ONNX model, or TensorRT engine (.plan), to check.")],
+        reference: Annotated[Path, typer.Option(help="The FP32 reference ONNX.")],
+        data: Annotated[str, typer.Option(help="Evaluation data: .npz/.npy, IDX, image folder, spec .yaml, synthetic:N.")],
+        labels: Annotated[Optional[Path], typer.Option(help="Labels .npy/IDX file when the data carries none.")] = None,
+        samples: Annotated[Optional[int], typer.Option(help="Use the first N samples.")] = None,
+        batch_size: Annotated[int, typer.Option(help="Inference batch size.")] = 256,
+        max_top1_drop: Annotated[Optional[float], typer.Option(help="Gate: most top-1 points the candidate may lose.")] = None,
+        min_cosine: Annotated[Optional[float], typer.Option(help="Gate: least mean cosine similarity to FP32.")] = None,
+        min_top1_agreement: Annotated[Optional[float], typer.Option(help="Gate: least top-1 agreement with FP32, in %.")] = None,
+        max_abs_error: Annotated[Optional[float], typer.Option(help="Gate: largest absolute output error.")] = None,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")] = None,
+        recipe: RecipeOpt = None,
+    ) -> None:
+        """Compare a candidate with the FP32 reference: output deltas, task accuracy, gates."""
+        from optim.artifacts import write_json
+        from optim.artifacts import Data
+        from optim.stages.check import check_files, raise_on_failures, settings_for
+        from optim.tasks import get_task
+
+        r = _recipe(recipe)
+        fused = None if candidate.suffix in (".plan", ".engine") else _fused_op(candidate)
+        if fused is None:
+            x, y, ds = _load_data(data, reference, r, samples, labels)
+            frames = None
+        else:  # the candidate takes raw frames; the reference gets them preprocessed on the host
+            frames, x, y, ds = _load_frames(data, fused, samples, labels)
+        task = get_task(r.task if r is not None else "classification")
+        gates = task.gates_model(max_top1_drop=max_top1_drop, min_cosine=min_cosine,
+                                 min_top1_agreement=min_top1_agreement, max_abs_error=max_abs_error)
+        res = check_files(candidate, reference, Data.of("evaluation", x, y, frames, ds.source),
+                          settings_for(task.name, gates, batch_size=batch_size))
+        for name, d in res.outputs.items():
+            agree = f", top-1 agreement {d['top1_agreement']:.2f}%" if "top1_agreement" in d else ""
+            print(f"{name}: max abs {d['max_abs_error']:.4g}, mean abs {d['mean_abs_error']:.4g}, "
+                  f"cosine {d['cosine']:.6f} (min {d['min_cosine']:.6f}){agree}")
+        if res.accuracy:
+            a = res.accuracy
+            print(f"task accuracy on {res.samples} labelled samples: top-1 {a['top1']:.2f}% "
+                  f"({a['top1_delta']:+.2f} pts vs FP32 {a['reference_top1']:.2f}%), top-5 {a['top5']:.2f}% "
+                  f"({a['top5_delta']:+.2f} pts)")
+        print(f"method: {res.method}")
+        for g in res.gates:
+            print(g.line(res.tag))
+        if json_out:
+            write_json(json_out, res.as_dict())
+        raise_on_failures([res])
+
+
+    @app.command()
+    def bench(
+        models: Annotated[list[Path], typer.Argument(help="ONNX models or TensorRT engines (.plan), measured one after another.")],
+        batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,64",
+        warmup: Annotated[int, typer.Option(help="Untimed runs per batch size.")] = 5,
+        iterations: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 30,
+        threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
+        backend: Annotated[str, typer.Option(help="auto (ONNX: ORT CPU, .plan: TensorRT), ort-cuda, ort-tensorrt.")] = "auto",
+        cuda_graph: Annotated[bool, typer.Option(help="Engines: replay a captured CUDA graph.")] = False,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
+    ) -> None:
+        """Latency (median/p90/p99) and throughput per batch size: ORT CPU, TensorRT engines, ORT GPU providers."""
+        from optim.artifacts import write_json
+        from optim.stages.bench import bench_model
+        from optim.recipe import BenchSettings
+
+        s = BenchSettings(batch_sizes=_ints(batch_sizes, "--batch-sizes"), warmup=warmup,
+                          iterations=iterations, threads=threads, cuda_graph=cuda_graph)
+        results = [bench_model(m, s, backend=backend) for m in models]
+        base = {}
+        print(f"{'model':<36} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>10} {'x first':>8}")
+        for res in results:
+            if res.skipped:
+                print(f"{Path(res.model).name:<36} not run: {res.skipped}")
+                continue
+            for t in res.timings:
+                base.setdefault(t.batch, t.throughput)
+                print(f"{Path(res.model).name:<36} {t.batch:>5} {t.median_ms:>9.3f} {t.p90_ms:>9.3f} "
+                      f"{t.p99_ms:>9.3f} {t.throughput:>10.1f} {t.throughput / base[t.batch]:>8.2f}")
+        for res in results:
+            print(f"{Path(res.model).name}: {res.method}")
+        if json_out:
+            write_json(json_out, [r.as_dict() for r in results])
+
+

@@ -1,0 +1,88 @@
+"""``optim build`` (TensorRT engines) and ``optim doctor``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from optim.cli.common import _ints, _recipe
+from optim.console import info
+from optim.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def build(
+        onnx_path: Annotated[Path, typer.Argument(metavar="ONNX", help="ONNX model: FP32, INT8/FP8 Q/DQ or FP16/BF16 AutoCast.")],
+        target: Annotated[str, typer.Option(help="Target GPU.")] = "h100",
+        output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Engine file (default: beside the ONNX, .TARGET.plan).")] = None,
+        precision: Annotated[Optional[str], typer.Option(help="FP32 ONNX only: fp16 or bf16 by builder flag (weakly typed). Other models take theirs from the graph.")] = None,
+        batch: Annotated[Optional[str], typer.Option(help="Optimization profile batch sizes min,opt,max (default 1,1,256).")] = None,
+        tf32: Annotated[bool, typer.Option(help="Let FP32 layers use TF32 tensor cores.")] = False,
+        opt_level: Annotated[int, typer.Option(help="Builder optimization level 0-5.")] = 3,
+        workspace_mib: Annotated[Optional[int], typer.Option(help="Workspace memory limit in MiB.")] = None,
+        hardware_compat: Annotated[str, typer.Option(help="none (target architecture only) or ampere_plus.")] = "none",
+        version_compatible: Annotated[bool, typer.Option(help="An engine later TensorRT versions can load.")] = False,
+        plugin: Annotated[Optional[list[Path]], typer.Option(help="Plugin library loaded before parsing (repeatable).")] = None,
+        timing_cache: Annotated[Optional[Path], typer.Option(help="Timing cache file (default: timing.cache beside the engine).")] = None,
+        recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Take the build settings and batch range from this recipe.")] = None,
+    ) -> None:
+        """Build a TensorRT engine (.plan) for the target GPU, with its manifest and per-layer JSON."""
+        from pydantic import ValidationError
+
+        from optim.stages.build import engine_from_onnx
+        from optim.recipe import BatchRange, BuildSettings, RecipeError, validation_message
+
+        r = _recipe(recipe)
+        try:
+            if r is not None:
+                settings, brange = r.build, r.input.batch
+            else:
+                settings = BuildSettings(tf32=tf32, optimization_level=opt_level, workspace_mib=workspace_mib,
+                                         hardware_compatibility=hardware_compat, version_compatible=version_compatible,
+                                         plugins=tuple(p.resolve() for p in plugin or ()))
+                b = _ints(batch, "--batch") if batch else (1, 1, 256)
+                if len(b) != 3:
+                    raise InputError(f"--batch takes min,opt,max, got '{batch}'")
+                brange = BatchRange(min=b[0], opt=b[1], max=b[2])
+        except ValidationError as exc:
+            raise RecipeError(validation_message("bad option", exc)) from None
+        if precision is not None and precision not in ("fp16", "bf16"):
+            raise InputError(f"--precision takes fp16 or bf16 (for an FP32 ONNX), got '{precision}'")
+        stem = onnx_path.name.removesuffix(".onnx") + (f".{precision}" if precision else "")
+        out = output or onnx_path.with_name(f"{stem}.{target}.plan")
+        cache = timing_cache or out.with_name("timing.cache")
+        rep = engine_from_onnx(onnx_path, out, settings, target, batch=brange, precision=precision, timing_cache=cache,
+                               sample_shape=r.input.shape if r is not None else None)
+        m = rep.manifest
+        plan, summary = m["plan"], m["layer_summary"]
+        typing = "strongly typed" if plan["strongly_typed"] else "builder flags " + "+".join(plan["flags_on"])
+        info(escape(f"wrote {out} ({m['bytes'] / 1024:.1f} KB, {rep.seconds:.1f} s): TensorRT {m['tensorrt']} on "
+                    f"{m['gpu']['name']}, {plan['precision']} {typing}, profile {plan['profile']['min'][0]}/"
+                    f"{plan['profile']['opt'][0]}/{plan['profile']['max'][0]}"))
+        info(escape(f"layers by input precision: {summary.get('by_input_precision')} ({m['layers']}); manifest "
+                    f"{out.name}.json; timing cache {cache} "
+                    f"({'reused' if (m['timing_cache'] or {}).get('reused') else 'new'})"))
+        for note in rep.notes:
+            info(f"[yellow]note[/]: {escape(note)}")
+
+
+    @app.command()
+    def doctor(
+        target: Annotated[str, typer.Option(help="Target GPU to judge the build stage against.")] = "h100",
+        json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    ) -> None:
+        """What this machine has, which stages can run here, and the command for each missing piece."""
+        from optim import doctor as doc
+        from optim.backends.engine_compat import target as get_target
+        from optim.machine import probe
+
+        t = get_target(target)
+        m = probe()
+        print(json.dumps(doc.as_dict(m, t), indent=2) if json_out else doc.render(m, t), end="" if not json_out else "\n")
+
+

@@ -1,0 +1,50 @@
+"""``optim run`` (every stage of a recipe) and ``optim report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from optim.cli.common import _recipe
+from optim.console import info
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. artifacts/NAME.")]) -> None:
+        """Write report.{md,html,json,png} for a run folder and print the table."""
+        from optim.artifacts import MANIFEST, RunDir
+        from optim.stages.report import write_report
+
+        paths = write_report(run_dir)
+        if (Path(run_dir) / MANIFEST).is_file():  # keep the run's manifest true to the files
+            rd = RunDir(run_dir)
+            for k, p in paths.items():
+                old = rd.manifest.artifacts.get(f"report.{k}")
+                rd.record(f"report.{k}", p.name, "report", parents=old.parents if old else [])
+        print(paths["md"].read_text())
+        info("wrote " + ", ".join(str(p) for p in paths.values()))
+
+    @app.command()
+    def run(
+        recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/fashion_resnet.yaml.")],
+        force: Annotated[bool, typer.Option(help="Redo every stage, ignoring the cache.")] = False,
+        out_root: Annotated[Path, typer.Option(help="Runs go to OUT_ROOT/<recipe name>/.")] = Path("artifacts"),
+        weights: Annotated[Optional[Path], typer.Option(help="Trained weights for the recipe's model.")] = None,
+        eval_samples: Annotated[Optional[int], typer.Option(help="Evaluate on the first N samples only.")] = None,
+        calib_samples: Annotated[Optional[int], typer.Option(help="Calibrate on the first N samples only.")] = None,
+        precisions: Annotated[Optional[str], typer.Option(help="Only these entries: tags (int8-tensorrt) or precisions (int8: every int8 entry), e.g. fp32,int8,fp16.")] = None,
+        bench_iterations: Annotated[Optional[int], typer.Option(help="Timed runs per batch size.")] = None,
+    ) -> None:
+        """Run every stage of a recipe: export, quantize, check, bench, build (TensorRT, where it can), report."""
+        from optim.recipe import apply_overrides
+        from optim.workflow import Workflow
+
+        r = apply_overrides(_recipe(recipe), weights=weights.resolve() if weights else None,
+                            eval_samples=eval_samples, calib_samples=calib_samples, precisions=precisions,
+                            bench_iterations=bench_iterations)
+        Workflow(r, recipe, out_root=out_root, force=force).run()
+
+

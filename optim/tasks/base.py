@@ -1,0 +1,109 @@
+"""What a task decides: labels, metrics, the gates it understands, the budget metric, report columns.
+
+A task sees model outputs as plain arrays (``{output name: array}``) and labels as
+the data loader gives them; it never runs a model. The check stage asks it for
+accuracy and gates, the sensitivity/budget search asks it to score a variant
+against FP32 (``fidelity``), the report asks it which accuracy columns to show.
+Tasks register by name (``optim.tasks.register_task``); a recipe's ``task`` names one.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel
+
+
+@dataclass
+class GateResult:
+    gate: str
+    value: float
+    limit: float
+    passed: bool
+
+    def line(self, tag: str) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return f"gate {self.gate} {verdict} for {tag}: measured {self.value:.4g}, limit {self.limit:g}"
+
+
+@dataclass
+class Fidelity:
+    """A candidate's outputs against FP32's on one data set (the budget search's score)."""
+
+    cosine: float
+    max_abs_error: float
+    top1_agreement: float  # the task's agreement with FP32, in % (classification: same top-1 class)
+    top1: float | None = None  # the task's metric with labels (classification: top-1 %)
+    drop: float = 0.0  # points lost in the budget's metric
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One accuracy column of the report: header, the key in ``Task.row_values``, digits."""
+
+    header: str
+    key: str
+    digits: int = 2
+    signed: bool = False
+
+
+class Task(abc.ABC):
+    name: ClassVar[str]
+    #: the gates this task understands (a pydantic model, every field optional)
+    gates_model: ClassVar[type[BaseModel]]
+    #: budget metrics: the first needs labels, the last works without them (agreement with FP32)
+    budget_metrics: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def output_deltas(self, ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+        """Per-output comparison of a candidate with the reference (JSON-serialisable)."""
+
+    @abc.abstractmethod
+    def accuracy(self, outputs: dict[str, np.ndarray], labels: Any) -> dict[str, float]:
+        """Task metrics of one model's outputs against the labels."""
+
+    def compare(self, ref_outputs: dict[str, np.ndarray], got_outputs: dict[str, np.ndarray],
+                labels: Any) -> dict[str, float]:
+        """Candidate metrics plus ``reference_<m>`` and ``<m>_delta`` (points) for each metric."""
+        ref, got = self.accuracy(ref_outputs, labels), self.accuracy(got_outputs, labels)
+        return {**got, **{f"reference_{k}": v for k, v in ref.items()},
+                **{f"{k}_delta": got[k] - ref[k] for k in got}}
+
+    @abc.abstractmethod
+    def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
+                    gates: BaseModel) -> list[GateResult]:
+        """Gate results for a check's per-output deltas and accuracy."""
+
+    @abc.abstractmethod
+    def fidelity(self, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], labels: Any,
+                 metric: str) -> Fidelity:
+        """Score a model variant against FP32 in ``metric`` (one of ``budget_metrics``)."""
+
+    def resolve_metric(self, metric: str, has_labels: bool) -> str:
+        """``auto`` -> the labelled metric when labels exist, else the agreement metric."""
+        from optim.errors import QuantizeError
+
+        if metric == "auto":
+            return self.budget_metrics[0] if has_labels else self.budget_metrics[-1]
+        if metric not in self.budget_metrics:
+            raise QuantizeError(f"task {self.name} has budget metrics {list(self.budget_metrics)}, not '{metric}'")
+        if metric == self.budget_metrics[0] and not has_labels and len(self.budget_metrics) > 1:
+            raise QuantizeError(f"metric {metric} needs labelled data; use metric {self.budget_metrics[-1]}")
+        return metric
+
+    @abc.abstractmethod
+    def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
+        """One console line: accuracy (or 'no labels') and fidelity to FP32."""
+
+    #: accuracy columns of the report table
+    columns: ClassVar[tuple[Column, ...]] = ()
+
+    @abc.abstractmethod
+    def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:
+        """Values for ``columns`` (None where not measured) from a check result."""

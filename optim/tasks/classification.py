@@ -1,0 +1,127 @@
+"""Classification: class ids as labels, top-1/top-5 accuracy, agreement with FP32, top-1 gates.
+
+Outputs are compared per output (error, cosine); the first output holds the
+(N, classes) logits that accuracy, agreement and the gates read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from optim.errors import DataError
+from optim.settings import Gates
+from optim.tasks import register_task
+from optim.tasks.base import Column, Fidelity, GateResult, Task
+
+
+def output_deltas(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    if ref.shape != got.shape:
+        raise DataError(f"candidate output shape {list(got.shape)} != reference {list(ref.shape)}")
+    r = ref.reshape(len(ref), -1).astype(np.float64)
+    g = got.reshape(len(got), -1).astype(np.float64)
+    err = np.abs(r - g)
+    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
+    cos = np.where(norms > 0, (r * g).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
+    out = {"max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
+           "cosine": float(cos.mean()), "min_cosine": float(cos.min())}
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        out["top1_agreement"] = float(100.0 * (ref.argmax(1) == got.argmax(1)).mean())
+        k = min(5, ref.shape[1])
+        tr = np.argpartition(-ref, k - 1, axis=1)[:, :k]
+        tg = np.argpartition(-got, k - 1, axis=1)[:, :k]
+        overlap = [len(set(a) & set(b)) for a, b in zip(tr.tolist(), tg.tolist())]
+        out["top5_overlap"] = float(100.0 * np.mean(overlap) / k)
+        out["kl_divergence"] = _kl(r, g)
+    return out
+
+
+def _kl(ref_logits: np.ndarray, got_logits: np.ndarray) -> float:
+    """Mean KL(softmax(ref) || softmax(got)), in nats."""
+    def log_softmax(z: np.ndarray) -> np.ndarray:
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    lr, lg = log_softmax(ref_logits), log_softmax(got_logits)
+    return float(max(0.0, (np.exp(lr) * (lr - lg)).sum(axis=1).mean()))
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    if logits.ndim != 2:
+        raise DataError(f"task accuracy needs (N, classes) outputs, got shape {list(logits.shape)}")
+    n_cls = logits.shape[1]
+    if labels.min() < 0 or labels.max() >= n_cls:
+        raise DataError(f"labels range {labels.min()}..{labels.max()} does not fit {n_cls} classes")
+    k = min(5, n_cls)
+    topk = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return {"top1": float(100.0 * (logits.argmax(1) == labels).mean()),
+            "top5": float(100.0 * (topk == labels[:, None]).any(axis=1).mean())}
+
+
+def _first(outputs: dict[str, Any]) -> Any:
+    return next(iter(outputs.values()))
+
+
+@register_task
+class Classification(Task):
+    name = "classification"
+    gates_model = Gates
+    budget_metrics = ("top1", "agreement")
+    columns = (Column("top-1 %", "top1"), Column("Δ top-1 (pts)", "top1_delta", signed=True),
+               Column("top-5 %", "top5"), Column("cosine", "cosine", 5), Column("agree %", "top1_agreement"))
+
+    def output_deltas(self, ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+        return output_deltas(ref, got)
+
+    def accuracy(self, outputs: dict[str, np.ndarray], labels: Any) -> dict[str, float]:
+        return topk_accuracy(_first(outputs), labels)
+
+    def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
+                    gates: Gates) -> list[GateResult]:
+        first = _first(outputs)
+        out: list[GateResult] = []
+        if gates.max_top1_drop is not None:
+            if accuracy is None:
+                raise DataError("gate max_top1_drop needs labelled evaluation data; this data has no labels")
+            drop = -accuracy["top1_delta"]
+            out.append(GateResult("max_top1_drop", drop, gates.max_top1_drop, drop <= gates.max_top1_drop))
+        if gates.min_cosine is not None:
+            v = first["cosine"]
+            out.append(GateResult("min_cosine", v, gates.min_cosine, v >= gates.min_cosine))
+        if gates.min_top1_agreement is not None:
+            if "top1_agreement" not in first:
+                raise DataError("gate min_top1_agreement needs a (N, classes) output")
+            v = first["top1_agreement"]
+            out.append(GateResult("min_top1_agreement", v, gates.min_top1_agreement,
+                                  v >= gates.min_top1_agreement))
+        if gates.max_abs_error is not None:
+            v = max(o["max_abs_error"] for o in outputs.values())
+            out.append(GateResult("max_abs_error", v, gates.max_abs_error, v <= gates.max_abs_error))
+        return out
+
+    def fidelity(self, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], labels: Any,
+                 metric: str) -> Fidelity:
+        r, g = _first(ref), _first(got)
+        d = output_deltas(r, g)
+        f = Fidelity(d["cosine"], d["max_abs_error"], d.get("top1_agreement", 100.0))
+        if labels is not None:
+            f.top1 = topk_accuracy(g, labels)["top1"]
+        if metric == "top1":
+            f.drop = topk_accuracy(r, labels)["top1"] - f.top1
+        else:
+            f.drop = 100.0 - f.top1_agreement
+        return f
+
+    def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
+        first = _first(outputs)
+        acc = (f"top-1 {accuracy['top1']:.2f}% ({accuracy['top1_delta']:+.2f} pts)" if accuracy else "no labels")
+        agree = first.get("top1_agreement")
+        return f"{acc}, cosine {first['cosine']:.5f}" + (f", top-1 agreement {agree:.2f}%" if agree is not None else "")
+
+    def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:
+        first = _first(outputs)
+        acc = accuracy or {}
+        return {"top1": acc.get("top1"), "top5": acc.get("top5"), "top1_delta": acc.get("top1_delta"),
+                "cosine": first.get("cosine"), "top1_agreement": first.get("top1_agreement"),
+                "max_abs_error": max(o["max_abs_error"] for o in outputs.values())}

@@ -1,0 +1,221 @@
+"""``optim run``: a recipe's stages, in order, through the executor.
+
+Layout of ``artifacts/<recipe name>/``::
+
+    model.fp32.onnx  model.<tag>.onnx ...    the deployable models
+    export.json  quantize/<tag>.json  tune/<tag>.json  check/<tag>.json  bench/<tag>.json
+    model.<tag>.h100.plan (+ .plan.json manifest, .layers.json)   TensorRT engines, where
+    gpu/build/<tag>.json  gpu/check/<tag>.json  gpu/bench/<tag>.json  TensorRT and a GPU are
+    timing.cache  study/calibration.json  run.json  report.{md,html,json,png}
+    manifest.json                             sha256, stage, parents, settings, versions, host
+
+This module only decides which stage gets which inputs and settings; the executor
+derives every cache key and records every file. Without TensorRT or a GPU the
+engine stages are skipped with one line saying why (``optim.engines``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from optim import data as data_mod
+from optim.artifacts import Artifact, Data, host_info, sha256_file, write_json
+from optim.backends.engine_compat import target
+from optim.console import info
+from optim.executor import Executor
+from optim.recipe import Recipe
+from optim.settings import DataSpec, QuantizeSettings
+from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
+from optim.stages import bench, check, export, fuse, quantize, report, study, tune
+from optim.stages.check import CheckResult, raise_on_failures
+from optim.tasks import get_task
+
+FP32 = "model.fp32.onnx"
+NOBUDGET = "-nobudget"
+
+
+class Workflow:
+    def __init__(self, recipe: Recipe, recipe_path: Path, out_root: Path = Path("artifacts"),
+                 force: bool = False) -> None:
+        self.recipe = recipe
+        self.recipe_path = Path(recipe_path)
+        self.ex = Executor(Path(out_root) / recipe.name, force=force)
+        self.task = get_task(recipe.task)
+        self.notes: list[str] = []
+        self._data: dict[str, Data] = {}
+
+    # -- data --------------------------------------------------------------------------------
+    def data(self, name: str, spec: DataSpec, samples: int | None) -> Data:
+        """Model inputs (and labels, and raw frames when preprocessing is fused) for a data spec."""
+        key = f"{name}:{samples}"
+        if key in self._data:
+            return self._data[key]
+        r = self.recipe
+        op = r.preprocess_op()
+        if op is None:
+            x, y, ds = data_mod.prepare(spec, r.preprocess, r.input, samples)
+            frames = None
+        else:
+            from optim.ops.preprocess import as_frames, reference
+
+            ds = data_mod.load_dataset(spec, r.input.shape).head(samples)
+            frames = as_frames(ds.images, (*r.fused_preprocess.frame, r.input.shape[0]), ds.source)
+            x = data_mod.validate_inputs(reference(frames, op).astype("float32"), r.input, ds.source)
+            y = ds.labels
+        desc = spec.description or ds.source
+        if name == "evaluation" and ds.total is not None:
+            desc += f" (first {len(x)} of {ds.total})"
+        d = Data.of(f"data/{name}", x, y, frames, desc)
+        info(f"{name}: {len(x)} samples from {ds.source}" + ("" if y is not None else " (no labels)"))
+        self._data[key] = d
+        return d
+
+    def calibration(self) -> Data:
+        r = self.recipe
+        return self.data("calibration", r.calibration.data, r.calibration.samples)
+
+    def tuning(self) -> Data:
+        r = self.recipe
+        t = r.tuning
+        spec = (t.data if t is not None else None) or r.calibration.data
+        return self.data("tuning", spec, t.samples if t is not None else r.calibration.samples)
+
+    # -- stages ------------------------------------------------------------------------------
+    def export(self) -> Artifact:
+        r = self.recipe
+        weights = r.model.weights
+        if weights is None and r.model.source.startswith("bundled:"):
+            name = r.model.source.split(":", 1)[1]
+            if name in BUNDLED:
+                weights = WEIGHTS_DIR / BUNDLED[name][1]
+        inputs = [Artifact.of_file(weights, "weights", "weights")] if weights and Path(weights).is_file() else []
+        s = export.Settings(source=r.model.source, kwargs=r.model.kwargs, input=r.input, export=r.export,
+                            weights=str(r.model.weights) if r.model.weights else None)
+        return self.ex.step(export, "fp32", FP32, inputs, s, tag="fp32")
+
+    def budgeted(self, qs: QuantizeSettings) -> bool:
+        r = self.recipe
+        return qs.tag in r.tuned_tags() and r.tuning.budget_for(qs.tag) is not None
+
+    def quantize(self, qs: QuantizeSettings, fp32: Artifact) -> Artifact:
+        tag = qs.tag + NOBUDGET if self.budgeted(qs) else qs.tag
+        inputs = [fp32, self.calibration()] if qs.precision in ("int8", "fp8") else [fp32]
+        return self.ex.step(quantize, tag, f"model.{tag}.onnx", inputs, qs, tag=tag)
+
+    def tune(self, qs: QuantizeSettings, raw: Artifact, fp32: Artifact) -> Artifact | None:
+        """Sensitivity (+ budget) for one entry; the budgeted model, or None without a budget."""
+        t = self.recipe.tuning
+        budget = self.budgeted(qs)
+        s = tune.Settings(task=self.task.name, samples=t.samples, sensitivity=t.sensitivity,
+                          sensitivity_samples=t.sensitivity_samples, max_drop=t.budget_for(qs.tag),
+                          metric=t.metric, max_excluded=t.max_excluded)
+        name, rel = (qs.tag, f"model.{qs.tag}.onnx") if budget else (f"tune/{qs.tag}", f"tune/{qs.tag}.json")
+        out = self.ex.step(tune, name, rel, [raw, fp32, self.tuning()], s, tag=qs.tag,
+                           kind="onnx" if budget else "result")
+        return out if budget else None
+
+    def study(self, fp32: Artifact) -> None:
+        r = self.recipe
+        if r.calibration_study is None:
+            return
+        s = study.Settings(task=self.task.name, study=r.calibration_study, quantize=r.quantize)
+        self.ex.step(study, "study/calibration", "study/calibration.json",
+                     [fp32, self.calibration(), self.tuning()], s, kind="result")
+
+    def fuse(self, model: Artifact) -> Artifact:
+        r = self.recipe
+        s = fuse.Settings.of(r.preprocess_op(), r.fused_preprocess.frame)
+        rel = model.path.name.removesuffix(".onnx") + ".frames.onnx"
+        return self.ex.step(fuse, f"{model.name}.frames", rel, [model], s, tag=model.tag)
+
+    def check_settings(self, tag: str) -> check.Settings:
+        r = self.recipe
+        # the un-budgeted model is shown for comparison, not deployed: it is not gated
+        gates = r.gates_for(tag) if not tag.endswith(NOBUDGET) else None
+        return check.settings_for(self.task.name, gates, batch_size=r.check.batch_size, threads=r.check.threads)
+
+    def check(self, model: Artifact, fp32: Artifact, evaluation: Data, prefix: str = "") -> CheckResult:
+        tag = model.tag
+        a = self.ex.step(check, f"{prefix}check/{tag}", f"{prefix}check/{tag}.json", [model, fp32, evaluation],
+                         self.check_settings(tag), kind="result", tag=tag)
+        res = CheckResult.load(a.path)
+        gate_txt = "" if not res.gates else ("; gates passed" if res.passed else "; [red]GATE FAILED[/]")
+        info(f"  {'engine ' if prefix else ''}{tag}: {res.summary()}{gate_txt}")
+        return res
+
+    def bench_all(self, models: list[Artifact]) -> None:
+        """CPU benches of every entry, measured together: if one must be measured again, all are,
+        so that the report never compares timings taken at different times."""
+        s = self.recipe.bench
+        stale = [m.tag for m in models if self.ex.cached(bench, f"bench/{m.tag}", [m], s) is None]
+        if stale and len(stale) < len(models) and not self.ex.force:
+            info(f"bench: {', '.join(stale)} changed; measuring every entry again, side by side")
+        for m in models:
+            self.ex.step(bench, f"bench/{m.tag}", f"bench/{m.tag}.json", [m], s, kind="result", tag=m.tag,
+                         force=bool(stale))
+
+    # -- the whole run -----------------------------------------------------------------------
+    def run(self) -> dict[str, Path]:
+        from optim.engines import engines
+
+        r = self.recipe
+        m = self.ex.rd.manifest
+        m.recipe, m.recipe_sha256 = str(self.recipe_path), sha256_file(self.recipe_path)
+        m.target_gpu = f"{r.target_gpu} ({target(r.target_gpu).sm})"
+        info(f"[bold]optim run[/] {r.name} -> {self.ex.root}")
+        fp32 = self.export()
+        models = {"fp32": fp32}
+        tuned = set(r.tuned_tags())
+        for qs in (r.settings_for(c) for c in r.precisions if c.precision != "fp32"):
+            raw = self.quantize(qs, fp32)
+            models[raw.tag] = raw
+            if qs.tag in tuned:
+                out = self.tune(qs, raw, fp32)
+                if out is not None:
+                    models[qs.tag] = out
+        if any(c.precision in ("int8", "fp8") for c in r.precisions):
+            self.study(fp32)
+        if r.fused_preprocess is not None:  # every deployable takes raw frames
+            models = {t: self.fuse(a) for t, a in models.items()}
+            info(f"fused preprocessing: every model takes uint8 frames "
+                 f"{list(r.fused_preprocess.frame) + [r.input.shape[0]]} (NHWC) through OptimPreprocess")
+        evaluation = self.data("evaluation", r.evaluation.data, r.evaluation.samples)
+        results = [self.check(a, fp32, evaluation) for a in models.values()]
+        self.bench_all(list(models.values()))
+        gpu_results, gpu_not_run, build_failures = engines(self, models, fp32, evaluation)
+        self.notes.append("Timings are ONNX Runtime on this host's CPU, measured side by side in one "
+                          "run; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
+                          "TensorRT run slower than FP32 in ORT CPU by design.")
+        paths = self.report(models, results[0], evaluation, gpu_not_run)
+        raise_on_failures(results + gpu_results)
+        if build_failures:
+            from optim.errors import BuildError
+
+            more = f" (+{len(build_failures) - 1} more)" if len(build_failures) > 1 else ""
+            raise BuildError(build_failures[0] + more)
+        return paths
+
+    def report(self, models: dict[str, Artifact], fp32_check: CheckResult, evaluation: Data,
+               gpu_not_run: dict[str, str]) -> dict[str, Path]:
+        r = self.recipe
+        reason = trained_weights_reason(r.model.source, r.model.weights)
+        if reason is None and evaluation.labels is None:
+            reason = "the evaluation data has no labels: only fidelity to FP32 was measured"
+        files = {t: a.path.name for t, a in models.items()}
+        write_json(self.ex.rd.path("run.json"), {
+            "recipe": r.name, "description": r.description, "task": r.task, "tags": list(files), "files": files,
+            "accuracy_meaningful": reason is None, "accuracy_reason": reason or "",
+            "reference_method": fp32_check.method, "reference_accuracy": fp32_check.accuracy,
+            "notes": self.notes, "host": host_info(), "tools": self.ex.versions,
+            "gpu": {"target": r.target_gpu, "not_run": gpu_not_run},
+            "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": "manifest.json",
+        })
+        self.ex.rd.record("run", "run.json", "run", kind="result")
+        out = self.ex.step(report, "report.md", "report.md", list(models.values()), None, kind="report", cache=False)
+        self.ex.rd.manifest.notes = self.notes
+        self.ex.rd.save()
+        info(f"report: {out.path}")
+        print(out.path.read_text())
+        return {k: self.ex.rd.path(f"report.{k}") for k in ("md", "html", "json", "png")
+                if self.ex.rd.path(f"report.{k}").is_file()}
