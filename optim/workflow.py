@@ -11,7 +11,7 @@ Layout of ``artifacts/<recipe name>/``::
 
 This module only decides which stage gets which inputs and settings; the executor
 derives every cache key and records every file. Without TensorRT or a GPU the
-engine stages are skipped with one line saying why (``optim.engines``).
+engine stages are skipped with one line saying why.
 """
 
 from __future__ import annotations
@@ -21,18 +21,24 @@ from pathlib import Path
 
 from optim import data as data_mod
 from optim.artifacts import Artifact, Data, host_info, sha256_file, write_json
-from optim.backends.engine_compat import target
+from rich.markup import escape
+
+from optim import machine
+from optim.backends.engine_compat import build_blocker, target
 from optim.console import info
 from optim.executor import Executor
 from optim.recipe import Recipe
-from optim.settings import DataSpec, QuantizeSettings
+from optim.settings import DataSpec, QuantizeOptions, QuantizeSettings
 from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
-from optim.stages import bench, check, export, fuse, quantize, report, study, tune
+from optim.errors import BuildError, OptimError
+from optim.stages import bench, build, check, export, fuse, quantize, report, study, tune
 from optim.stages.check import CheckResult, raise_on_failures
 from optim.tasks import get_task
 
 FP32 = "model.fp32.onnx"
 NOBUDGET = "-nobudget"
+GPU = "gpu/"
+_CALIB_DEFAULTS = {k: QuantizeOptions.model_fields[k].default for k in ("method", "percentile")}
 
 
 class Workflow:
@@ -100,7 +106,10 @@ class Workflow:
 
     def quantize(self, qs: QuantizeSettings, fp32: Artifact) -> Artifact:
         tag = qs.tag + NOBUDGET if self.budgeted(qs) else qs.tag
-        inputs = [fp32, self.calibration()] if qs.precision in ("int8", "fp8") else [fp32]
+        calibrated = qs.precision in ("int8", "fp8")
+        if not calibrated:  # calibration options do not apply: keep them out of the key
+            qs = qs.model_copy(update=_CALIB_DEFAULTS)
+        inputs = [fp32, self.calibration()] if calibrated else [fp32]
         return self.ex.step(quantize, tag, f"model.{tag}.onnx", inputs, qs, tag=tag)
 
     def tune(self, qs: QuantizeSettings, raw: Artifact, fp32: Artifact) -> Artifact | None:
@@ -119,7 +128,9 @@ class Workflow:
         r = self.recipe
         if r.calibration_study is None:
             return
-        s = study.Settings(task=self.task.name, study=r.calibration_study, quantize=r.quantize)
+        # the study sets the calibration method itself: the recipe's is not part of its key
+        s = study.Settings(task=self.task.name, study=r.calibration_study,
+                           quantize=r.quantize.model_copy(update=_CALIB_DEFAULTS))
         self.ex.step(study, "study/calibration", "study/calibration.json",
                      [fp32, self.calibration(), self.tuning()], s, kind="result")
 
@@ -155,10 +166,64 @@ class Workflow:
             self.ex.step(bench, f"bench/{m.tag}", f"bench/{m.tag}.json", [m], s, kind="result", tag=m.tag,
                          force=bool(stale))
 
+    # -- TensorRT engines: build, check and bench each, or say once why not -----------------
+    def build_settings(self, precision: str | None) -> build.Settings:
+        """The recipe's build settings, plus optim's own TensorRT plugin when models carry its op."""
+        r = self.recipe
+        s = r.build
+        shape = tuple(r.input.shape)
+        if r.fused_preprocess is not None:
+            from optim.ops.plugins import LIBRARIES, find
+
+            lib = find("tensorrt")
+            if lib is None:
+                raise BuildError(f"the models take frames through OptimPreprocess, but {LIBRARIES['tensorrt'][0]} "
+                                 "is not built: TENSORRT_ROOT=/path/to/TensorRT bash scripts/build_plugins.sh")
+            s = s.model_copy(update={"plugins": (*s.plugins, lib)})
+            shape = (*r.fused_preprocess.frame, r.input.shape[0])
+        return build.Settings(build=s, precision=precision, batch=r.input.batch, target=r.target_gpu,
+                              sample_shape=shape)
+
+
+    def engines(self, models: dict[str, Artifact], fp32: Artifact,
+                        evaluation: Data) -> tuple[list[CheckResult], dict[str, str], list[str]]:
+        """Build, check and bench an engine per entry where TensorRT and a GPU are; else say why, once."""
+        r = self.recipe
+        wanted = r.build_tags()
+        not_run = {t: ("placed for ONNX Runtime on CPU, not built (add it to build.precisions to build it)"
+                       if t.endswith("-onnxruntime") else "not in build.precisions") for t in models if t not in wanted}
+        m = machine.probe()
+        why = build_blocker(m, target(r.target_gpu), r.build.hardware_compatibility)
+        if why:
+            self.ex.skip("build (TensorRT engines) and GPU bench", "", escape(why))
+            self.notes.append(f"TensorRT build and GPU bench: not run: {why}.")
+            return [], {**not_run, **{t: why for t in wanted}}, []
+        results, failures = [], []
+        for t in wanted:
+            src, precision = models[t], None
+            if t in ("fp16", "bf16") and r.build.fp16_bf16 == "builder_flags":
+                src, precision = models["fp32"], t
+            name = f"{t}.{r.target_gpu}"
+            try:
+                s = self.build_settings(precision)
+                plugins = [Artifact.of_file(p, f"plugin:{p.name}", "plugin") for p in s.build.plugins if p.is_file()]
+                src = Artifact(src.name, src.path, src.sha256, src.kind, t, src.parents)
+                engine = self.ex.step(build, name, f"model.{name}.plan", [src, *plugins], s, kind="engine", tag=t)
+            except OptimError as exc:
+                info(f"[red]failed[/] build {name}: {escape(str(exc))}")
+                not_run[t] = f"build failed: {exc}"
+                failures.append(f"build {name} failed: {exc}")
+                continue
+            results.append(self.check(engine, fp32, evaluation, prefix=GPU))
+            self.ex.step(bench, f"{GPU}bench/{t}", f"{GPU}bench/{t}.json", [engine], r.bench, kind="result", tag=t)
+        gpu = m.gpu
+        self.notes.append(f"GPU columns: TensorRT {m.tensorrt} engines for {target(r.target_gpu).name}, checked "
+                        f"against the ONNX Runtime CPU FP32 reference and timed on {gpu.name} ({gpu.sm}) with "
+                        "CUDA events (device time, input already on the GPU).")
+        return results, not_run, failures
+
     # -- the whole run -----------------------------------------------------------------------
     def run(self) -> dict[str, Path]:
-        from optim.engines import engines
-
         r = self.recipe
         m = self.ex.rd.manifest
         m.recipe, m.recipe_sha256 = str(self.recipe_path), sha256_file(self.recipe_path)
@@ -183,15 +248,13 @@ class Workflow:
         evaluation = self.data("evaluation", r.evaluation.data, r.evaluation.samples)
         results = [self.check(a, fp32, evaluation) for a in models.values()]
         self.bench_all(list(models.values()))
-        gpu_results, gpu_not_run, build_failures = engines(self, models, fp32, evaluation)
+        gpu_results, gpu_not_run, build_failures = self.engines(models, fp32, evaluation)
         self.notes.append("Timings are ONNX Runtime on this host's CPU, measured side by side in one "
                           "run; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
                           "TensorRT run slower than FP32 in ORT CPU by design.")
         paths = self.report(models, results[0], evaluation, gpu_not_run)
         raise_on_failures(results + gpu_results)
         if build_failures:
-            from optim.errors import BuildError
-
             more = f" (+{len(build_failures) - 1} more)" if len(build_failures) > 1 else ""
             raise BuildError(build_failures[0] + more)
         return paths
