@@ -58,3 +58,9 @@ class BuildError(OptimError):
     """TensorRT could not parse or build a model (a stage failure)."""
 
     exit_code = 4
+
+
+def first_line(exc: BaseException | str, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when it has none), cut to ``limit``."""
+    text = str(exc).strip() or (type(exc).__name__ if isinstance(exc, BaseException) else "")
+    return text.splitlines()[0][:limit] if text else ""

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from optim.artifacts import tool_versions
+from optim.errors import first_line
 from optim.install import INSTALL  # noqa: F401  (re-exported for callers)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,11 +58,6 @@ class Machine:
         return asdict(self)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
-
-
 def _packages() -> dict[str, str]:
     return {k: v for k, v in tool_versions().items() if k not in ("optim", "python")}
 
@@ -76,7 +72,7 @@ def cuda_gpus() -> tuple[str | None, list[Gpu], str]:
     try:
         import torch
     except Exception as exc:
-        return None, [], f"torch does not import: {_first_line(exc)}"
+        return None, [], f"torch does not import: {first_line(exc, 200)}"
     built = torch.version.cuda
     if not torch.cuda.is_available():
         return built, [], "torch sees no CUDA device"

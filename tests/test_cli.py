@@ -59,6 +59,23 @@ def test_quantize_cli_writes_model(tmp_path, tiny_onnx, calib_file):
     assert out.is_file() and "Conv/Gemm/MatMul quantized" in p.stderr
 
 
+def test_quantize_takes_the_recipes_method(tmp_path, tiny_onnx, calib_file):
+    """--recipe brings the recipe's quantize options; a flag still wins over them."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nmodel: {source: 'tests.conftest:tiny_cnn'}\ninput: {shape: [3, 16, 16]}\n"
+                      "calibration: {data: {kind: synthetic, count: 8}}\n"
+                      "evaluation: {data: {kind: synthetic, count: 8}}\nprecisions: [fp32]\n"
+                      "quantize: {method: max}\n")
+    p = optim("quantize", tiny_onnx, "--precision", "int8", "--calib", calib_file, "--recipe", recipe,
+              "-o", tmp_path / "a.onnx")
+    assert p.returncode == 0, p.stderr
+    assert "ptq, max;" in p.stderr
+    p = optim("quantize", tiny_onnx, "--precision", "int8", "--calib", calib_file, "--recipe", recipe,
+              "--method", "entropy", "-o", tmp_path / "b.onnx")
+    assert p.returncode == 0, p.stderr
+    assert "ptq, entropy;" in p.stderr
+
+
 @pytest.mark.parametrize("case", ["corrupt", "truncated", "missing", "empty"])
 def test_quantize_bad_onnx(tmp_path, tiny_onnx, calib_file, case):
     bad = tmp_path / "bad.onnx"

@@ -83,6 +83,9 @@ def test_report_shows_budget_sensitivity_and_calibration_study(default_run):
     assert [(r["method"], r["calibration_samples"]) for r in study["rows"]] == [
         ("max", 64), ("entropy", 64)]  # 512 > the 64 calibration samples of the reduced run
     assert study["skipped"]
+    # scored on the tuning data (1,024 training images), never on the evaluation (test) set
+    assert study["samples"] == 1024 and "test" not in study["data"].lower()
+    assert "tuning samples" in md and "evaluation samples" not in md
 
 
 def test_report_command_keeps_manifest_true(default_run):

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from optim.console import console
-from optim.errors import OptimError
+from optim.errors import OptimError, first_line
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -47,7 +47,7 @@ def main() -> None:
     except Exception as exc:  # a bug in optim or a dependency: one line, unless --debug
         if _state["debug"]:
             traceback.print_exc()
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        first = first_line(exc)
         console.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(first)} "
                       "(rerun with --debug for the traceback)")
         sys.exit(1)

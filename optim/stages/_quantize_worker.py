@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from optim.artifacts import write_json
-from optim.errors import OptimError
+from optim.errors import OptimError, first_line
 
 
 def main(job_dir: Path) -> None:
@@ -28,7 +28,7 @@ def main(job_dir: Path) -> None:
     except OptimError as exc:
         result = {"ok": False, "type": type(exc).__name__, "message": str(exc)}
     except Exception as exc:  # reported as a QuantizeError by the parent
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        first = first_line(exc)
         result = {"ok": False, "type": "QuantizeError", "message": f"{type(exc).__name__}: {first}"}
     write_json(job_dir / "result.json", result)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from optim.artifacts import atomic_path, write_json
 from optim.executor import StageOutput
-from optim.errors import ExportError, InputError
+from optim.errors import ExportError, InputError, first_line
 from optim.onnx_tools import graph_inputs, graph_outputs
 from optim.settings import ExportSettings, InputSpec, Strict
 from optim.sources import LoadedModel
@@ -52,7 +52,7 @@ def _torch_export(model: LoadedModel, spec: InputSpec, s: ExportSettings, out: P
         raise
     except Exception as exc:
         raise ExportError(f"{model.source} does not accept an input of shape {list(dummy.shape)}: "
-                          f"{str(exc).strip().splitlines()[0][:300]}") from None
+                          f"{first_line(exc)}") from None
     names = _output_names(s, n_out)
     axes = {spec.name: {0: "batch"}, **{n: {0: "batch"} for n in names}}
     with warnings.catch_warnings():
@@ -63,7 +63,7 @@ def _torch_export(model: LoadedModel, spec: InputSpec, s: ExportSettings, out: P
                               do_constant_folding=True)
         except Exception as exc:
             raise ExportError(f"torch.onnx.export failed for {model.source}: "
-                              f"{str(exc).strip().splitlines()[0][:300]}") from None
+                              f"{first_line(exc)}") from None
 
 
 def _output_names(s: ExportSettings, n_out: int) -> list[str]:
@@ -106,7 +106,7 @@ def _check(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
         onnx.shape_inference.infer_shapes_path(str(path), str(path), strict_mode=True)
     except Exception as exc:
-        raise ExportError(f"exported ONNX fails the checker: {str(exc).splitlines()[0][:300]}") from None
+        raise ExportError(f"exported ONNX fails the checker: {first_line(exc)}") from None
 
 
 def _verify(model: LoadedModel, path: Path, spec: InputSpec, s: ExportSettings) -> tuple[float, float]:
@@ -155,7 +155,7 @@ def onnx_from_torch(model: LoadedModel, spec: InputSpec, settings: ExportSetting
             try:
                 proto = onnxslim.slim(proto)
             except Exception as exc:
-                raise ExportError(f"onnxslim failed: {str(exc).splitlines()[0][:300]}") from None
+                raise ExportError(f"onnxslim failed: {first_line(exc)}") from None
         proto.producer_name = "optim"
         onnx.save(proto, str(raw))
         _check(raw)

@@ -38,7 +38,7 @@ from optim import errors
 from optim.artifacts import atomic_path, write_json
 from optim.console import info
 from optim.executor import StageOutput
-from optim.errors import OptimError, QuantizeError
+from optim.errors import OptimError, QuantizeError, first_line
 from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage
 from optim.recipe import QuantizeSettings
 
@@ -76,7 +76,7 @@ def _captured(tool: str):
     except QuantizeError:
         raise
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc)
         raise QuantizeError(f"{tool} failed: {detail}") from exc
 
 

@@ -70,7 +70,7 @@ def markdown(t: dict[str, Any]) -> list[str]:
     if st:
         out += ["## Calibration study", "",
                 f"{st['precision'].upper()} for {st['target']}, scored against FP32 on {st['samples']} "
-                "evaluation samples.", "",
+                f"tuning samples ({st.get('data') or 'the tuning data'}; never the evaluation set).", "",
                 "| method | calibration samples | top-1 % | Δ (pts) | agreement % | cosine | quantize s |",
                 "|---|---|---|---|---|---|---|"]
         for r in st["rows"]:
