@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from optim.backends.engine_compat import TargetGpu, build_blocker
-from optim.machine import INSTALL, Machine, gpu_missing, ort_conflict, tensorrt_missing
+from optim.install import INSTALL
+from optim.machine import Machine, gpu_missing, ort_conflict, tensorrt_missing
 
 
 @dataclass

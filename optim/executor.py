@@ -94,8 +94,9 @@ class Executor:
         })
 
     def cached(self, stage: ModuleType, name: str, inputs: Sequence[Artifact],
-               settings: BaseModel | dict | None) -> Artifact | None:
-        rec = self.rd.cached(name, self.key(stage, inputs, settings))
+               settings: BaseModel | dict | None, key: str | None = None) -> Artifact | None:
+        """The recorded output if an intact file with this step's key exists (``key``: already derived)."""
+        rec = self.rd.cached(name, key or self.key(stage, inputs, settings))
         if rec is None:
             return None
         return Artifact(name, self.rd.path(rec.path), rec.sha256, rec.kind, rec.tag, tuple(rec.parents))
@@ -107,7 +108,7 @@ class Executor:
         """Run ``stage`` into ``rel`` unless an intact output with the same key exists."""
         key = self.key(stage, inputs, settings)
         if cache and not (self.force or force):
-            hit = self.cached(stage, name, inputs, settings)
+            hit = self.cached(stage, name, inputs, settings, key)
             if hit is not None:
                 info(f"[dim]cached[/] {stage.NAME} {name} ({rel})")
                 self.events.append(Event(stage.NAME, name, "cached"))

@@ -17,10 +17,9 @@ from pathlib import Path
 
 from optim.artifacts import tool_versions
 from optim.errors import first_line
-from optim.install import INSTALL  # noqa: F401  (re-exported for callers)
+from optim.install import INSTALL
 
 REPO = Path(__file__).resolve().parents[1]
-
 
 
 @dataclass(frozen=True)

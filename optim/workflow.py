@@ -16,6 +16,7 @@ engine stages are skipped with one line saying why.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -63,12 +64,9 @@ class Workflow:
             x, y, ds = data_mod.prepare(spec, r.preprocess, r.input, samples)
             frames = None
         else:
-            from optim.ops.preprocess import as_frames, reference
-
-            ds = data_mod.load_dataset(spec, r.input.shape).head(samples)
-            frames = as_frames(ds.images, (*r.fused_preprocess.frame, r.input.shape[0]), ds.source)
-            x = data_mod.validate_inputs(reference(frames, op).astype("float32"), r.input, ds.source)
-            y = ds.labels
+            hwc = (*r.fused_preprocess.frame, r.input.shape[0])
+            frames, x, y, ds = data_mod.prepare_frames(spec, op, hwc, samples)
+            x = data_mod.validate_inputs(x, r.input, ds.source)
         desc = spec.description or ds.source
         if name == "evaluation" and ds.total is not None:
             desc += f" (first {len(x)} of {ds.total})"
@@ -207,7 +205,7 @@ class Workflow:
             try:
                 s = self.build_settings(precision)
                 plugins = [Artifact.of_file(p, f"plugin:{p.name}", "plugin") for p in s.build.plugins if p.is_file()]
-                src = Artifact(src.name, src.path, src.sha256, src.kind, t, src.parents)
+                src = dataclasses.replace(src, tag=t)
                 engine = self.ex.step(build, name, f"model.{name}.plan", [src, *plugins], s, kind="engine", tag=t)
             except OptimError as exc:
                 info(f"[red]failed[/] build {name}: {escape(str(exc))}")

@@ -7,11 +7,11 @@ Backends: ``backend_names()``; add one with ``register_backend``.
 """
 
 from optim.backends.base import WALL_TIME, Runner, TensorSpec, run_batched
-from optim.backends.registry import (Backend, backend_for, backend_names, backends, get_backend, open_runner,
+from optim.backends.registry import (Backend, backend_for, backend_names, get_backend, open_runner,
                                      register_backend, unregister_backend)
 from optim.backends.select import ENGINE_SUFFIXES, register_builtin_backends
 
 register_builtin_backends()
 
 __all__ = ["ENGINE_SUFFIXES", "WALL_TIME", "Backend", "Runner", "TensorSpec", "backend_for", "backend_names",
-           "backends", "get_backend", "open_runner", "register_backend", "run_batched", "unregister_backend"]
+           "get_backend", "open_runner", "register_backend", "run_batched", "unregister_backend"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optim.errors import ModelError
+from optim.errors import ModelError, first_line
 from optim.backends.base import Runner, TensorSpec
 
 #: ONNX Runtime's input type names -> host dtypes
@@ -58,8 +58,7 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(src, sess_options=so, providers=self.providers)
         except Exception as exc:  # ORT raises its own exception types
-            first = str(exc).strip().splitlines()[0][:300]
-            raise ModelError(f"ONNX Runtime cannot load {self.label}: {first}") from None
+            raise ModelError(f"ONNX Runtime cannot load {self.label}: {first_line(exc)}") from None
 
     @property
     def input_names(self) -> list[str]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from optim.errors import BackendUnavailable
-from optim.machine import INSTALL, onnxruntime_providers
+from optim.install import INSTALL
+from optim.machine import onnxruntime_providers
 from optim.backends.onnxruntime import OrtRunner
 
 PROVIDERS = {

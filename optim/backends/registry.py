@@ -34,7 +34,6 @@ class Backend:
     files: str = ""
     #: appended when it is asked to run a file another backend claims ({path} is filled in)
     hint: str = ""
-    description: str = ""
     aliases: tuple[str, ...] = ()
 
 
@@ -43,7 +42,7 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_backend(name: str, opener: Opener, *, handles: tuple[str, ...] | str = (".onnx",),
-                     files: str = "", hint: str = "", description: str = "",
+                     files: str = "", hint: str = "",
                      aliases: tuple[str, ...] = (), replace: bool = False) -> Backend:
     """Make ``open_runner(path, backend=name)`` call ``opener(path, threads=..., cuda_graph=...)``.
 
@@ -59,7 +58,7 @@ def register_backend(name: str, opener: Opener, *, handles: tuple[str, ...] | st
         if n == AUTO or (n not in own and (n in _BACKENDS or n in _ALIASES)):
             raise ValueError(f"backend name '{n}' is already taken")
     unregister_backend(name)
-    b = Backend(name, opener, handles, files or f"{', '.join(handles)} files", hint, description, tuple(aliases))
+    b = Backend(name, opener, handles, files or f"{', '.join(handles)} files", hint, tuple(aliases))
     _BACKENDS[name] = b
     for a in aliases:
         _ALIASES[a] = name
@@ -85,10 +84,6 @@ def get_backend(name: str) -> Backend:
     if b is None:
         raise InputError(f"unknown backend '{name}'; choose one of {', '.join(backend_names())}")
     return b
-
-
-def backends() -> list[Backend]:
-    return list(_BACKENDS.values())
 
 
 def backend_for(path: Path, backend: str = AUTO) -> Backend:

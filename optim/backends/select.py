@@ -65,11 +65,8 @@ def _ort_gpu(backend: str):
 
 def register_builtin_backends() -> None:
     register_backend("onnxruntime", open_onnxruntime_cpu, handles=ONNX_SUFFIXES, files="ONNX models (.onnx)",
-                     description="ONNX Runtime on the CPU", aliases=("cpu",), replace=True)
+                     aliases=("cpu",), replace=True)
     register_backend("tensorrt", open_engine, handles=ENGINE_SUFFIXES, files="TensorRT engines (.plan, .engine)",
-                     hint="build one first: optim build {path} --target h100",
-                     description="TensorRT engine on the GPU (CUDA-event timing)", replace=True)
-    for name, provider in (("ort-cuda", "CUDA"), ("ort-tensorrt", "TensorRT")):
-        register_backend(name, _ort_gpu(name), handles=ONNX_SUFFIXES, files="ONNX models (.onnx)",
-                         description=f"ONNX Runtime's {provider} execution provider (onnxruntime-gpu)",
-                         replace=True)
+                     hint="build one first: optim build {path} --target h100", replace=True)
+    for name in ("ort-cuda", "ort-tensorrt"):  # ONNX Runtime's GPU providers (onnxruntime-gpu)
+        register_backend(name, _ort_gpu(name), handles=ONNX_SUFFIXES, files="ONNX models (.onnx)", replace=True)

@@ -47,7 +47,7 @@ def main() -> None:
     except Exception as exc:  # a bug in optim or a dependency: one line, unless --debug
         if _state["debug"]:
             traceback.print_exc()
-        first = first_line(exc)
+        first = first_line(str(exc))  # may be empty: the type name is printed anyway
         console.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(first)} "
                       "(rerun with --debug for the traceback)")
         sys.exit(1)

@@ -77,16 +77,12 @@ def _fused_op(path: Path):
 def _load_frames(arg: str, fused, samples: int | None, labels: Path | None):
     """Raw frames for a model with fused preprocessing, and the same frames preprocessed
     on the host by the op's reference (what the FP32 reference model is fed)."""
-    from optim.data import load_dataset, parse_data_arg
-    from optim.ops.preprocess import as_frames, reference
+    from optim.data import parse_data_arg, prepare_frames
 
     op, hwc = fused
     spec = parse_data_arg(arg)
     if labels is not None:
         spec = spec.model_copy(update={"labels": labels.resolve()})
-    ds = load_dataset(spec, (hwc[2], op.out_h, op.out_w)).head(samples)
-    frames = as_frames(ds.images, hwc, ds.source)
-    x = reference(frames, op).astype("float32")
-    return frames, x, ds.labels, ds
+    return prepare_frames(spec, op, hwc, samples)
 
 

@@ -11,7 +11,6 @@ import typer
 
 from optim.console import info
 from optim.cli.common import RecipeOpt, _load_data as load_data
-from optim.errors import InputError
 
 
 def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensitivity_samples: int,
@@ -29,14 +28,13 @@ def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensit
 
 
 def quantize_with_budget(fp32: Path, qs, out: Path, calib, data, s) -> None:
-    """The quantize stage into a temporary folder, then the tune stage (budget ``s.max_drop``) into ``out``:
+    """INT8/FP8 for tensorrt (the caller checks): the quantize stage into a temporary folder, then the tune
+    stage (budget ``s.max_drop``) into ``out``:
     the same stage functions ``optim run`` uses."""
     from optim.artifacts import Artifact, Data
     from optim.executor import StageContext
     from optim.stages import quantize, tune
 
-    if qs.precision not in ("int8", "fp8") or qs.target != "tensorrt":
-        raise InputError("--max-drop works on INT8/FP8 models placed for tensorrt")
     with tempfile.TemporaryDirectory(prefix="optim-budget-") as d:
         src = Artifact.of_file(fp32, "fp32", "onnx")
         ctx = StageContext(Path(d), Path(d) / "raw.onnx", "raw")

@@ -12,4 +12,15 @@ def prepare(spec, preprocess, input_spec, samples=None):
     return model_inputs(ds, preprocess, input_spec), ds.labels, ds
 
 
-__all__.append("prepare")
+def prepare_frames(spec, op, hwc, samples=None):
+    """Raw uint8 frames (N, H, W, C) for a model with fused preprocessing, and the same frames
+    preprocessed on the host by the op's reference arithmetic (what the FP32 model is fed):
+    (frames, inputs, labels, dataset)."""
+    from optim.ops.preprocess import as_frames, reference
+
+    ds = load_dataset(spec, (hwc[2], op.out_h, op.out_w)).head(samples)
+    frames = as_frames(ds.images, tuple(hwc), ds.source)
+    return frames, reference(frames, op).astype("float32"), ds.labels, ds
+
+
+__all__ += ["prepare", "prepare_frames"]

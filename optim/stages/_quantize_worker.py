@@ -28,7 +28,7 @@ def main(job_dir: Path) -> None:
     except OptimError as exc:
         result = {"ok": False, "type": type(exc).__name__, "message": str(exc)}
     except Exception as exc:  # reported as a QuantizeError by the parent
-        first = first_line(exc)
+        first = first_line(str(exc))  # may be empty: the type name is already there
         result = {"ok": False, "type": "QuantizeError", "message": f"{type(exc).__name__}: {first}"}
     write_json(job_dir / "result.json", result)
 
