@@ -30,6 +30,11 @@ class DataError(InputError):
     """Calibration or evaluation data is missing, empty or does not fit the model."""
 
 
+class OutputPathError(InputError):
+    """An output location cannot be used (a directory where a file is wanted, a file where a
+    folder is wanted, no permission): found before any work is done."""
+
+
 class ExportError(OptimError):
     """The exported ONNX does not match PyTorch, or the export itself failed."""
 
@@ -58,6 +63,18 @@ class BuildError(OptimError):
     """TensorRT could not parse or build a model (a stage failure)."""
 
     exit_code = 4
+
+
+class WriteError(OptimError):
+    """Writing a result failed (disk full, I/O error): the message names the stage and the path."""
+
+    exit_code = 4
+
+
+class RunFolderBusy(OptimError):
+    """Another optim process holds the run folder (``--no-wait``)."""
+
+    exit_code = 6
 
 
 def first_line(exc: BaseException | str, limit: int = 300) -> str:

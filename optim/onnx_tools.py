@@ -10,7 +10,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from optim.artifacts import atomic_path
-from optim.errors import ModelError
+from optim.errors import ModelError, first_line
 
 ELIGIBLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FLOAT8_TYPES = {
@@ -28,25 +28,20 @@ def load_onnx(path: Path, *, check: bool = True) -> onnx.ModelProto:
         model = onnx.load(str(path))
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelError(f"{path} is not a readable ONNX model (corrupt or truncated?): "
-                         f"{_first_line(exc)}") from None
+                         f"{first_line(exc)}") from None
     if not model.graph.node:
         raise ModelError(f"{path} is not a usable ONNX model: its graph has no nodes")
     if check:
         try:
             onnx.checker.check_model(model)
         except onnx.checker.ValidationError as exc:
-            raise ModelError(f"{path} fails the ONNX checker: {_first_line(exc)}") from None
+            raise ModelError(f"{path} fails the ONNX checker: {first_line(exc)}") from None
     return model
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:
     with atomic_path(Path(path)) as tmp:
         onnx.save(model, str(tmp))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    return text.splitlines()[0][:300]
 
 
 @dataclass(frozen=True)
@@ -70,6 +65,22 @@ def _info(vi: onnx.ValueInfoProto) -> TensorInfo:
 def graph_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
     inits = {i.name for i in model.graph.initializer}
     return [_info(v) for v in model.graph.input if v.name not in inits]
+
+
+def single_input(inputs, where: str) -> tuple[str, int | str | None, tuple[int, ...]]:
+    """The one input optim feeds: (name, batch dim, one sample's fixed shape).
+
+    ``inputs`` are objects with ``name`` and ``shape`` (ONNX ``TensorInfo``, ORT ``NodeArg``).
+    A model with several inputs, or with sizes other than the batch axis that are not fixed,
+    is a ModelError naming ``where``."""
+    if len(inputs) != 1:
+        raise ModelError(f"{where} has {len(inputs)} inputs; optim handles single-input models")
+    inp = inputs[0]
+    shape = list(inp.shape or [])
+    rest = shape[1:]
+    if not rest or not all(isinstance(d, int) and d > 0 for d in rest):
+        raise ModelError(f"{where}: input '{inp.name}' has non-fixed sizes {rest} besides the batch axis")
+    return inp.name, (shape[0] if shape else None), tuple(int(d) for d in rest)
 
 
 def graph_outputs(model: onnx.ModelProto) -> list[TensorInfo]:

@@ -11,20 +11,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from optim.errors import InputError, RecipeError
+from optim.tasks import get_task, task_names
 from optim.settings import (  # noqa: F401  (re-exported: modules import these from optim.recipe)
     PRECISIONS, QUANTIZED, BatchRange, BenchSettings, BuildSettings, CalibMethod, CalibrationSettings,
     CalibrationStudySettings, Candidate, CheckSettings, DataSpec, EvaluationSettings, ExportSettings,
-    FusedPreprocessSettings, Gates, InputSpec, ModelSpec, Precision, Preprocess, QuantizeOptions,
+    FusedPreprocessSettings, InputSpec, ModelSpec, Precision, Preprocess, QuantizeOptions,
     QuantizeSettings, Strict, Target, TuningSettings,
 )
 
 __all__ = [
     "BatchRange", "BenchSettings", "BuildSettings", "CalibMethod", "CalibrationSettings",
     "CalibrationStudySettings", "Candidate", "CheckSettings", "DataSpec", "EvaluationSettings",
-    "ExportSettings", "FusedPreprocessSettings", "Gates", "InputSpec", "ModelSpec",
+    "ExportSettings", "FusedPreprocessSettings", "InputSpec", "ModelSpec",
     "PRECISIONS", "Precision", "Preprocess", "QUANTIZED", "QuantizeOptions", "QuantizeSettings",
     "Recipe", "RecipeError", "Strict", "Target", "TuningSettings", "apply_overrides",
     "load_data_spec", "load_recipe", "validation_message",
@@ -34,7 +35,7 @@ __all__ = [
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    task: Literal["classification"] = "classification"
+    task: str = Field(default="classification", description="a registered task (optim.tasks)")
     target_gpu: Literal["h100"] = "h100"
     model: ModelSpec
     input: InputSpec
@@ -45,7 +46,8 @@ class Recipe(Strict):
     precisions: tuple[Candidate, ...]
     quantize: QuantizeOptions = QuantizeOptions()
     check: CheckSettings = CheckSettings()
-    gates: dict[str, Gates] = Field(default_factory=dict, description="per precision tag, or 'default'")
+    gates: dict[str, Any] = Field(default_factory=dict,
+                                  description="per precision tag, or 'default': the task's gates model")
     bench: BenchSettings = BenchSettings()
     build: BuildSettings = BuildSettings()
     tuning: TuningSettings | None = None
@@ -58,6 +60,34 @@ class Recipe(Strict):
         if isinstance(v, list):
             return [{"precision": x} if isinstance(x, str) else x for x in v]
         return v
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in task_names():
+            raise ValueError(f"unknown task '{v}'; known: {', '.join(task_names())}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_gates(cls, raw: Any) -> Any:
+        """Each ``gates`` entry becomes the task's gates model (the task decides which gates exist)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("gates"), dict):
+            return raw
+        task = raw.get("task", "classification")
+        if task not in task_names():
+            return raw  # the task field reports it
+        model = get_task(task).gates_model
+        gates, errors = {}, []
+        for key, value in raw["gates"].items():
+            try:
+                gates[key] = value if isinstance(value, model) else model.model_validate(value)
+            except ValidationError as exc:
+                errors += [{**{k: e[k] for k in ("type", "input", "ctx") if k in e}, "loc": ("gates", key, *e["loc"])}
+                           for e in exc.errors()]
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return {**raw, "gates": gates}
 
     @model_validator(mode="after")
     def _checks(self) -> Recipe:
@@ -75,6 +105,10 @@ class Recipe(Strict):
                 raise ValueError(f"fused_preprocess needs a (C, H, W) input with C 1 or 3, got {list(self.input.shape)}")
             if len(self.preprocess.mean) not in (1, c) or len(self.preprocess.std) not in (1, c):
                 raise ValueError(f"fused_preprocess needs 1 or {c} preprocess mean/std values")
+        metrics = get_task(self.task).budget_metrics
+        if self.tuning is not None and self.tuning.metric not in ("auto", *metrics):
+            raise ValueError(f"tuning.metric '{self.tuning.metric}' is not a budget metric of task {self.task}: "
+                             f"use auto, {', '.join(metrics)}")
         if self.tuning is not None and not self.tuned_tags():
             raise ValueError(f"tuning applies to {list(self.tuning.precisions)} entries placed for "
                              f"tensorrt; this recipe has none of them {tags}")
@@ -112,13 +146,14 @@ class Recipe(Strict):
     def settings_for(self, c: Candidate) -> QuantizeSettings:
         return QuantizeSettings(**self.quantize.model_dump(), precision=c.precision, target=c.target)
 
-    def gates_for(self, tag: str) -> Gates:
-        precision = tag.split("-")[0]
-        merged = self.gates.get("default", Gates()).model_dump()
-        for key in (precision, tag):
+    def gates_for(self, tag: str) -> BaseModel:
+        """The task's gates for one entry: 'default', then its precision, then its tag."""
+        model = get_task(self.task).gates_model
+        merged: dict[str, Any] = {}
+        for key in ("default", tag.split("-")[0], tag):
             if key in self.gates:
                 merged.update({k: v for k, v in self.gates[key].model_dump().items() if v is not None})
-        return Gates(**merged)
+        return model(**merged)
 
 
 def apply_overrides(r: Recipe, *, weights: Path | None = None, eval_samples: int | None = None,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "BatchRange", "BenchSettings", "BuildSettings", "CalibMethod", "CalibrationSettings",
     "CalibrationStudySettings", "Candidate", "CheckSettings", "DataSpec", "EvaluationSettings",
-    "ExportSettings", "FusedPreprocessSettings", "Gates", "InputSpec", "ModelSpec", "PRECISIONS",
+    "ExportSettings", "FusedPreprocessSettings", "InputSpec", "ModelSpec", "PRECISIONS",
     "Precision", "Preprocess", "QUANTIZED", "QuantizeOptions", "QuantizeSettings", "Strict",
     "Target", "TuningSettings",
 ]
@@ -150,13 +150,6 @@ class QuantizeSettings(QuantizeOptions):
         return f"{self.precision}-{self.target}" if self.precision in QUANTIZED else self.precision
 
 
-class Gates(Strict):
-    max_top1_drop: float | None = Field(default=None, description="task top-1 loss, in points")
-    min_cosine: float | None = None
-    min_top1_agreement: float | None = Field(default=None, description="percent of samples")
-    max_abs_error: float | None = None
-
-
 class CheckSettings(Strict):
     """How ``optim check`` runs the models (the ``check`` key).
 
@@ -222,7 +215,7 @@ class TuningSettings(Strict):
     sensitivity_samples: int = Field(default=256, ge=1, description="samples per sensitivity evaluation")
     max_drop: float | dict[str, float] | None = Field(
         default=None, description="budget in points vs FP32 (one number, or per precision/tag); none: no budget")
-    metric: Literal["auto", "top1", "agreement"] = "auto"
+    metric: str = Field(default="auto", description="auto, or one of the task's budget metrics")
     max_excluded: int | None = Field(default=None, ge=0)
     precisions: tuple[Literal["int8", "fp8"], ...] = ("int8", "fp8")
 

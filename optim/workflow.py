@@ -250,14 +250,14 @@ class Workflow:
         self.notes.append("Timings are ONNX Runtime on this host's CPU, measured side by side in one "
                           "run; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
                           "TensorRT run slower than FP32 in ORT CPU by design.")
-        paths = self.report(models, results[0], evaluation, gpu_not_run)
+        paths = self.report(models, evaluation, gpu_not_run)
         raise_on_failures(results + gpu_results)
         if build_failures:
             more = f" (+{len(build_failures) - 1} more)" if len(build_failures) > 1 else ""
             raise BuildError(build_failures[0] + more)
         return paths
 
-    def report(self, models: dict[str, Artifact], fp32_check: CheckResult, evaluation: Data,
+    def report(self, models: dict[str, Artifact], evaluation: Data,
                gpu_not_run: dict[str, str]) -> dict[str, Path]:
         r = self.recipe
         reason = trained_weights_reason(r.model.source, r.model.weights)
@@ -267,7 +267,6 @@ class Workflow:
         write_json(self.ex.rd.path("run.json"), {
             "recipe": r.name, "description": r.description, "task": r.task, "tags": list(files), "files": files,
             "accuracy_meaningful": reason is None, "accuracy_reason": reason or "",
-            "reference_method": fp32_check.method, "reference_accuracy": fp32_check.accuracy,
             "notes": self.notes, "host": host_info(), "tools": self.ex.versions,
             "gpu": {"target": r.target_gpu, "not_run": gpu_not_run},
             "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": "manifest.json",

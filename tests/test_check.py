@@ -7,10 +7,10 @@ import pytest
 
 from optim.artifacts import Data
 from optim.errors import DataError, GateError
-from optim.recipe import Gates, QuantizeSettings
+from optim.recipe import QuantizeSettings
 from optim.stages.check import CheckResult, check_files, raise_on_failures, settings_for
 from optim.stages.quantize import quantize_onnx
-from optim.tasks.classification import Classification, output_deltas, topk_accuracy
+from optim.tasks.classification import Classification, Gates, output_deltas, topk_accuracy
 
 
 def apply_gates(r: CheckResult, gates: Gates):

@@ -58,10 +58,10 @@ def test_report_has_real_accuracy_and_timings(default_run):
     rep = json.loads((run_dir / "report.json").read_text())
     rows = {r["tag"]: r for r in rep["rows"]}
     assert set(rows) == set(TAGS) and rep["accuracy_meaningful"] is True
-    assert rows["fp32"]["top1"] > 80.0  # trained weights on real labelled test images
+    assert rows["fp32"]["accuracy"]["top1"] > 80.0  # trained weights on real labelled test images
     for t in TAGS:
-        assert abs(rows[t]["top1_delta"]) < 5.0
-        assert rows[t]["cosine"] > 0.99
+        assert abs(rows[t]["accuracy"]["top1_delta"]) < 5.0
+        assert rows[t]["accuracy"]["cosine"] > 0.99
     for t in set(TAGS) - {"bf16"}:
         assert rows[t]["p50_ms"] > 0 and rows[t]["throughput"] > 0
     assert rows["bf16"]["throughput"] is None and "not run" in rows["bf16"]["timing_method"]
@@ -176,8 +176,8 @@ def test_fused_preprocessing_run_feeds_frames(tmp_path, plugin_libraries):
         inp = m.graph.input[0].type.tensor_type
         assert inp.elem_type == onnx.TensorProto.UINT8 and [d.dim_value for d in inp.shape.dim][1:] == [28, 28, 1]
     rows = {r["tag"]: r for r in json.loads((run_dir / "report.json").read_text())["rows"]}
-    assert rows["fp32"]["file"] == "model.fp32.frames.onnx" and rows["fp32"]["max_abs_error"] < 1e-4
-    assert rows["fp32"]["top1"] > 80 and abs(rows["int8-tensorrt"]["top1_delta"]) < 5
+    assert rows["fp32"]["file"] == "model.fp32.frames.onnx" and rows["fp32"]["accuracy"]["max_abs_error"] < 1e-4
+    assert rows["fp32"]["accuracy"]["top1"] > 80 and abs(rows["int8-tensorrt"]["accuracy"]["top1_delta"]) < 5
     assert rows["int8-tensorrt"]["throughput"] > 0 and "csrc/ CPU library" in rows["fp32"]["accuracy_method"]
     man = json.loads((run_dir / "manifest.json").read_text())["artifacts"]
     assert man["fp32.frames"]["stage"] == "fuse" and man["fp32.frames"]["parents"] == ["fp32"]

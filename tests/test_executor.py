@@ -114,9 +114,9 @@ def test_toy_task_and_backend(tmp_path):
     from pydantic import BaseModel
 
     from optim.backends import Runner, TensorSpec, register_backend, unregister_backend
-    from optim.stages import bench, check
+    from optim.stages import bench, check, report
     from optim.settings import BenchSettings
-    from optim.tasks import Fidelity, GateResult, Task, register_task, unregister_task
+    from optim.tasks import Column, Fidelity, GateResult, Task, register_task, unregister_task
 
     class ToyGates(BaseModel):
         max_error: float | None = None
@@ -127,6 +127,9 @@ def test_toy_task_and_backend(tmp_path):
         name = "toy-count"
         gates_model = ToyGates
         budget_metrics = ("error",)
+        columns = (Column("count error", "error", 3, needs_labels=True, description="mean count error"),
+                   Column("same count %", "same", 1))
+        headline, agreement = "error", "same"
 
         def output_deltas(self, ref, got):
             return {"max_abs_error": float(np.abs(ref - got).max())}
@@ -145,7 +148,8 @@ def test_toy_task_and_backend(tmp_path):
             return f"error {accuracy['error']:.2f}"
 
         def row_values(self, outputs, accuracy):
-            return dict(accuracy or {})
+            return {"error": (accuracy or {}).get("error"),
+                    "same": 100.0 if outputs["count"]["max_abs_error"] == 0 else 0.0}
 
     class ToyRunner(Runner):
         """A 'model' file holding one number: the output is that number times the positive count."""
@@ -194,10 +198,12 @@ def test_toy_task_and_backend(tmp_path):
         s = check.Settings(task="toy-count", backend="toy", gates={"max_error": 0.1})
         for _ in range(2):
             ex = Executor(tmp_path / "run")
-            out = ex.step(check, "check/cand", "check/cand.json", [cand, ref, data], s, kind="result", tag="cand")
-            ex.step(bench, "bench/cand", "bench/cand.json", [cand], BenchSettings(batch_sizes=(2,), iterations=3),
-                    kind="result", tag="cand")
-        assert ex.ran("cached") == ["check/cand", "bench/cand"]  # the second round reused both
+            for tag, model in (("fp32", ref), ("cand", cand)):
+                out = ex.step(check, f"check/{tag}", f"check/{tag}.json", [model, ref, data], s, kind="result",
+                              tag=tag)
+                ex.step(bench, f"bench/{tag}", f"bench/{tag}.json", [model],
+                        BenchSettings(batch_sizes=(2,), iterations=3), kind="result", tag=tag)
+        assert ex.ran("cached") == ["check/fp32", "bench/fp32", "check/cand", "bench/cand"]  # all reused
         res = json.loads(out.path.read_text())
         assert res["task"] == "toy-count" and res["method"] == "toy counter"
         assert res["accuracy"]["reference_error"] == 0.0 and res["accuracy"]["error"] > 0.1
@@ -207,6 +213,17 @@ def test_toy_task_and_backend(tmp_path):
         assert b["method"].endswith("a toy clock") and b["timings"][0]["median_ms"] == pytest.approx(2.0)
         manifest = json.loads((tmp_path / "run/manifest.json").read_text())
         assert manifest["artifacts"]["check/cand"]["parents"] == ["cand", "fp32"]
+        # the report shows the task's own columns
+        (tmp_path / "run/run.json").write_text(json.dumps({
+            "recipe": "toy", "task": "toy-count", "tags": ["fp32", "cand"],
+            "files": {"fp32": ref_file.name, "cand": cand_file.name}}))
+        md = ex.step(report, "report.md", "report.md", [ref, cand], None, kind="report", cache=False).path
+        lines = md.read_text().splitlines()
+        assert lines[2].startswith("| precision | target | count error | same count % | p50 b2 ms |")
+        err = res["accuracy"]["error"]
+        assert f"| cand | any | {err:.3f} | 0.0 |" in md.read_text()
+        assert "| fp32 | reference | 0.000 | 100.0 |" in md.read_text()
+        assert "| GPU count error |" in lines[2]
     finally:
         unregister_task("toy-count")
         unregister_backend("toy")

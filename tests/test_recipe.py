@@ -12,9 +12,10 @@ import yaml
 
 from optim.errors import InputError, RecipeError
 from optim.recipe import (
-    BatchRange, Candidate, DataSpec, Gates, InputSpec, Preprocess, QuantizeOptions, Recipe,
+    BatchRange, Candidate, DataSpec, InputSpec, Preprocess, QuantizeOptions, Recipe,
     apply_overrides, load_data_spec, load_recipe,
 )
+from optim.tasks.classification import Gates
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
@@ -410,6 +411,7 @@ def test_tuning_settings_and_budget_per_precision(tmp_path):
     ({"max_drop": {"int8": -1}}, "max_drop must be >= 0"),
     ({"precisions": ["fp8"]}, "tuning applies to"),
     ({"budget": 1}, "unknown key 'budget'"),
+    ({"metric": "map"}, "tuning.metric 'map' is not a budget metric of task classification: use auto, top1, agreement"),
 ])
 def test_bad_tuning(tmp_path, tuning, fragment):
     assert fragment in load_err(tmp_path, variant(tuning=tuning))
@@ -511,3 +513,36 @@ def test_settings_reexported_from_recipe():
 def test_settings_does_not_import_recipe():
     code = "import sys, optim.settings; assert 'optim.recipe' not in sys.modules, 'optim.recipe imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+# --------------------------------------------------------------------------- the task decides
+def test_unknown_task_is_named(tmp_path):
+    msg = load_err(tmp_path, variant(task="segmentation"))
+    assert "unknown task 'segmentation'; known: classification" in msg
+
+
+def test_gates_are_the_tasks_gates(tmp_path):
+    """A task registered elsewhere brings its own gates: the recipe validates them with its model."""
+    from pydantic import BaseModel, ConfigDict
+
+    from optim.tasks import register_task, unregister_task
+    from optim.tasks.classification import Classification
+
+    class CountGates(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        max_count_error: float | None = None
+
+    class Counting(Classification):
+        name = "counting"
+        gates_model = CountGates
+
+    register_task(Counting)
+    try:
+        r = load_recipe(write(tmp_path, variant(task="counting", gates={"default": {"max_count_error": 0.5},
+                                                                        "int8": {"max_count_error": 0.2}})))
+        assert r.gates_for("int8-tensorrt") == CountGates(max_count_error=0.2)
+        assert r.gates_for("fp16") == CountGates(max_count_error=0.5)
+        msg = load_err(tmp_path, variant(task="counting", gates={"default": {"min_cosine": 0.9}}))
+        assert "unknown key 'min_cosine' at gates.default.min_cosine" in msg
+    finally:
+        unregister_task("counting")

@@ -52,7 +52,7 @@ def test_no_tensorrt_one_line_and_not_run_rows(tiny_recipe, monkeypatch, capsys)
     rows = {r["tag"]: r for r in json.loads((run / "report.json").read_text())["rows"]}
     for r in rows.values():
         assert r["gpu_method"].startswith("not run: TensorRT is not importable here"), r["gpu_method"]
-        assert r["gpu_throughput"] is None and r["gpu_top1"] is None
+        assert r["gpu_throughput"] is None and r["gpu_accuracy"] == {} and not r["gpu_checked"]
         assert r["p50_ms"] is not None  # the CPU bench still ran
     md = (run / "report.md").read_text()
     assert "| GPU top-1 % | GPU p50 b1 ms | GPU img/s b2 | GPU × fp32 |" in md

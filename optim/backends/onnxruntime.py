@@ -10,6 +10,7 @@ import numpy as np
 
 from optim.errors import ModelError, first_line
 from optim.backends.base import Runner, TensorSpec
+from optim.onnx_tools import single_input
 
 #: ONNX Runtime's input type names -> host dtypes
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -75,13 +76,8 @@ class OrtRunner(Runner):
 
     def input_spec(self) -> TensorSpec:
         ins = self._sess().get_inputs()
-        if len(ins) != 1:
-            raise ModelError(f"{self.label}: bench supports single-input models, this one has {len(ins)}")
+        _, _, shape = single_input(ins, self.label)
         inp = ins[0]
-        rest = inp.shape[1:]
-        if not all(isinstance(d, int) and d > 0 for d in rest):
-            raise ModelError(f"{self.label}: input '{inp.name}' has non-fixed sizes {list(rest)} "
-                             "besides the batch axis")
         if inp.type not in ORT_DTYPES:
             raise ModelError(f"{self.label}: input '{inp.name}' has type {inp.type}, which has no host equivalent")
-        return TensorSpec(inp.name, tuple(int(d) for d in rest), np.dtype(ORT_DTYPES[inp.type]))
+        return TensorSpec(inp.name, shape, np.dtype(ORT_DTYPES[inp.type]))

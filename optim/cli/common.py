@@ -36,16 +36,11 @@ def _recipe(path: Path | None):
 
 def _input_spec_from_onnx(path: Path):
     """The input spec of an ONNX file (batch axis dynamic, the rest fixed)."""
-    from optim.onnx_tools import graph_inputs, load_onnx
+    from optim.onnx_tools import graph_inputs, load_onnx, single_input
     from optim.recipe import InputSpec
 
-    ins = graph_inputs(load_onnx(path))
-    if len(ins) != 1:
-        raise InputError(f"{path} has {len(ins)} inputs; optim handles single-input models")
-    dims = ins[0].shape[1:]
-    if not all(isinstance(d, int) and d > 0 for d in dims):
-        raise InputError(f"{path}: input '{ins[0].name}' has non-fixed sizes {list(dims)} besides batch")
-    return InputSpec(name=ins[0].name, shape=tuple(int(d) for d in dims))
+    name, _, shape = single_input(graph_inputs(load_onnx(path)), str(path))
+    return InputSpec(name=name, shape=shape)
 
 
 def _preprocess_for(spec, recipe):

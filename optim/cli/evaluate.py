@@ -45,14 +45,9 @@ def register(app: typer.Typer) -> None:
         res = check_files(candidate, reference, Data.of("evaluation", x, y, frames, ds.source),
                           settings_for(task.name, gates, batch_size=batch_size))
         for name, d in res.outputs.items():
-            agree = f", top-1 agreement {d['top1_agreement']:.2f}%" if "top1_agreement" in d else ""
-            print(f"{name}: max abs {d['max_abs_error']:.4g}, mean abs {d['mean_abs_error']:.4g}, "
-                  f"cosine {d['cosine']:.6f} (min {d['min_cosine']:.6f}){agree}")
+            print(task.output_line(name, d))
         if res.accuracy:
-            a = res.accuracy
-            print(f"task accuracy on {res.samples} labelled samples: top-1 {a['top1']:.2f}% "
-                  f"({a['top1_delta']:+.2f} pts vs FP32 {a['reference_top1']:.2f}%), top-5 {a['top5']:.2f}% "
-                  f"({a['top5_delta']:+.2f} pts)")
+            print(task.accuracy_line(res.accuracy, res.samples))
         print(f"method: {res.method}")
         for g in res.gates:
             print(g.line(res.tag))

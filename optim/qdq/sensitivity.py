@@ -64,7 +64,7 @@ class NodeSensitivity:
     output_error: float  # 1 - mean cosine vs FP32, with only this node quantized
     max_abs_error: float
     metric_drop: float  # points, in the evaluator's metric
-    top1_agreement: float
+    agreement: float  # % agreement with FP32, the task's measure
 
 
 @dataclass
@@ -107,7 +107,7 @@ def node_sensitivity(model: onnx.ModelProto, ev: Evaluator) -> SensitivityReport
         for n in nodes:
             f = ev.score(dequantize_nodes(model, [m for m in names if m != n.name]))
             rep.rows.append(NodeSensitivity(n.name, n.op_type, round(1.0 - f.cosine, 9),
-                                            f.max_abs_error, f.drop, f.top1_agreement))
+                                            f.max_abs_error, f.drop, f.agreement))
             bar.advance(task)
     rep.rows.sort(key=lambda r: (-r.output_error, -r.metric_drop, r.node))
     rep.evaluations, rep.seconds = ev.evaluations, round(ev.seconds, 2)

@@ -39,7 +39,7 @@ from optim.artifacts import atomic_path, write_json
 from optim.console import info
 from optim.executor import StageOutput
 from optim.errors import OptimError, QuantizeError, first_line
-from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage
+from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage, single_input
 from optim.recipe import QuantizeSettings
 
 CALIB_BATCH = 32
@@ -198,9 +198,7 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
     if s.precision == "fp32":
         raise QuantizeError("fp32 is the reference: nothing to quantize")
     model = load_onnx(src)
-    inputs = graph_inputs(model)
-    if len(inputs) != 1:
-        raise QuantizeError(f"{src} has {len(inputs)} inputs; optim quantizes single-input models")
+    input_name, _, _ = single_input(graph_inputs(model), str(src))
     t0 = time.perf_counter()
     n_calib = 0
     with tempfile.TemporaryDirectory(prefix="optim-quant-") as d:
@@ -212,10 +210,10 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
             calib = _check_calib(calib, s)
             n_calib = len(calib)
             if s.target == "tensorrt":
-                _modelopt_ptq(src, s, calib, inputs[0].name, tmp)
+                _modelopt_ptq(src, s, calib, input_name, tmp)
                 tool = "modelopt onnx ptq"
             else:
-                _ort_ptq(src, s, calib, inputs[0].name, tmp)
+                _ort_ptq(src, s, calib, input_name, tmp)
                 tool = "onnxruntime quantize_static"
             method = s.method
         if not tmp.is_file():

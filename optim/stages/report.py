@@ -17,10 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optim.stages import report_tuning
 from optim.artifacts import atomic_path, write_json, write_text
 from optim.errors import InputError
 from optim.executor import StageOutput
+from optim.stages import report_tuning
+from optim.stages.bench import BatchTiming, BenchResult
+from optim.stages.check import CheckResult
+from optim.tasks import Task, get_task
 
 NOT_RUN = "not run"
 ORDER = ("fp32", "fp16", "bf16", "int8", "fp8")
@@ -28,18 +31,18 @@ ORDER = ("fp32", "fp16", "bf16", "int8", "fp8")
 
 @dataclass
 class Row:
+    """One entry of the run: its file on the CPU backend, and its TensorRT engine in the GPU columns.
+
+    ``accuracy`` holds the task's column values (``Task.row_values``), None where not measured."""
+
     tag: str
     precision: str
     target: str
     file: str
     size_bytes: int | None = None
     coverage: str | None = None
-    top1: float | None = None
-    top5: float | None = None
-    top1_delta: float | None = None
-    cosine: float | None = None
-    top1_agreement: float | None = None
-    max_abs_error: float | None = None
+    checked: bool = False
+    accuracy: dict[str, float | None] = field(default_factory=dict)
     gates: str = "none set"
     latency_batch: int | None = None
     p50_ms: float | None = None
@@ -52,10 +55,8 @@ class Row:
     notes: list[str] = field(default_factory=list)
     # the TensorRT engine of this precision, on the GPU
     gpu_engine: str | None = None
-    gpu_top1: float | None = None
-    gpu_top1_delta: float | None = None
-    gpu_cosine: float | None = None
-    gpu_top1_agreement: float | None = None
+    gpu_checked: bool = False
+    gpu_accuracy: dict[str, float | None] = field(default_factory=dict)
     gpu_gates: str | None = None
     gpu_p50_ms: float | None = None
     gpu_p99_ms: float | None = None
@@ -78,25 +79,44 @@ def _by_tag(folder: Path) -> dict[str, dict[str, Any]]:
     return {p.stem: _load(p) for p in sorted(folder.glob("*.json"))}
 
 
+def _checks(folder: Path) -> dict[str, CheckResult]:
+    try:
+        return {tag: CheckResult.from_dict(d) for tag, d in _by_tag(folder).items()}
+    except (TypeError, KeyError) as exc:
+        raise InputError(f"{folder} holds a check result optim cannot read ({exc}); rerun the check") from None
+
+
+def _benches(folder: Path) -> dict[str, BenchResult]:
+    try:
+        return {tag: BenchResult.from_dict(d) for tag, d in _by_tag(folder).items()}
+    except (TypeError, KeyError) as exc:
+        raise InputError(f"{folder} holds a bench result optim cannot read ({exc}); rerun the bench") from None
+
+
+def task_of(run: dict[str, Any]) -> Task:
+    return get_task(run.get("task") or "classification")
+
+
 def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run folder not found: {run_dir}")
     run = _load(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
-    quant, checks, benches = (_by_tag(run_dir / d) for d in ("quantize", "check", "bench"))
+    task = task_of(run)
+    quant, checks, benches = _by_tag(run_dir / "quantize"), _checks(run_dir / "check"), _benches(run_dir / "bench")
     for tag, t in _by_tag(run_dir / "tune").items():  # budgeted models: coverage after the budget
         if t.get("coverage"):
             quant[tag] = {"coverage": t["coverage"]}
-    gpu = [_by_tag(run_dir / "gpu" / d) for d in ("build", "check", "bench")]
+    gpu = [_by_tag(run_dir / "gpu" / "build"), _checks(run_dir / "gpu" / "check"), _benches(run_dir / "gpu" / "bench")]
     # a run lists its entries; result files of entries a recipe no longer has are ignored
     tags = list(run["tags"]) if run.get("tags") else list(dict.fromkeys(["fp32", *quant, *checks, *benches]))
     if not (quant or checks or benches):
         raise InputError(f"{run_dir} holds no optim results (no quantize/, check/ or bench/ JSON); "
                          "run `optim run RECIPE` first")
-    rows = [_row(t, run_dir, run, quant.get(t), checks.get(t), benches.get(t)) for t in tags]
+    rows = [_row(task, t, run_dir, run, quant.get(t), checks.get(t), benches.get(t)) for t in tags]
     not_run = (run.get("gpu") or {}).get("not_run") or {}
     for r in rows:
-        _gpu_columns(r, not_run.get(r.tag), *(g.get(r.tag) for g in gpu))
+        _gpu_columns(task, r, not_run.get(r.tag), *(g.get(r.tag) for g in gpu))
     rows.sort(key=lambda r: (ORDER.index(r.precision) if r.precision in ORDER else 99, r.target))
     base = next((r for r in rows if r.tag == "fp32"), None)
     for r in rows:
@@ -107,12 +127,18 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
     return run, rows
 
 
-def _timings(b: dict) -> tuple[dict, int, int]:
-    timings = {t["batch"]: t for t in b["timings"]}
+def _timings(b: BenchResult) -> tuple[dict[int, BatchTiming], int, int]:
+    timings = {t.batch: t for t in b.timings}
     return timings, min(timings), max(timings)
 
 
-def _gpu_columns(row: Row, why_not: str | None, build: dict | None, c: dict | None, b: dict | None) -> None:
+def _gates_cell(c: CheckResult) -> str:
+    failed = [g.gate for g in c.gates if not g.passed]
+    return ("FAILED: " + ", ".join(failed)) if failed else f"passed ({len(c.gates)})"
+
+
+def _gpu_columns(task: Task, row: Row, why_not: str | None, build: dict | None, c: CheckResult | None,
+                 b: BenchResult | None) -> None:
     """Fill the engine columns of a row from gpu/{build,check,bench}/TAG.json, or say why not."""
     if why_not or not (build or c or b):
         row.gpu_method = f"{NOT_RUN}: {why_not}" if why_not else NOT_RUN
@@ -123,25 +149,21 @@ def _gpu_columns(row: Row, why_not: str | None, build: dict | None, c: dict | No
         row.gpu_engine, row.gpu_layers = build.get("engine"), man.get("layer_summary")
         parts.append(f"engine {row.gpu_engine} (TensorRT {man.get('tensorrt')}, {man.get('gpu', {}).get('name')})")
     if c:
-        first = next(iter(c["outputs"].values()))
-        row.gpu_cosine, row.gpu_top1_agreement = first.get("cosine"), first.get("top1_agreement")
-        acc = c.get("accuracy")
-        if acc:
-            row.gpu_top1, row.gpu_top1_delta = acc["top1"], acc["top1_delta"]
-        failed = [g["gate"] for g in c.get("gates") or [] if not g["passed"]]
-        row.gpu_gates = ("FAILED: " + ", ".join(failed)) if failed else f"passed ({len(c.get('gates') or [])})"
-        parts.append(f"accuracy: {c['method']}, cosine {row.gpu_cosine:.5f} vs FP32 reference, gates {row.gpu_gates}")
-    if b and b.get("timings"):
+        row.gpu_checked, row.gpu_accuracy = True, task.row_values(c.outputs, c.accuracy)
+        row.gpu_gates = _gates_cell(c)
+        parts.append(f"accuracy: {c.method}, {c.summary()} vs FP32 reference, gates {row.gpu_gates}")
+    if b and b.timings:
         timings, small, large = _timings(b)
-        row.gpu_p50_ms, row.gpu_p99_ms = timings[small]["median_ms"], timings[small]["p99_ms"]
-        row.gpu_throughput = timings[large]["throughput"]
-        parts.append(f"timing: {b['method']}")
+        row.gpu_p50_ms, row.gpu_p99_ms = timings[small].median_ms, timings[small].p99_ms
+        row.gpu_throughput = timings[large].throughput
+        parts.append(f"timing: {b.method}")
     if row.gpu_layers and row.gpu_layers.get("by_input_precision"):
         parts.append(f"layers by input precision {row.gpu_layers['by_input_precision']}")
     row.gpu_method = "; ".join(parts)
 
 
-def _row(tag: str, run_dir: Path, run: dict, q: dict | None, c: dict | None, b: dict | None) -> Row:
+def _row(task: Task, tag: str, run_dir: Path, run: dict, q: dict | None, c: CheckResult | None,
+         b: BenchResult | None) -> Row:
     precision, _, target = tag.partition("-")
     file = (run.get("files") or {}).get(tag) or (q or {}).get("path") or ""
     row = Row(tag, precision, target or ("reference" if tag == "fp32" else "any"), Path(file).name)
@@ -152,31 +174,18 @@ def _row(tag: str, run_dir: Path, run: dict, q: dict | None, c: dict | None, b: 
     if cov:
         row.coverage = f"{cov['quantized']}/{cov['eligible']}"
     if c:
-        first = next(iter(c["outputs"].values()))
-        row.cosine, row.top1_agreement = first.get("cosine"), first.get("top1_agreement")
-        row.max_abs_error = max(o["max_abs_error"] for o in c["outputs"].values())
-        acc = c.get("accuracy")
-        if acc:
-            row.top1, row.top5, row.top1_delta = acc["top1"], acc["top5"], acc["top1_delta"]
-        gates = c.get("gates") or []
-        if gates:
-            failed = [g["gate"] for g in gates if not g["passed"]]
-            row.gates = "FAILED: " + ", ".join(failed) if failed else f"passed ({len(gates)})"
-        row.accuracy_method = f"{c['method']}; {c['samples']} samples of {c.get('data') or 'eval data'}"
-    elif tag == "fp32" and run.get("reference_method"):
-        row.accuracy_method = run["reference_method"]
-        ref = run.get("reference_accuracy")
-        if ref:
-            row.top1, row.top5, row.top1_delta = ref["top1"], ref["top5"], 0.0
-        row.cosine, row.top1_agreement, row.max_abs_error = 1.0, 100.0, 0.0
+        row.checked, row.accuracy = True, task.row_values(c.outputs, c.accuracy)
+        if c.gates:
+            row.gates = _gates_cell(c)
+        row.accuracy_method = f"{c.method}; {c.samples} samples of {c.data or 'eval data'}"
     if b:
-        if b.get("skipped"):
-            row.timing_method = f"{NOT_RUN}: {b['skipped']}"
+        if b.skipped:
+            row.timing_method = f"{NOT_RUN}: {b.skipped}"
         else:
             timings, small, large = _timings(b)
-            row.latency_batch, row.p50_ms, row.p99_ms = small, timings[small]["median_ms"], timings[small]["p99_ms"]
-            row.throughput_batch, row.throughput = large, timings[large]["throughput"]
-            row.timing_method = b["method"] + (f" ({b['note']})" if b.get("note") else "")
+            row.latency_batch, row.p50_ms, row.p99_ms = small, timings[small].median_ms, timings[small].p99_ms
+            row.throughput_batch, row.throughput = large, timings[large].throughput
+            row.timing_method = b.method + (f" ({b.note})" if b.note else "")
     return row
 
 
@@ -184,23 +193,20 @@ def _fmt(v: float | None, nd: int = 2, suffix: str = "") -> str:
     return NOT_RUN if v is None else f"{v:.{nd}f}{suffix}"
 
 
-def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     lb = next((r.latency_batch for r in rows if r.latency_batch), 1)
     tb = next((r.throughput_batch for r in rows if r.throughput_batch), None)
-    head = ["precision", "target", "top-1 %", "Δ top-1 (pts)", "top-5 %", "cosine", "agree %",
+    headline = task.column(task.headline)
+    head = ["precision", "target", *[c.header for c in task.columns],
             f"p50 b{lb} ms", f"p99 b{lb} ms", f"img/s b{tb}" if tb else "img/s", "× fp32",
-            "GPU top-1 %", f"GPU p50 b{lb} ms", f"GPU img/s b{tb}" if tb else "GPU img/s", "GPU × fp32",
+            f"GPU {headline.header}", f"GPU p50 b{lb} ms", f"GPU img/s b{tb}" if tb else "GPU img/s", "GPU × fp32",
             "size KB", "Q/DQ coverage", "gates"]
     body = []
     for r in rows:
-        # checked, but the data had no labels: say so rather than "not run"
-        acc = (lambda v, nd=2: "no labels" if v is None else _fmt(v, nd)) if r.cosine is not None else _fmt
-        delta = None if r.top1_delta is None else f"{r.top1_delta:+.2f}"
         body.append([
-            r.precision, r.target, acc(r.top1), delta or acc(None), acc(r.top5),
-            _fmt(r.cosine, 5), _fmt(r.top1_agreement), _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3),
-            _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2),
-            ("no labels" if r.gpu_cosine is not None and r.gpu_top1 is None else _fmt(r.gpu_top1)),
+            r.precision, r.target, *[c.cell(r.accuracy.get(c.key), r.checked) for c in task.columns],
+            _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3), _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2),
+            headline.cell(r.gpu_accuracy.get(headline.key), r.gpu_checked),
             _fmt(r.gpu_p50_ms, 3), _fmt(r.gpu_throughput, 1), _fmt(r.gpu_speedup_vs_fp32, 2),
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, 1),
             r.coverage or "-", r.gates + (f"; GPU engine {r.gpu_gates}" if r.gpu_gates else ""),
@@ -216,7 +222,7 @@ def _notes(run: dict) -> list[str]:
 
 
 def to_markdown(run: dict, rows: list[Row], extra: list[str] = ()) -> str:
-    head, body = table_rows(rows)
+    head, body = table_rows(task_of(run), rows)
     out = [f"# optim report: {run.get('recipe', '?')}", ""]
     if run.get("description"):
         out += [run["description"], ""]
@@ -239,7 +245,7 @@ def to_markdown(run: dict, rows: list[Row], extra: list[str] = ()) -> str:
 
 
 def to_html(run: dict, rows: list[Row], png_name: str | None, extra: list[str] = ()) -> str:
-    head, body = table_rows(rows)
+    head, body = table_rows(task_of(run), rows)
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -268,17 +274,17 @@ def to_html(run: dict, rows: list[Row], png_name: str | None, extra: list[str] =
 
 
 def plot(run: dict, rows: list[Row], out: Path) -> bool:
-    """Accuracy (top-1, else top-1 agreement) against throughput; False if nothing to plot."""
+    """The task's headline metric (else its agreement with FP32) against throughput; False if nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    use_top1 = any(r.top1 is not None for r in rows)
+    task = task_of(run)
+    key = task.headline if any(r.accuracy.get(task.headline) is not None for r in rows) else task.agreement
     series = {
-        "ONNX Runtime CPU": [(r.throughput, r.top1 if use_top1 else r.top1_agreement, r.tag) for r in rows],
-        "TensorRT engine, GPU": [(r.gpu_throughput, r.gpu_top1 if use_top1 else r.gpu_top1_agreement, r.tag)
-                                 for r in rows],
+        "ONNX Runtime CPU": [(r.throughput, r.accuracy.get(key), r.tag) for r in rows],
+        "TensorRT engine, GPU": [(r.gpu_throughput, r.gpu_accuracy.get(key), r.tag) for r in rows],
     }
     series = {k: [p for p in v if p[0] is not None and p[1] is not None] for k, v in series.items()}
     series = {k: v for k, v in series.items() if v}
@@ -302,7 +308,8 @@ def plot(run: dict, rows: list[Row], out: Path) -> bool:
         ax.legend(loc="lower left", fontsize=8)
     tb = next((r.throughput_batch for r in rows if r.throughput_batch), "?")
     ax.set_xlabel(f"throughput at batch {tb} (samples/s, measured on each backend)")
-    ax.set_ylabel("task top-1 (%)" if use_top1 else "top-1 agreement with FP32 (%)")
+    col = task.column(key)
+    ax.set_ylabel(col.description or col.header)
     title = f"{run.get('recipe', '')}: accuracy vs speed per precision"
     if run.get("accuracy_meaningful") is False:
         title += "\n(accuracy NOT meaningful: untrained weights)"
@@ -318,6 +325,7 @@ def plot(run: dict, rows: list[Row], out: Path) -> bool:
 def write_report(run_dir: Path) -> dict[str, Path]:
     run_dir = Path(run_dir)
     run, rows = collect(run_dir)
+    task = task_of(run)
     tuning = report_tuning.collect_tuning(run_dir, [r.tag for r in rows])
     paths = {k: run_dir / f"report.{k}" for k in ("md", "html", "json", "png")}
     have_png = plot(run, rows, paths["png"])
@@ -326,11 +334,12 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     sens_png = run_dir / "report.sensitivity.png"
     if report_tuning.sensitivity_plot(tuning, sens_png):
         paths["sensitivity_png"] = sens_png
-    write_text(paths["md"], to_markdown(run, rows, report_tuning.markdown(tuning)))
+    write_text(paths["md"], to_markdown(run, rows, report_tuning.markdown(tuning, task)))
     write_text(paths["html"], to_html(run, rows, paths["png"].name if have_png else None,
-                                      report_tuning.html_parts(tuning)))
+                                      report_tuning.html_parts(tuning, task)))
     write_json(paths["json"], {
-        "recipe": run.get("recipe"), "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "recipe": run.get("recipe"), "task": task.name, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "columns": [{"key": c.key, "header": c.header} for c in task.columns],
         "accuracy_meaningful": run.get("accuracy_meaningful", True), "notes": _notes(run),
         "host": run.get("host", {}), "tools": run.get("tools", {}),
         "rows": [asdict(r) for r in rows], "tuning": tuning,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from optim.artifacts import atomic_path
+from optim.tasks import Task
 
 TOP = 10
 
@@ -24,20 +25,16 @@ def collect_tuning(run_dir: Path, tags: list[str] | None = None) -> dict[str, An
     return {"tune": tune, "study": json.loads(study_p.read_text()) if study_p.is_file() else None}
 
 
-def _budget_lines(tag: str, t: dict) -> list[str]:
+def _budget_lines(tag: str, t: dict, task: Task) -> list[str]:
     b = t.get("budget")
     if not b:
         return []
-    out = [f"**{tag}**: budget {b['max_drop']:g} points of {_metric(b['metric'])} on {t['samples']} "
+    out = [f"**{tag}**: budget {b['max_drop']:g} points of {task.metric_label(b['metric'])} on {t['samples']} "
            f"tuning samples ({t.get('data', '')}): drop {b['before']['drop']:.3f} without the budget, "
            f"{b['after']['drop']:.3f} with it; {len(b['excluded'])} node(s) kept in high precision; "
            f"{b['evaluations']} evaluations, {b['seconds']:.1f} s.", ""]
     out += [f"- `{e['node']}` ({e['op_type']}): {e['why']}" for e in b["excluded"]]
     return out + [""]
-
-
-def _metric(m: str) -> str:
-    return "task top-1" if m == "top1" else "top-1 agreement with FP32"
 
 
 def _sens_rows(t: dict) -> list[list[str]]:
@@ -47,12 +44,12 @@ def _sens_rows(t: dict) -> list[list[str]]:
             for i, r in enumerate(s.get("rows", [])[:TOP])]
 
 
-def markdown(t: dict[str, Any]) -> list[str]:
+def markdown(t: dict[str, Any], task: Task) -> list[str]:
     out: list[str] = []
     if any(v.get("budget") for v in t["tune"].values()):
         out += ["## Accuracy budget", ""]
         for tag, v in t["tune"].items():
-            out += _budget_lines(tag, v)
+            out += _budget_lines(tag, v, task)
     for tag, v in t["tune"].items():
         s = v.get("sensitivity")
         if not s:
@@ -62,7 +59,7 @@ def markdown(t: dict[str, Any]) -> list[str]:
                 f"against FP32 on {s['samples']} tuning samples; {s['evaluations']} evaluations in "
                 f"{s['seconds']:.1f} s. Top {min(TOP, len(s['rows']))} of {len(s['rows'])} nodes by "
                 "output error (1 - cosine).", "",
-                f"| rank | node | op | output error | max abs | {s['metric']} lost (pts) |",
+                f"| rank | node | op | output error | max abs | {task.metric_label(s['metric'])} lost (pts) |",
                 "|---|---|---|---|---|---|"]
         out += ["| " + " | ".join(r) + " |" for r in _sens_rows(v)]
         out.append("")
@@ -71,19 +68,20 @@ def markdown(t: dict[str, Any]) -> list[str]:
         out += ["## Calibration study", "",
                 f"{st['precision'].upper()} for {st['target']}, scored against FP32 on {st['samples']} "
                 f"tuning samples ({st.get('data') or 'the tuning data'}; never the evaluation set).", "",
-                "| method | calibration samples | top-1 % | Δ (pts) | agreement % | cosine | quantize s |",
+                f"| method | calibration samples | {task.column(task.headline).header} | "
+                f"Δ {task.metric_label(st['metric'])} (pts) | {task.column(task.agreement).header} | cosine | quantize s |",
                 "|---|---|---|---|---|---|---|"]
         for r in st["rows"]:
-            top1 = "no labels" if r["top1"] is None else f"{r['top1']:.2f}"
-            out.append(f"| {r['method']} | {r['calibration_samples']} | {top1} | {0.0 - r['drop'] + 0.0:+.2f} | "
-                       f"{r['top1_agreement']:.2f} | {r['cosine']:.5f} | {r['quantize_seconds']:.1f} |")
+            score = "no labels" if r["score"] is None else f"{r['score']:.2f}"
+            out.append(f"| {r['method']} | {r['calibration_samples']} | {score} | {0.0 - r['drop'] + 0.0:+.2f} | "
+                       f"{r['agreement']:.2f} | {r['cosine']:.5f} | {r['quantize_seconds']:.1f} |")
         out += [f"- skipped: {s}" for s in st.get("skipped", [])] + [""]
     return out
 
 
-def html_parts(t: dict[str, Any]) -> list[str]:
+def html_parts(t: dict[str, Any], task: Task) -> list[str]:
     """The same sections, as simple HTML (pre-formatted Markdown keeps it short and faithful)."""
-    lines = markdown(t)
+    lines = markdown(t, task)
     return [f"<pre>{html.escape(chr(10).join(lines))}</pre>"] if lines else []
 
 

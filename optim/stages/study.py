@@ -45,8 +45,8 @@ class StudyRow:
     method: str
     calibration_samples: int
     cosine: float
-    top1_agreement: float
-    top1: float | None
+    agreement: float
+    score: float | None  # the task's labelled metric
     drop: float
     quantize_seconds: float
 
@@ -85,7 +85,7 @@ def calibration_study(fp32: Path, calib: np.ndarray, x: np.ndarray, labels: np.n
                 qs = QuantizeSettings(**{**base, "method": method}, precision=s.precision, target=s.target)
                 rep = quantize_onnx(fp32, qs, q, calib[:size])
                 f = ev.score(load_onnx(q))
-                res.rows.append(StudyRow(method, size, f.cosine, f.top1_agreement, f.top1, f.drop,
+                res.rows.append(StudyRow(method, size, f.cosine, f.agreement, f.score, f.drop,
                                          rep.seconds))
                 info(f"  calibration {method} x {size}: drop {f.drop:.3f} pts ({ev.metric}), "
                      f"cosine {f.cosine:.5f}")

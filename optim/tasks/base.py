@@ -35,8 +35,8 @@ class Fidelity:
 
     cosine: float
     max_abs_error: float
-    top1_agreement: float  # the task's agreement with FP32, in % (classification: same top-1 class)
-    top1: float | None = None  # the task's metric with labels (classification: top-1 %)
+    agreement: float  # the task's agreement with FP32, in % (classification: same top-1 class)
+    score: float | None = None  # the task's labelled metric (classification: top-1 %); None without labels
     drop: float = 0.0  # points lost in the budget's metric
 
     def as_dict(self) -> dict:
@@ -45,12 +45,22 @@ class Fidelity:
 
 @dataclass(frozen=True)
 class Column:
-    """One accuracy column of the report: header, the key in ``Task.row_values``, digits."""
+    """One accuracy column of the report: header, the key in ``Task.row_values``, digits.
+
+    ``needs_labels``: the value exists only with labelled data (the report says "no labels"
+    rather than "not run" for a checked model); ``description`` names it on a plot axis."""
 
     header: str
     key: str
     digits: int = 2
     signed: bool = False
+    needs_labels: bool = False
+    description: str = ""
+
+    def cell(self, value: float | None, checked: bool) -> str:
+        if value is None:
+            return "no labels" if checked and self.needs_labels else "not run"
+        return f"{value:+.{self.digits}f}" if self.signed else f"{value:.{self.digits}f}"
 
 
 class Task(abc.ABC):
@@ -59,6 +69,8 @@ class Task(abc.ABC):
     gates_model: ClassVar[type[BaseModel]]
     #: budget metrics: the first needs labels, the last works without them (agreement with FP32)
     budget_metrics: ClassVar[tuple[str, ...]]
+    #: what each budget metric is called in reports
+    metric_labels: ClassVar[dict[str, str]] = {}
 
     @abc.abstractmethod
     def output_deltas(self, ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -103,6 +115,27 @@ class Task(abc.ABC):
 
     #: accuracy columns of the report table
     columns: ClassVar[tuple[Column, ...]] = ()
+    #: the column keys of the headline metric (labelled) and of agreement with FP32 (no labels):
+    #: the GPU column and the accuracy-vs-speed plot show these
+    headline: ClassVar[str]
+    agreement: ClassVar[str]
+
+    def column(self, key: str) -> Column:
+        return next(c for c in self.columns if c.key == key)
+
+    def metric_label(self, metric: str) -> str:
+        return self.metric_labels.get(metric, metric)
+
+    def accuracy_line(self, accuracy: dict[str, float], samples: int) -> str:
+        """One console line for labelled accuracy: each metric, its change vs FP32 and FP32's value."""
+        parts = [f"{k} {v:.2f} ({accuracy[k + '_delta']:+.2f} vs FP32 {accuracy['reference_' + k]:.2f})"
+                 for k, v in accuracy.items() if f"{k}_delta" in accuracy]
+        return f"task accuracy on {samples} labelled samples: " + ", ".join(parts)
+
+    @staticmethod
+    def output_line(name: str, deltas: dict[str, float]) -> str:
+        """One console line for one output's comparison with FP32."""
+        return f"{name}: " + ", ".join(f"{k} {v:.6g}" for k, v in deltas.items())
 
     @abc.abstractmethod
     def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:

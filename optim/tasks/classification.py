@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from pydantic import Field
+
 from optim.errors import DataError
-from optim.settings import Gates
+from optim.settings import Strict
 from optim.tasks import register_task
 from optim.tasks.base import Column, Fidelity, GateResult, Task
 
@@ -59,6 +61,15 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             "top5": float(100.0 * (topk == labels[:, None]).any(axis=1).mean())}
 
 
+class Gates(Strict):
+    """The gates classification understands (a recipe's ``gates:``, ``optim check`` flags)."""
+
+    max_top1_drop: float | None = Field(default=None, description="task top-1 loss, in points")
+    min_cosine: float | None = None
+    min_top1_agreement: float | None = Field(default=None, description="percent of samples")
+    max_abs_error: float | None = None
+
+
 def _first(outputs: dict[str, Any]) -> Any:
     return next(iter(outputs.values()))
 
@@ -68,8 +79,12 @@ class Classification(Task):
     name = "classification"
     gates_model = Gates
     budget_metrics = ("top1", "agreement")
-    columns = (Column("top-1 %", "top1"), Column("Δ top-1 (pts)", "top1_delta", signed=True),
-               Column("top-5 %", "top5"), Column("cosine", "cosine", 5), Column("agree %", "top1_agreement"))
+    metric_labels = {"top1": "task top-1", "agreement": "top-1 agreement with FP32"}
+    columns = (Column("top-1 %", "top1", needs_labels=True, description="task top-1 (%)"),
+               Column("Δ top-1 (pts)", "top1_delta", signed=True, needs_labels=True),
+               Column("top-5 %", "top5", needs_labels=True), Column("cosine", "cosine", 5),
+               Column("agree %", "top1_agreement", description="top-1 agreement with FP32 (%)"))
+    headline, agreement = "top1", "top1_agreement"
 
     def output_deltas(self, ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
         return output_deltas(ref, got)
@@ -106,11 +121,11 @@ class Classification(Task):
         d = output_deltas(r, g)
         f = Fidelity(d["cosine"], d["max_abs_error"], d.get("top1_agreement", 100.0))
         if labels is not None:
-            f.top1 = topk_accuracy(g, labels)["top1"]
+            f.score = topk_accuracy(g, labels)["top1"]
         if metric == "top1":
-            f.drop = topk_accuracy(r, labels)["top1"] - f.top1
+            f.drop = topk_accuracy(r, labels)["top1"] - f.score
         else:
-            f.drop = 100.0 - f.top1_agreement
+            f.drop = 100.0 - f.agreement
         return f
 
     def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
