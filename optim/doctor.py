@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from optim.backends.engine_compat import TargetGpu, build_blocker
+from optim.backends.engine_compat import (SUPPORTED_MAJORS, TargetGpu, build_blocker, major_implies, tensorrt_major,
+                                         tensorrt_unsupported)
 from optim.install import INSTALL
 from optim.machine import Machine, gpu_missing, ort_conflict, tensorrt_missing
 
@@ -56,13 +57,31 @@ def inventory(m: Machine) -> list[Item]:
               else f"{ort} ({'onnxruntime-gpu' if _pkg(m, 'onnxruntime-gpu') else 'CPU wheel'}), providers: "
                    f"{', '.join(m.ort_providers) or 'none'}") if ort else "not installed",
              bool(ort) and not conflict, INSTALL["ort-conflict"] if conflict else INSTALL["base"]),
-        Item("TensorRT", m.tensorrt or f"not importable ({m.tensorrt_error or 'not installed'})",
-             m.tensorrt is not None, INSTALL["tensorrt"]),
+        _tensorrt_item(m),
         Item("CUDA GPU", gpus or f"none ({m.cuda_error or 'not found'})", bool(m.gpus), INSTALL["gpu"]),
         Item("NVIDIA driver", m.driver or "not found", m.driver is not None, INSTALL["gpu"]),
         Item("nvcc", m.nvcc or "not found", m.nvcc is not None, INSTALL["nvcc"]),
         plugins,
     ]
+
+
+def _tensorrt_item(m: Machine) -> Item:
+    """The version, its major and what that means for a build (TensorRT 10 and 11 differ on weak typing)."""
+    if m.tensorrt is None:
+        return Item("TensorRT", f"not importable ({m.tensorrt_error or 'not installed'})", False, INSTALL["tensorrt"])
+    if tensorrt_unsupported(m):
+        supported = " and ".join(map(str, SUPPORTED_MAJORS))
+        return Item("TensorRT", f"{m.tensorrt}: NOT SUPPORTED (optim builds with TensorRT {supported})", False,
+                    INSTALL["tensorrt"])
+    return Item("TensorRT", f"{m.tensorrt} ({major_implies(tensorrt_major(m.tensorrt))})", True)
+
+
+def tensorrt_info(m: Machine) -> dict:
+    major = None
+    if m.tensorrt is not None and not tensorrt_unsupported(m):
+        major = tensorrt_major(m.tensorrt)
+    return {"version": m.tensorrt, "major": major, "implies": major_implies(major) if major else None,
+            "supported_majors": list(SUPPORTED_MAJORS)}
 
 
 def stages(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> list[StageStatus]:
@@ -112,5 +131,5 @@ def render(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> st
 
 
 def as_dict(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> dict:
-    return {"machine": m.as_dict(), "items": [asdict(i) for i in inventory(m)],
+    return {"machine": m.as_dict(), "items": [asdict(i) for i in inventory(m)], "tensorrt": tensorrt_info(m),
             "stages": [asdict(r) for r in stages(m, t, hardware_compatibility)], "target": t.key}

@@ -3,7 +3,7 @@
 Plain data with no imports, so any module may use it without an import circle."""
 
 INSTALL = {
-    "tensorrt": "bash scripts/setup_gpu.sh (README: On a GPU machine)",
+    "tensorrt": "bash scripts/setup_gpu.sh (TensorRT 11; --tensorrt 10 for TensorRT 10; README: On a GPU machine)",
     "onnxruntime-gpu": "bash scripts/setup_gpu.sh (swaps onnxruntime for onnxruntime-gpu; never both)",
     "ort-conflict": ".venv/bin/pip uninstall -y onnxruntime onnxruntime-gpu && .venv/bin/pip install "
                     "--no-deps --force-reinstall onnxruntime-gpu==1.24.4 (or onnxruntime==1.24.4 on CPU)",

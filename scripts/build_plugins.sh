@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the custom plugins in csrc/ (top-level CMakeLists.txt) into build/, Release:
 # libraries land in build/plugins/. Prints what was built and what was skipped and why.
-# Extra arguments go to the configure step, e.g. -DOPTIM_CUDA_ARCH=90a or -DTENSORRT_ROOT=/opt/tensorrt.
+# Extra arguments go to the configure step, e.g. -DOPTIM_CUDA_ARCH=90a, -DTENSORRT_ROOT=/opt/tensorrt
+# (TensorRT 10 or 11; or TENSORRT_ROOT in the environment), -DOPTIM_TENSORRT_INCLUDE_DIR=/path/to/include
+# (headers only: the glue needs no TensorRT library to link) or -DOPTIM_WERROR=ON (warnings in
+# optim's own sources are errors, as in CI: tests/test_plugin_glue.py).
 # Called by scripts/setup.sh; safe to re-run (incremental). Exit 1 when a build step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,6 +6,11 @@ was built on (unless built with a hardware-compatibility level). Each engine opt
 builds has a manifest beside it (``ENGINE.json``) that records both; the engine
 runner refuses an engine whose manifest does not fit this machine, with one line
 that says what to do, instead of letting deserialization crash or run wrongly.
+
+Also here: which TensorRT majors optim supports (10 and 11) and what each implies for a
+build (``SUPPORTED_MAJORS``, ``tensorrt_major``, ``major_implies``). TensorRT 11 removed the
+weak-typing builder flags (BuilderFlag FP16/BF16/INT8/FP8) and makes every network strongly
+typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` is deprecated there).
 """
 
 from __future__ import annotations
@@ -33,6 +38,53 @@ class TargetGpu:
 TARGETS = {"h100": TargetGpu("h100", "H100", (9, 0))}
 AMPERE = (8, 0)
 
+# -- TensorRT majors -------------------------------------------------------------------------
+SUPPORTED_MAJORS = (10, 11)
+#: the first major without weak typing: no FP16/BF16/INT8/FP8 builder flags, every network strongly typed
+STRONG_TYPING_ONLY = 11
+_IMPLIES = {
+    10: "TensorRT 10: strongly typed networks by the STRONGLY_TYPED creation flag; FP16/BF16 from an FP32 "
+        "model may also use the FP16/BF16 builder flags (weakly typed, deprecated since 10.12)",
+    11: "TensorRT 11: every network is strongly typed (no creation flag needed); the precision comes from the "
+        "ONNX types (Q/DQ, AutoCast), and the FP16/BF16/INT8/FP8 builder flags no longer exist (--precision "
+        "fp16|bf16 on an FP32 model is refused: build the AutoCast model)",
+}
+
+
+def tensorrt_major(version: str | int) -> int:
+    """10 from "10.16.1.11" (or from 10)."""
+    if isinstance(version, int):
+        return version
+    head = str(version).strip().split(".", 1)[0]
+    if not head.isdigit():
+        raise InputError(f"cannot read a TensorRT major version from '{version}'")
+    return int(head)
+
+
+def major_implies(major: int) -> str:
+    """One line: what building with this TensorRT major means for optim."""
+    if major in _IMPLIES:
+        return _IMPLIES[major]
+    return f"TensorRT {major}: not supported by optim (it supports {unsupported_hint()})"
+
+
+def unsupported_hint() -> str:
+    return (" and ".join(str(m) for m in SUPPORTED_MAJORS)
+            + "; install one with bash scripts/setup_gpu.sh --tensorrt " + "|".join(map(str, SUPPORTED_MAJORS)))
+
+
+def tensorrt_unsupported(m: Machine) -> str | None:
+    """Why the importable TensorRT is not one optim builds with (None when it is, or none is importable)."""
+    if m.tensorrt is None:
+        return None
+    try:
+        major = tensorrt_major(m.tensorrt)
+    except InputError as exc:
+        return str(exc)
+    if major in SUPPORTED_MAJORS:
+        return None
+    return f"TensorRT {m.tensorrt} is installed; optim supports TensorRT {unsupported_hint()}"
+
 
 def target(key: str) -> TargetGpu:
     if key not in TARGETS:
@@ -55,7 +107,7 @@ def target_problem(t: TargetGpu, gpu: Gpu, hardware_compatibility: str) -> str |
 
 def build_blocker(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> str | None:
     """The one reason engines for ``t`` cannot be built here, or None."""
-    return (tensorrt_missing(m) or gpu_missing(m)
+    return (tensorrt_missing(m) or tensorrt_unsupported(m) or gpu_missing(m)
             or target_problem(t, m.gpu, hardware_compatibility))  # type: ignore[arg-type]
 
 

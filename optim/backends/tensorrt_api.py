@@ -2,15 +2,18 @@
 
 The ``tensorrt`` module is passed in (``TensorRT(module)``), so CPU tests inject a
 recording fake; ``TensorRT.load()`` imports the real one or raises BackendUnavailable
-with the install command. Written against the TensorRT 10.x Python API; every name
-used, to check against the API reference in one read:
+with the install command. Written for the TensorRT 10 and 11 Python APIs: every name
+below exists in both (tests/test_tensorrt_api_check.py collects them from this file's
+code and checks them against both versions' binding sources), except the names that
+an ``EnginePlan`` passes for its major (builder flags, network creation flags):
 
 module ``tensorrt``
     ``__version__``, ``ILogger`` (subclassed; ``ILogger.INTERNAL_ERROR``/``ERROR``/``WARNING``),
     ``init_libnvinfer_plugins(logger, "")``, ``get_plugin_registry()``, ``Builder(logger)``,
     ``OnnxParser(network, logger)``, ``Runtime(logger)``,
-    ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``, ``BuilderFlag.<name>`` (FP16, BF16, TF32,
-    VERSION_COMPATIBLE: only the names an ``EnginePlan`` lists), ``MemoryPoolType.WORKSPACE``,
+    ``NetworkDefinitionCreationFlag.<name>`` (STRONGLY_TYPED on TensorRT 10 only: ``plan.network_flags``),
+    ``BuilderFlag.<name>`` (TF32, VERSION_COMPATIBLE; FP16/BF16 on TensorRT 10 only: the names an
+    ``EnginePlan`` lists), ``MemoryPoolType.WORKSPACE``,
     ``HardwareCompatibilityLevel.NONE``/``AMPERE_PLUS``, ``ProfilingVerbosity.DETAILED``,
     ``LayerInformationFormat.JSON``, ``TensorIOMode.INPUT``
 ``IPluginRegistry``
@@ -44,7 +47,8 @@ module ``tensorrt``
 Strongly typed networks take their precisions from the graph (Q/DQ, casts); the plan
 never sets FP16/BF16/INT8/FP8 flags for them (the Python API documents STRONGLY_TYPED:
 "Setting layer precision and layer output types is not allowed"; TensorRT 10.12+ marks
-those precision flags "Deprecated ... Superseded by strong typing").
+those precision flags "Deprecated ... Superseded by strong typing", and TensorRT 11
+removed them, with every network strongly typed).
 """
 
 from __future__ import annotations
@@ -116,6 +120,10 @@ class TensorRT:
     def version(self) -> str:
         return str(self.trt.__version__)
 
+    @property
+    def major(self) -> int:
+        return int(str(self.version).split(".", 1)[0])
+
     def warnings(self) -> list[str]:
         return [m for kind, m in self.logger.messages if kind == "warning"]
 
@@ -145,9 +153,14 @@ class TensorRT:
         Returns (serialized engine, serialized timing cache, whether the given cache was used).
         """
         trt = self.trt
+        if plan.tensorrt_major != self.major:
+            raise BuildError(f"the engine plan was made for TensorRT {plan.tensorrt_major}, but this is TensorRT "
+                             f"{self.version}: plan it with this version (optim.stages.build.plan_engine)")
         self.load_plugins(list(plan.plugins))
         builder = trt.Builder(self.logger)
-        flags = (1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)) if plan.strongly_typed else 0
+        flags = 0
+        for name in plan.network_flags:  # STRONGLY_TYPED on TensorRT 10; none on 11 (always strongly typed)
+            flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):

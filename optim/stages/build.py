@@ -1,15 +1,19 @@
 """Stage: ONNX -> TensorRT engine (``.plan``) for a target GPU, with a manifest and per-layer JSON.
 
-``plan_engine`` decides, in plain code, how a model is built: INT8/FP8 Q/DQ and
-FP16/BF16 AutoCast models become strongly typed networks (their types are the
-precision; no precision flag is set), an FP32 model is strongly typed FP32 (TF32 on
-or off), and FP16/BF16 from an FP32 model use the FP16/BF16 builder flag (weakly
-typed). One optimization profile spans the recipe's batch min/opt/max.
+``plan_engine`` decides, in plain code and for the TensorRT major it will run with, how
+a model is built: INT8/FP8 Q/DQ and FP16/BF16 AutoCast models become strongly typed
+networks (their types are the precision; no precision flag is set), an FP32 model is
+strongly typed FP32 (TF32 on or off). FP16/BF16 from an FP32 model use the FP16/BF16
+builder flag (weakly typed) on TensorRT 10; TensorRT 11 has no such flags, so there the
+plan refuses, in one line, and names the AutoCast route. On 10 the network is created
+with the STRONGLY_TYPED flag; on 11 every network is strongly typed and no flag is set.
+One optimization profile spans the recipe's batch min/opt/max.
 ``engine_from_onnx`` carries the plan out through ``optim.backends.tensorrt_api`` and writes,
 beside the engine::
 
-    ENGINE.plan.json      the manifest: TensorRT version, GPU, compute capability, CUDA,
-                          driver, every build setting, the plan, plugin and ONNX hashes
+    ENGINE.plan.json      the manifest: TensorRT version and major (and what it implies), GPU,
+                          compute capability, CUDA, driver, every build setting, the plan,
+                          plugin and ONNX hashes
     ENGINE.layers.json    the engine inspector's per-layer JSON (names, formats, tactics)
 
 and updates the timing cache file, so the next build on the same GPU and TensorRT
@@ -30,10 +34,11 @@ import onnx
 
 from optim import __version__
 from optim.artifacts import atomic_path, sha256_file, write_json, write_text
-from optim.backends.engine_compat import manifest_path, target, target_problem
-from optim.errors import BackendUnavailable, InputError, ModelError
+from optim.backends.engine_compat import (STRONG_TYPING_ONLY, SUPPORTED_MAJORS, major_implies, manifest_path,
+                                         target, target_problem, tensorrt_major, unsupported_hint)
+from optim.errors import BackendUnavailable, InputError
 from optim.machine import Gpu, Machine, cuda_gpus, driver_version, gpu_missing
-from optim.onnx_tools import TensorInfo, graph_inputs, has_float8, load_onnx, tensor_types
+from optim.onnx_tools import TensorInfo, graph_inputs, has_float8, load_onnx, single_input, tensor_types
 from optim.executor import StageOutput
 from optim.settings import BatchRange, BuildSettings, Strict
 
@@ -54,7 +59,7 @@ class EnginePlan:
     """Everything that decides what TensorRT builds (the manifest records it whole)."""
 
     precision: str
-    strongly_typed: bool
+    strongly_typed: bool  # the network's types are the precision (always so on TensorRT 11)
     flags_on: tuple[str, ...]
     flags_off: tuple[str, ...]
     optimization_level: int
@@ -63,9 +68,16 @@ class EnginePlan:
     version_compatible: bool
     profile: Profile
     plugins: tuple[str, ...] = ()
+    tensorrt_major: int = SUPPORTED_MAJORS[0]
+
+    @property
+    def network_flags(self) -> tuple[str, ...]:
+        """NetworkDefinitionCreationFlag names: STRONGLY_TYPED only where the major needs it (10)."""
+        needs_flag = self.strongly_typed and self.tensorrt_major < STRONG_TYPING_ONLY
+        return ("STRONGLY_TYPED",) if needs_flag else ()
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "network_flags": list(self.network_flags)}
 
 
 def onnx_precision(model: onnx.ModelProto) -> str:
@@ -85,14 +97,9 @@ def onnx_precision(model: onnx.ModelProto) -> str:
 def profile_for(inputs: list[TensorInfo], batch: BatchRange, sample_shape: tuple[int, ...] | None = None,
                 where: str = "model") -> Profile:
     """min/opt/max shapes of the single input from a batch range (a fixed ONNX batch wins)."""
-    if len(inputs) != 1:
-        raise ModelError(f"{where} has {len(inputs)} inputs; optim builds single-input models")
-    inp = inputs[0]
-    first, rest = inp.shape[0] if inp.shape else None, inp.shape[1:]
-    if not rest or not all(isinstance(d, int) and d > 0 for d in rest):
-        raise ModelError(f"{where}: input '{inp.name}' has non-fixed sizes {list(rest)} besides the batch axis")
-    if sample_shape is not None and tuple(sample_shape) != tuple(rest):
-        raise InputError(f"{where}: input '{inp.name}' is {list(rest)} per sample, the recipe says "
+    name, first, rest = single_input(inputs, where)
+    if sample_shape is not None and tuple(sample_shape) != rest:
+        raise InputError(f"{where}: input '{name}' is {list(rest)} per sample, the recipe says "
                          f"{list(sample_shape)}")
     note = ""
     if isinstance(first, int) and first > 0:
@@ -101,12 +108,17 @@ def profile_for(inputs: list[TensorInfo], batch: BatchRange, sample_shape: tuple
             note = f"the ONNX input has a fixed batch of {first}, so the profile is {first}/{first}/{first}"
     else:
         sizes = (batch.min, batch.opt, batch.max)
-    mk = lambda b: (b, *[int(d) for d in rest])  # noqa: E731
-    return Profile(inp.name, mk(sizes[0]), mk(sizes[1]), mk(sizes[2]), note)
+    mk = lambda b: (b, *rest)  # noqa: E731
+    return Profile(name, mk(sizes[0]), mk(sizes[1]), mk(sizes[2]), note)
 
 
-def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, profile: Profile) -> EnginePlan:
-    """How to build a model whose graph computes in ``model_precision`` as a ``requested`` engine."""
+def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, profile: Profile,
+                tensorrt: str | int) -> EnginePlan:
+    """How to build a model whose graph computes in ``model_precision`` as a ``requested`` engine,
+    with TensorRT ``tensorrt`` (a version string such as "11.1.0.8", or the major)."""
+    major = tensorrt_major(tensorrt)
+    if major not in SUPPORTED_MAJORS:
+        raise BackendUnavailable(f"TensorRT {tensorrt} is not supported; optim supports TensorRT {unsupported_hint()}")
     want = requested or model_precision
     on: list[str] = []
     if model_precision != "fp32":
@@ -117,6 +129,11 @@ def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, p
     elif want == "fp32":
         typed = True
     elif want in ("fp16", "bf16"):
+        if major >= STRONG_TYPING_ONLY:
+            raise InputError(f"TensorRT {major} removed the {want.upper()} builder flag (weak typing), so "
+                             f"--precision {want} / build.fp16_bf16: builder_flags cannot build this FP32 model: "
+                             f"build the {want.upper()} AutoCast model instead (optim quantize MODEL --precision "
+                             f"{want}, then optim build that; in a recipe, build.fp16_bf16: strongly_typed)")
         typed, on = False, [want.upper()]  # weakly typed: TensorRT picks per layer
     else:
         raise InputError(f"{want} engines are built from Q/DQ models: run `optim quantize --precision {want}` "
@@ -130,7 +147,7 @@ def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, p
         optimization_level=s.optimization_level,
         workspace_bytes=s.workspace_mib * (1 << 20) if s.workspace_mib else None,
         hardware_compatibility=HW_LEVELS[s.hardware_compatibility], version_compatible=s.version_compatible,
-        profile=profile, plugins=tuple(str(p) for p in s.plugins),
+        profile=profile, plugins=tuple(str(p) for p in s.plugins), tensorrt_major=major,
     )
 
 
@@ -191,12 +208,12 @@ def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: s
     model = load_onnx(onnx_path, check=False)
     model_precision = onnx_precision(model)
     profile = profile_for(graph_inputs(model), batch, sample_shape, where=str(onnx_path))
-    plan = plan_engine(model_precision, precision, s, profile)
     tgt = target(target_key)
     if api is None:
         from optim.backends.tensorrt_api import TensorRT
 
         api = TensorRT.load()
+    plan = plan_engine(model_precision, precision, s, profile, api.version)
     torch_cuda, found, cuda_error = cuda_gpus()
     gpus = [gpu] if gpu else found
     if not gpus:
@@ -220,7 +237,8 @@ def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: s
     manifest = {
         "engine": out.name, "engine_sha256": _sha256(data), "bytes": len(data),
         "onnx": str(onnx_path), "onnx_sha256": sha256_file(onnx_path), "model_precision": model_precision,
-        "target": tgt.key, "tensorrt": api.version,
+        "target": tgt.key, "tensorrt": api.version, "tensorrt_major": plan.tensorrt_major,
+        "tensorrt_major_implies": major_implies(plan.tensorrt_major),
         "gpu": {"name": g.name, "compute_capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}"},
         "cuda": torch_cuda, "driver": driver_version(),
         "settings": s.model_dump(mode="json"), "plan": plan.as_dict(),
@@ -240,16 +258,19 @@ TOOLS = ("tensorrt",)
 
 
 def environment() -> dict[str, Any]:
-    """The GPU an engine is built on (an engine is tied to its architecture)."""
+    """The GPU an engine is built on and the TensorRT that builds it (an engine is tied to both; the
+    TensorRT wheel is ``tensorrt-cu13``, which the ``tensorrt`` tool version does not see)."""
+    from optim.backends.tensorrt_api import installed_version
+
     _, gpus, _ = cuda_gpus()
-    return {"gpu": [gpus[0].name, gpus[0].sm] if gpus else None}
+    return {"gpu": [gpus[0].name, gpus[0].sm] if gpus else None, "tensorrt": installed_version()[0]}
 
 
 class Settings(Strict):
     """One engine: the recipe's build settings, the requested precision, profile and target."""
 
     build: BuildSettings
-    precision: str | None = None  # fp16/bf16 by builder flag from an FP32 model; else from the graph
+    precision: str | None = None  # fp16/bf16 by builder flag from an FP32 model (TensorRT 10); else the graph's
     batch: BatchRange = BatchRange()
     target: str = "h100"
     sample_shape: tuple[int, ...] | None = None

@@ -1,4 +1,4 @@
-"""On an H100 with TensorRT: build FP32/FP16/BF16/INT8/FP8 engines of the bundled model, check
+"""On an H100 with TensorRT 10 or 11: build FP32/FP16/BF16/INT8/FP8 engines of the bundled model, check
 them against ONNX Runtime on the CPU and the labelled gates, round-trip the manifest check, bench.
 
 This is the evidence that optim's TensorRT layer works; the CPU tests with a recording fake are not.
@@ -22,11 +22,11 @@ from optim.recipe import BenchSettings, load_recipe
 from optim.backends import open_runner, run_batched
 from optim.backends.tensorrt_api import installed_version
 from tests.conftest import REPO
-from tests.gpu._env import REASON
+from tests.gpu._env import RUN_REASON
 from tests.gpu.conftest import ENGINE_TAGS
 from tests.test_cli import optim
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(RUN_REASON is not None, reason=RUN_REASON or "")]
 
 # engine vs the same ONNX file in ONNX Runtime CPU: (min mean cosine, min top-1 agreement %)
 TOLERANCE = {"fp32": (0.99999, 99.5), "fp16": (0.9999, 99.0), "bf16": (0.999, 98.5),
@@ -43,6 +43,9 @@ def test_engine_built_with_manifest_and_layers(gpu_run, tag):
     man = read_manifest(_engine(run, tag))
     assert man["tensorrt"] == installed_version()[0] and man["gpu"]["compute_capability"] == "9.0"
     assert man["plan"]["strongly_typed"] is True and man["target"] == "h100"
+    major = int(installed_version()[0].split(".")[0])
+    assert man["tensorrt_major"] == major and man["plan"]["tensorrt_major"] == major
+    assert man["plan"]["network_flags"] == (["STRONGLY_TYPED"] if major == 10 else [])
     assert {"cuda", "driver", "settings"} <= set(man) and man["driver"]
     assert json.loads((run / man["layers"]).read_text())["Layers"]
     summary = man["layer_summary"]
@@ -115,6 +118,19 @@ def test_cli_build_reuses_the_timing_cache(gpu_run, tmp_path):
     p = optim("check", out, "--reference", run / "model.fp32.onnx", "--data", "calib/fashion_mnist_test.yaml",
               "--samples", "500", "--recipe", "recipes/fashion_resnet.yaml", "--min-cosine", "0.999")
     assert p.returncode == 0, p.stderr
+
+
+def test_fp16_from_fp32_by_builder_flag_on_tensorrt_10_only(gpu_run, tmp_path):
+    run, _ = gpu_run
+    out = tmp_path / "fp32-as-fp16.plan"
+    p = optim("build", run / "model.fp32.onnx", "--target", "h100", "-o", out, "--precision", "fp16")
+    if int(installed_version()[0].split(".")[0]) >= 11:
+        assert p.returncode == 2 and "TensorRT 11 removed the FP16 builder flag" in p.stderr, p.stderr
+        assert not out.exists()
+    else:
+        assert p.returncode == 0, p.stderr
+        plan = read_manifest(out)["plan"]
+        assert plan["flags_on"][:1] == ["FP16"] and plan["strongly_typed"] is False and plan["network_flags"] == []
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" not in onnxruntime_providers(), reason="onnxruntime-gpu not installed")

@@ -4,7 +4,9 @@
 - an engine of just the OptimPreprocess node (the TensorRT plugin) gives the CPU op's values;
 - an engine of a model with the fused op, fed raw frames, matches the engine of the plain
   model fed frames preprocessed on the host.
-Skipped, with the reason, without a GPU, TensorRT, or the built libraries.
+Skipped, with the reason, without a GPU, TensorRT, or the built libraries; the kernel tests
+need only a GPU (and the CUDA library), not TensorRT. Every skip is decided before any fixture
+that needs more (the exported tiny model needs onnxslim) runs.
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from onnx import TensorProto, helper
 
 from optim.ops.preprocess import PreprocessOp, make_node, prepend, reference
 from optim.ops.plugins import Params, find
-from tests.gpu._env import REASON
+from tests.gpu._env import EXPORT_REASON, KERNEL_REASON, REASON
 
 pytestmark = pytest.mark.gpu
 OP = PreprocessOp(out_h=16, out_w=16, channel_order="BGR", mean=(0.485, 0.456, 0.406),
                   std=(0.229, 0.224, 0.225))
 
 
-def _need(kind: str, trt: bool = True) -> None:
-    if trt and REASON:
-        pytest.skip(REASON)
+def _need(kind: str, trt: bool = True, reason: str | None = None) -> None:
+    why = (reason or REASON) if trt else KERNEL_REASON
+    if why:
+        pytest.skip(why)
     if find(kind) is None:
         pytest.skip(f"{kind} plugin library not built (TENSORRT_ROOT=... bash scripts/build_plugins.sh)")
 
@@ -39,10 +42,10 @@ def _frames(n=3, h=21, w=27):
 @pytest.mark.parametrize("out_dtype", ["float32", "float16"])
 @pytest.mark.parametrize("in_float", [False, True])
 def test_cuda_kernel_gives_the_cpu_library_bits(out_dtype, in_float):
+    _need("cuda", trt=False)
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU visible to torch")
-    _need("cuda", trt=False)
     from optim.ops.preprocess_cpu import make_params, run_cpu
 
     op = PreprocessOp(out_h=16, out_w=16, channel_order="BGR", out_dtype=out_dtype)
@@ -89,8 +92,9 @@ def test_tensorrt_plugin_matches_the_cpu_op(tmp_path):
     np.testing.assert_allclose(got, reference(frames, OP), rtol=0, atol=1e-6)
 
 
-def test_engine_with_plugin_matches_host_preprocessing(tmp_path, tiny_onnx):
-    _need("tensorrt")
+def test_engine_with_plugin_matches_host_preprocessing(tmp_path, request):
+    _need("tensorrt", reason=EXPORT_REASON)
+    tiny_onnx = request.getfixturevalue("tiny_onnx")  # only now: exporting it needs torch, onnxslim, ORT
     from optim.backends import open_runner
 
     plain = onnx.load(str(tiny_onnx))
