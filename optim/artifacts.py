@@ -9,6 +9,7 @@ cache key matches a recorded artifact whose file still hashes the same is reused
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from optim import __version__
-from optim.errors import InputError
+from optim.errors import InputError, OutputPathError, WriteError
 
 MANIFEST = "manifest.json"
 _TOOLS = (
@@ -56,18 +57,138 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):
+        return False
+
+
+def output_problem(path: Path, want: str = "file") -> str | None:
+    """What keeps ``path`` from being written as a ``want`` ("file" or "folder"), or None.
+
+    Looks, without writing anything, at ``path`` itself and at its nearest existing
+    ancestor: a directory where a file is wanted, a regular file where a folder is
+    wanted (or in the way of one), a device or pipe (optim replaces files whole, so it
+    would replace the device), a folder it may not write in."""
+    path = Path(path)
+    if _exists(path):
+        if want == "file" and path.is_dir():
+            return "is a directory, not a file: give a file name"
+        if want == "file" and not path.is_file():
+            return ("is not a regular file (a device, pipe or broken link); optim replaces the file "
+                    "whole, so give the path of a regular file")
+        if want == "folder" and not path.is_dir():
+            return "is a file, not a folder: give a folder"
+    start = path if want == "folder" else path.parent
+    for anc in (start.absolute(), *start.absolute().parents):
+        if not _exists(anc):
+            continue
+        if not anc.is_dir():
+            return f"{anc} is a file, not a folder, so nothing can be written under it"
+        if not os.access(anc, os.W_OK | os.X_OK):
+            return f"cannot write in {anc} (no permission, or a read-only file system)"
+        return None
+    return None
+
+
+def check_output_file(path: Path, what: str = "output") -> Path:
+    """``path`` if a file can be written there; else OutputPathError naming it and the problem.
+
+    Commands call it on every output location before doing any work."""
+    problem = output_problem(path, "file")
+    if problem:
+        raise OutputPathError(f"{what} {path} {problem}" if problem.startswith("is ") else f"{what} {path}: {problem}")
+    return Path(path)
+
+
+def check_output_dir(path: Path, what: str = "output folder") -> Path:
+    """``path`` if a folder can be made (or written in) there; else OutputPathError."""
+    problem = output_problem(path, "folder")
+    if problem:
+        raise OutputPathError(f"{what} {path} {problem}" if problem.startswith("is ") else f"{what} {path}: {problem}")
+    return Path(path)
+
+
+#: errors of a write that name no file (ENOSPC on write(), ...): treated as the write failing
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                 errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+_WRITE_HINTS = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space (disk quota) or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "no permission: write elsewhere or fix the permissions",
+    errno.EPERM: "no permission: write elsewhere or fix the permissions",
+    errno.EIO: "an I/O error: check the disk, or write elsewhere",
+}
+
+
+def _is_write_failure(exc: OSError, paths: tuple[Path, ...]) -> bool:
+    """Whether ``exc``, raised while writing ``paths``, is that write failing (and not, say,
+    the body of ``atomic_path`` failing to read one of its inputs, or writing nothing)."""
+    if exc.errno not in _WRITE_ERRNOS:
+        return False
+    names = [n for n in (exc.filename, exc.filename2) if isinstance(n, (str, bytes, os.PathLike))]
+    if names:
+        ours = {os.path.abspath(p) for p in paths}
+        return any(os.path.abspath(os.fsdecode(n)) in ours for n in names)
+    return True
+
+
+def write_failed(final: Path, exc: OSError) -> WriteError:
+    """The WriteError for a failed write of ``final``: names the path and what went wrong."""
+    code = errno.errorcode.get(exc.errno or -1, "")
+    problem = output_problem(final, "file") if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST) else None
+    why = problem or (exc.strerror or type(exc).__name__).rstrip(".")
+    hint = _WRITE_HINTS.get(exc.errno or -1, "")
+    err = WriteError(f"cannot write {final}: {why}" + (f" [{code}]" if code else "") + (f"; {hint}" if hint else ""))
+    err.path = Path(final)  # type: ignore[attr-defined]
+    return err
+
+
 @contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it to ``final`` on success only."""
+    """Yield a temporary path beside ``final``; rename it to ``final`` on success only.
+
+    A failed write (disk full, I/O error, read-only file system, no permission, a folder
+    in the way), in the body or the rename, becomes a WriteError naming ``final``; the
+    temporary file is removed whatever happens, so nothing half-written is left."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(final, exc) from exc
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as exc:
+        if not _is_write_failure(exc, (tmp, final)):
+            raise
+        raise write_failed(final, exc) from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            if _exists(tmp) and not tmp.is_dir():
+                tmp.unlink()
+        except OSError:
+            pass
+
+
+@contextmanager
+def stage_writes(stage: str, name: str = "") -> Iterator[None]:
+    """Name the stage (and its output's name) in a WriteError raised inside; the innermost
+    stage wins, so the message names it once."""
+    try:
+        yield
+    except WriteError as exc:
+        if getattr(exc, "stage", ""):
+            raise
+        label = f"{stage} stage" + (f" ({name})" if name and name != stage else "")
+        err = WriteError(f"{label}: {exc}", detail=exc.detail)
+        err.stage = stage  # type: ignore[attr-defined]
+        if hasattr(exc, "path"):
+            err.path = exc.path  # type: ignore[attr-defined]
+        raise err from exc
 
 
 def write_text(path: Path, text: str) -> None:

@@ -115,14 +115,17 @@ class Executor:
                 return hit
         ctx = StageContext(self.root, self.rd.path(rel), name, self.memo)
         t0 = time.perf_counter()
-        out = stage.run(list(inputs), settings, ctx)
-        seconds = time.perf_counter() - t0
-        parents = [a.name for a in inputs if a.kind != "data"]
-        rec = self.rd.record(name, rel, stage.NAME, parents=parents, settings=out.record, key=key,
-                             seconds=seconds, kind=kind, tag=tag)
-        for side, (side_rel, side_kind) in ctx.sides.items():
-            if self.rd.path(side_rel).is_file():
-                self.rd.record(side, side_rel, stage.NAME, parents=[name], kind=side_kind, tag=tag)
+        from optim.artifacts import stage_writes
+
+        with stage_writes(stage.NAME, name):  # a failed write names this stage and the path
+            out = stage.run(list(inputs), settings, ctx)
+            seconds = time.perf_counter() - t0
+            parents = [a.name for a in inputs if a.kind != "data"]
+            rec = self.rd.record(name, rel, stage.NAME, parents=parents, settings=out.record, key=key,
+                                 seconds=seconds, kind=kind, tag=tag)
+            for side, (side_rel, side_kind) in ctx.sides.items():
+                if self.rd.path(side_rel).is_file():
+                    self.rd.record(side, side_rel, stage.NAME, parents=[name], kind=side_kind, tag=tag)
         info(f"[green]done[/] {stage.NAME} {name} ({rel}, {seconds:.1f} s)")
         self.events.append(Event(stage.NAME, name, "done", round(seconds, 3)))
         return Artifact(name, self.rd.path(rel), rec.sha256, kind, tag, tuple(parents))

@@ -238,18 +238,48 @@ def _read_yaml(path: Path) -> Any:
         where = f" line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     except UnicodeDecodeError:
-        raise RecipeError(f"{path}: not a text file") from None
+        raise RecipeError(f"{path}: not a text file (expected YAML text)") from None
+
+
+_DATA_SPEC_FORM = "a mapping with kind and path, or the path of a .yaml data spec file"
+
+
+def _data_spec_hint(value: str, base: Path) -> str | None:
+    """The spec to write for a plain data location (``x.npy``, a folder, ``synthetic:N``), or None
+    when ``value`` does not look like one."""
+    for kind in ("synthetic", "photos"):
+        if value.startswith(f"{kind}:"):
+            return f"{{kind: {kind}, count: {value.split(':', 1)[1].strip() or 'N'}}}"
+    p = Path(value)
+    kind = {".npy": "npy", ".npz": "npz"}.get(p.suffix.lower())
+    if kind is None and ("idx" in p.name or p.name.endswith(("-ubyte", "-ubyte.gz"))):
+        kind = "idx"
+    if kind is None and (base / p).is_dir():
+        kind = "folder"
+    return None if kind is None else f"{{kind: {kind}, path: {value}}}"
 
 
 def load_data_spec(value: Any, base: Path, where: str) -> DataSpec:
     """A data spec given inline, or as the path of a YAML spec file (e.g. under calib/)."""
     if isinstance(value, str):
+        hint = _data_spec_hint(value, base) if Path(value).suffix.lower() not in (".yaml", ".yml") else None
+        if hint is not None:  # a data file where a spec is expected
+            raise RecipeError(f"{where}: expects a data spec ({_DATA_SPEC_FORM}), got the data "
+                              f"'{value}': write data: {hint}")
         spec_path = (base / value).resolve()
         if not spec_path.is_file():
-            raise RecipeError(f"{where}: data spec file not found: {spec_path}")
-        content = _read_yaml(spec_path)
+            raise RecipeError(f"{where}: data spec file not found: {spec_path} (a data spec is "
+                              f"{_DATA_SPEC_FORM}, e.g. data: {{kind: npy, path: ./images.npy}})")
+        try:
+            content = spec_path.read_text()
+        except UnicodeDecodeError:
+            raise RecipeError(f"{where}: expects a data spec ({_DATA_SPEC_FORM}), but {spec_path} is not "
+                              f"a YAML text file: for a data file write data: {{kind: KIND, path: {value}}} "
+                              "with KIND one of npz, npy, idx, folder") from None
+        content = _read_yaml(spec_path) if content.strip() else None
         if not isinstance(content, dict):
-            raise RecipeError(f"{spec_path}: a data spec must be a YAML mapping (kind, path, ...)")
+            raise RecipeError(f"{spec_path}: a data spec must be a YAML mapping (kind, path, ...), "
+                              "e.g. {kind: npy, path: ./images.npy}")
         return load_data_spec(content, spec_path.parent, str(spec_path))
     try:
         return DataSpec.model_validate(value).resolved(base)

@@ -29,6 +29,7 @@ from optim.backends.engine_compat import build_blocker, target
 from optim.console import info
 from optim.executor import Executor
 from optim.recipe import Recipe
+from optim.runlock import RunLock
 from optim.settings import DataSpec, QuantizeOptions, QuantizeSettings
 from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
 from optim.errors import BuildError, OptimError
@@ -44,8 +45,9 @@ _CALIB_DEFAULTS = {k: QuantizeOptions.model_fields[k].default for k in ("method"
 
 class Workflow:
     def __init__(self, recipe: Recipe, recipe_path: Path, out_root: Path = Path("artifacts"),
-                 force: bool = False) -> None:
+                 force: bool = False, wait: bool = True) -> None:
         self.recipe = recipe
+        self.wait = wait
         self.recipe_path = Path(recipe_path)
         self.ex = Executor(Path(out_root) / recipe.name, force=force)
         self.task = get_task(recipe.task)
@@ -142,7 +144,9 @@ class Workflow:
         r = self.recipe
         # the un-budgeted model is shown for comparison, not deployed: it is not gated
         gates = r.gates_for(tag) if not tag.endswith(NOBUDGET) else None
-        return check.settings_for(self.task.name, gates, batch_size=r.check.batch_size, threads=r.check.threads)
+        random = trained_weights_reason(r.model.source, r.model.weights) is not None
+        return check.settings_for(self.task.name, gates, batch_size=r.check.batch_size, threads=r.check.threads,
+                                  warnings=("random weights",) if random else ())
 
     def check(self, model: Artifact, fp32: Artifact, evaluation: Data, prefix: str = "") -> CheckResult:
         tag = model.tag
@@ -222,6 +226,16 @@ class Workflow:
 
     # -- the whole run -----------------------------------------------------------------------
     def run(self) -> dict[str, Path]:
+        """Every stage, holding the run folder's lock (one writer; see ``optim.runlock``)."""
+        self.t0 = time.perf_counter()
+        with RunLock(self.ex.root, wait=self.wait) as lock:
+            self.ex = Executor(self.ex.root, force=self.ex.force)  # the manifest as the lock found it
+            if lock.note:
+                info(lock.note)
+                self.notes.append(lock.note)
+            return self._run()
+
+    def _run(self) -> dict[str, Path]:
         r = self.recipe
         m = self.ex.rd.manifest
         m.recipe, m.recipe_sha256 = str(self.recipe_path), sha256_file(self.recipe_path)
@@ -272,10 +286,14 @@ class Workflow:
             "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": "manifest.json",
         })
         self.ex.rd.record("run", "run.json", "run", kind="result")
-        out = self.ex.step(report, "report.md", "report.md", list(models.values()), None, kind="report", cache=False)
+        self.ex.step(report, "report.md", "report.md", list(models.values()), None, kind="report", cache=False)
         self.ex.rd.manifest.notes = self.notes
         self.ex.rd.save()
-        info(f"report: {out.path}")
-        print(out.path.read_text())
-        return {k: self.ex.rd.path(f"report.{k}") for k in ("md", "html", "json", "png")
-                if self.ex.rd.path(f"report.{k}").is_file()}
+        run_info, rows = report.collect(self.ex.root)
+        print("\n".join(report.summary_lines(run_info, rows)))  # the full table is in the files
+        paths = {k: self.ex.rd.path(f"report.{k}") for k in ("md", "html", "png", "sensitivity.png", "json")
+                 if self.ex.rd.path(f"report.{k}").is_file()}
+        for p in paths.values():
+            print(f"wrote {p}")
+        print(f"optim run {r.name}: {time.perf_counter() - self.t0:.0f} s in all")
+        return paths

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from optim.artifacts import Data
@@ -126,3 +127,64 @@ def test_check_identical_model_is_exact(tiny_onnx, eval_xy):
     x, y = eval_xy
     res = check_candidate(tiny_onnx, tiny_onnx, x, y, Gates(max_abs_error=0.0))
     assert res.outputs["logits"]["max_abs_error"] == 0.0 and res.passed
+
+
+# -- references that cannot discriminate ---------------------------------------------------------
+
+def _logits(n=32, classes=10, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, classes)).astype(np.float32)
+
+
+@pytest.mark.parametrize("ref,fragment", [
+    (np.zeros((32, 10), np.float32), "is all zeros"),
+    (_logits() * 1e-14, "about zero everywhere"),
+    (np.tile(_logits(1), (32, 1)) + _logits() * 1e-9, "does not vary with the input"),
+    (_logits() + np.eye(10, dtype=np.float32)[3] * 100, "one class predicted for all inputs (class 3 for all 32)"),
+])
+def test_reference_that_cannot_discriminate_is_named(ref, fragment):
+    warnings = Classification().reference_warnings({"logits": ref})
+    assert len(warnings) == 1 and fragment in warnings[0], warnings
+
+
+def test_ordinary_reference_has_no_warning():
+    x = _logits()
+    assert Classification().reference_warnings({"logits": x}, x.argmax(1)) == []
+    assert Classification().reference_warnings({"logits": x}) == []
+
+
+def test_chance_level_reference_is_named():
+    x = _logits(200)
+    wrong = (x.argmax(1) + 1) % 10  # labels the model never gets right
+    (w,) = Classification().reference_warnings({"logits": x}, wrong)
+    assert "at chance level (top-1 0.00%, 10 classes)" in w
+
+
+def _zeros_model(path):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    g = helper.make_graph([helper.make_node("Mul", ["x", "zero"], ["y"])], "zeros", [x], [y], [zero])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def test_zero_output_model_check_says_not_meaningful(tmp_path):
+    path = _zeros_model(tmp_path / "zeros.onnx")
+    data = Data.of("evaluation", np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
+    res = check_files(path, path, data, settings_for("classification", Gates(min_cosine=0.99)))
+    assert res.warnings == ["output 'y' is all zeros"]
+    assert "NOT MEANINGFUL: output 'y' is all zeros" in res.summary()
+    assert res.passed  # the gate still reads its number; the warning says what that number is worth
+
+
+def test_zero_output_model_cli_check_says_not_meaningful(tmp_path):
+    from tests.test_cli import optim
+
+    path = _zeros_model(tmp_path / "zeros.onnx")
+    p = optim("check", path, "--reference", path, "--data", "synthetic:16")
+    assert p.returncode == 0, p.stderr
+    assert "NOT MEANINGFUL: output 'y' is all zeros" in p.stdout

@@ -27,11 +27,12 @@ def register(app: typer.Typer) -> None:
         recipe: RecipeOpt = None,
     ) -> None:
         """Compare a candidate with the FP32 reference: output deltas, task accuracy, gates."""
-        from optim.artifacts import write_json
-        from optim.artifacts import Data
+        from optim.artifacts import Data, check_output_file, write_json
         from optim.stages.check import check_files, raise_on_failures, settings_for
         from optim.tasks import get_task
 
+        if json_out:
+            check_output_file(json_out, "--json")
         r = _recipe(recipe)
         fused = None if candidate.suffix in (".plan", ".engine") else _fused_op(candidate)
         if fused is None:
@@ -48,6 +49,8 @@ def register(app: typer.Typer) -> None:
             print(task.output_line(name, d))
         if res.accuracy:
             print(task.accuracy_line(res.accuracy, res.samples))
+        for w in res.warnings:
+            print(f"NOT MEANINGFUL: {w}")
         print(f"method: {res.method}")
         for g in res.gates:
             print(g.line(res.tag))
@@ -68,10 +71,12 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
     ) -> None:
         """Latency (median/p90/p99) and throughput per batch size: ORT CPU, TensorRT engines, ORT GPU providers."""
-        from optim.artifacts import write_json
+        from optim.artifacts import check_output_file, write_json
         from optim.stages.bench import bench_model
         from optim.recipe import BenchSettings
 
+        if json_out:
+            check_output_file(json_out, "--json")
         s = BenchSettings(batch_sizes=_ints(batch_sizes, "--batch-sizes"), warmup=warmup,
                           iterations=iterations, threads=threads, cuda_graph=cuda_graph)
         results = [bench_model(m, s, backend=backend) for m in models]

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         onnx_path: Annotated[Path, typer.Argument(metavar="ONNX", help="ONNX model: FP32, INT8/FP8 Q/DQ or FP16/BF16 AutoCast.")],
         target: Annotated[str, typer.Option(help="Target GPU.")] = "h100",
         output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Engine file (default: beside the ONNX, .TARGET.plan).")] = None,
-        precision: Annotated[Optional[str], typer.Option(help="FP32 ONNX only: fp16 or bf16 by builder flag (weakly typed). Other models take theirs from the graph.")] = None,
+        precision: Annotated[Optional[str], typer.Option(help="FP32 ONNX only: fp16 or bf16 by builder flag (weakly typed; TensorRT 10 only, 11 removed the flags: build the AutoCast ONNX instead). Other models take theirs from the graph.")] = None,
         batch: Annotated[Optional[str], typer.Option(help="Optimization profile batch sizes min,opt,max (default 1,1,256).")] = None,
         tf32: Annotated[bool, typer.Option(help="Let FP32 layers use TF32 tensor cores.")] = False,
         opt_level: Annotated[int, typer.Option(help="Builder optimization level 0-5.")] = 3,
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         """Build a TensorRT engine (.plan) for the target GPU, with its manifest and per-layer JSON."""
         from pydantic import ValidationError
 
+        from optim.artifacts import check_output_file, stage_writes
         from optim.stages.build import engine_from_onnx
         from optim.recipe import BatchRange, BuildSettings, RecipeError, validation_message
 
@@ -56,12 +57,16 @@ def register(app: typer.Typer) -> None:
         stem = onnx_path.name.removesuffix(".onnx") + (f".{precision}" if precision else "")
         out = output or onnx_path.with_name(f"{stem}.{target}.plan")
         cache = timing_cache or out.with_name("timing.cache")
-        rep = engine_from_onnx(onnx_path, out, settings, target, batch=brange, precision=precision, timing_cache=cache,
-                               sample_shape=r.input.shape if r is not None else None)
+        check_output_file(out, "-o/--output" if output else "engine (beside the ONNX)")
+        check_output_file(cache, "--timing-cache" if timing_cache else "timing cache (beside the engine)")
+        with stage_writes("build"):
+            rep = engine_from_onnx(onnx_path, out, settings, target, batch=brange, precision=precision,
+                                   timing_cache=cache, sample_shape=r.input.shape if r is not None else None)
         m = rep.manifest
         plan, summary = m["plan"], m["layer_summary"]
         typing = "strongly typed" if plan["strongly_typed"] else "builder flags " + "+".join(plan["flags_on"])
-        info(escape(f"wrote {out} ({m['bytes'] / 1024:.1f} KB, {rep.seconds:.1f} s): TensorRT {m['tensorrt']} on "
+        info(escape(f"wrote {out} ({m['bytes'] / 1024:.1f} KB, {rep.seconds:.1f} s): TensorRT {m['tensorrt']} "
+                    f"(major {m['tensorrt_major']}) on "
                     f"{m['gpu']['name']}, {plan['precision']} {typing}, profile {plan['profile']['min'][0]}/"
                     f"{plan['profile']['opt'][0]}/{plan['profile']['max'][0]}"))
         info(escape(f"layers by input precision: {summary.get('by_input_precision')} ({m['layers']}); manifest "

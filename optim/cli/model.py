@@ -18,7 +18,7 @@ from optim.errors import InputError
 def register(app: typer.Typer) -> None:
     @app.command()
     def export(
-        model: Annotated[Optional[str], typer.Argument(help="torchvision:NAME, package.module:factory or bundled:NAME.")] = None,
+        model: Annotated[Optional[str], typer.Argument(metavar="MODEL", help="bundled:NAME, pretrained:NAME, torchvision:NAME or package.module:factory; required unless --recipe names one.")] = None,
         output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")] = Path("model.fp32.onnx"),
         weights: Annotated[Optional[Path], typer.Option(help="Trained weights: .safetensors or a state-dict checkpoint (never unpickled).")] = None,
         input_shape: Annotated[Optional[str], typer.Option(help="Per-sample input shape, e.g. 3,224,224.")] = None,
@@ -32,10 +32,12 @@ def register(app: typer.Typer) -> None:
         recipe: RecipeOpt = None,
     ) -> None:
         """Export a PyTorch model to a verified FP32 ONNX with a dynamic batch axis."""
+        from optim.artifacts import check_output_file, stage_writes
         from optim.stages.export import onnx_from_torch
         from optim.recipe import BatchRange, ExportSettings, InputSpec
         from optim.sources import load_model
 
+        check_output_file(output, "-o/--output")
         r = _recipe(recipe)
         if r is not None:
             model = model or r.model.source
@@ -55,7 +57,8 @@ def register(app: typer.Typer) -> None:
         loaded = load_model(model, weights, **kwargs)
         if not loaded.trained:
             info("[yellow]note[/]: no trained weights given; the model has random weights")
-        rep = onnx_from_torch(loaded, spec, settings, output)
+        with stage_writes("export"):
+            rep = onnx_from_torch(loaded, spec, settings, output)
         info(f"wrote {output}: opset {rep.opset}, {rep.nodes} nodes, dynamic batch "
              f"{spec.batch.min}..{spec.batch.max}")
         info(f"verified vs PyTorch at batches {rep.verify_batches}: max abs error {rep.max_abs_error:.3g}, "
@@ -87,6 +90,7 @@ def register(app: typer.Typer) -> None:
         the model loses at most that many points against FP32 on the tuning data."""
         from pydantic import ValidationError
 
+        from optim.artifacts import check_output_file, stage_writes
         from optim.stages.quantize import quantize_file
         from optim.recipe import QuantizeSettings, RecipeError, validation_message
 
@@ -101,6 +105,8 @@ def register(app: typer.Typer) -> None:
             raise RecipeError(validation_message("bad option", exc)) from None
         if max_drop is not None and (qs.precision not in ("int8", "fp8") or qs.target != "tensorrt"):
             raise InputError("--max-drop works on INT8/FP8 models placed for tensorrt")
+        out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
+        check_output_file(out, "-o/--output" if output else "output (beside the input)")
         x = None
         if qs.precision in ("int8", "fp8"):
             if calib is None and r is not None:
@@ -112,7 +118,6 @@ def register(app: typer.Typer) -> None:
             else:
                 x, _, ds = _load_data(calib, onnx_path, r, calib_samples)
             info(f"calibrating with {len(x)} samples from {ds.source}")
-        out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
         if max_drop is not None:
             from optim.cli.tuning import _tuning_settings, quantize_with_budget
 
@@ -132,9 +137,11 @@ def register(app: typer.Typer) -> None:
                 raise InputError("--max-drop needs tuning data: pass --tune-data (or --calib / --recipe)")
             from optim.artifacts import Data
 
-            quantize_with_budget(onnx_path, qs, out, x, Data.of("tuning", tx, ty, description=tds.source), s)
+            with stage_writes("quantize"):
+                quantize_with_budget(onnx_path, qs, out, x, Data.of("tuning", tx, ty, description=tds.source), s)
             return
-        rep = quantize_file(onnx_path, qs, out, x)
+        with stage_writes("quantize"):
+            rep = quantize_file(onnx_path, qs, out, x)
         cov = rep.coverage
         cov_txt = f"; {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul quantized" if cov else ""
         info(f"wrote {out} ({rep.tool}{', ' + rep.method if rep.method else ''}{cov_txt}, {rep.seconds:.1f} s)")

@@ -77,10 +77,13 @@ def register(app: typer.Typer) -> None:
         recipe: RecipeOpt = None,
     ) -> None:
         """Prepend the OptimPreprocess op: the model then takes raw uint8 NHWC frames."""
+        from optim.artifacts import check_output_file
         from optim.onnx_tools import graph_inputs, load_onnx, save_onnx
         from optim.ops.preprocess import PreprocessOp, prepend
         from optim.recipe import load_recipe
 
+        out = output or model.with_name(model.name.removesuffix(".onnx") + ".frames.onnx")
+        check_output_file(out, "-o/--output" if output else "output (beside the model)")
         src = load_onnx(model)
         ins = graph_inputs(src)
         if len(ins) != 1 or len(ins[0].shape) != 4:
@@ -98,7 +101,6 @@ def register(app: typer.Typer) -> None:
         op = PreprocessOp(out_h=int(h), out_w=int(w), scale=scale, mean=means, std=stds,
                           channel_order=channel_order, out_dtype=out_dtype)
         fused = prepend(src, op, _hw(frame, "--frame"))
-        out = output or model.with_name(model.name.removesuffix(".onnx") + ".frames.onnx")
         save_onnx(fused, out)
         info(f"wrote {out}: input 'frames' uint8 [batch, {frame.replace('x', ', ')}, {ins[0].shape[1]}] "
              f"-> OptimPreprocess -> {model.name}")

@@ -8,24 +8,35 @@ from typing import Annotated, Optional
 import typer
 
 from optim.cli.common import _recipe
-from optim.console import info
+
+NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="If another optim run holds the run folder, stop at once "
+                                                       "(exit 6) instead of waiting for it.")]
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. artifacts/NAME.")]) -> None:
-        """Write report.{md,html,json,png} for a run folder and print the table."""
-        from optim.artifacts import MANIFEST, RunDir
-        from optim.stages.report import write_report
+    def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. artifacts/NAME.")],
+               no_wait: NoWaitOpt = False) -> None:
+        """Write report.{md,html,json,png} for a run folder and print a short summary."""
+        from optim.artifacts import MANIFEST, RunDir, check_output_dir, stage_writes
+        from optim.errors import InputError
+        from optim.runlock import RunLock
+        from optim.stages.report import collect, summary_lines, write_report
 
-        paths = write_report(run_dir)
-        if (Path(run_dir) / MANIFEST).is_file():  # keep the run's manifest true to the files
-            rd = RunDir(run_dir)
-            for k, p in paths.items():
-                old = rd.manifest.artifacts.get(f"report.{k}")
-                rd.record(f"report.{k}", p.name, "report", parents=old.parents if old else [])
-        print(paths["md"].read_text())
-        info("wrote " + ", ".join(str(p) for p in paths.values()))
+        if not Path(run_dir).is_dir():
+            raise InputError(f"run folder not found: {run_dir}")
+        check_output_dir(run_dir, "run folder")
+        with RunLock(run_dir, wait=not no_wait):
+            with stage_writes("report"):
+                paths = write_report(run_dir)
+            if (Path(run_dir) / MANIFEST).is_file():  # keep the run's manifest true to the files
+                rd = RunDir(run_dir)
+                for k, p in paths.items():
+                    old = rd.manifest.artifacts.get(f"report.{k}")
+                    rd.record(f"report.{k}", p.name, "report", parents=old.parents if old else [])
+        print("\n".join(summary_lines(*collect(run_dir))))  # the full table is in the files
+        for p in paths.values():
+            print(f"wrote {p}")
 
     @app.command()
     def run(
@@ -37,14 +48,17 @@ def register(app: typer.Typer) -> None:
         calib_samples: Annotated[Optional[int], typer.Option(help="Calibrate on the first N samples only.")] = None,
         precisions: Annotated[Optional[str], typer.Option(help="Only these entries: tags (int8-tensorrt) or precisions (int8: every int8 entry), e.g. fp32,int8,fp16.")] = None,
         bench_iterations: Annotated[Optional[int], typer.Option(help="Timed runs per batch size.")] = None,
+        no_wait: NoWaitOpt = False,
     ) -> None:
         """Run every stage of a recipe: export, quantize, check, bench, build (TensorRT, where it can), report."""
+        from optim.artifacts import check_output_dir
         from optim.recipe import apply_overrides
         from optim.workflow import Workflow
 
         r = apply_overrides(_recipe(recipe), weights=weights.resolve() if weights else None,
                             eval_samples=eval_samples, calib_samples=calib_samples, precisions=precisions,
                             bench_iterations=bench_iterations)
-        Workflow(r, recipe, out_root=out_root, force=force).run()
+        check_output_dir(out_root / r.name, "--out-root: run folder")
+        Workflow(r, recipe, out_root=out_root, force=force, wait=not no_wait).run()
 
 

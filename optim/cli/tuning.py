@@ -64,12 +64,14 @@ def register(app: typer.Typer) -> None:
         recipe: RecipeOpt = None,
     ) -> None:
         """Rank the quantized nodes by how much each one alone costs against FP32."""
-        from optim.artifacts import write_json
+        from optim.artifacts import check_output_file, write_json
         from optim.onnx_tools import load_onnx
         from optim.recipe import load_recipe
         from optim.qdq.sensitivity import Evaluator, node_sensitivity
         from optim.stages.tune import reference_outputs
 
+        if json_out:
+            check_output_file(json_out, "--json")
         r = load_recipe(recipe) if recipe else None
         s = _tuning_settings(metric, samples, None, samples)
         x, y, ds = load_data(data, reference, r, samples, labels)

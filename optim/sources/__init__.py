@@ -74,6 +74,9 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"weights file {path} is empty (0 bytes): an interrupted download or save? "
+                         "save the weights again (torch.save(model.state_dict(), ...) or a .safetensors file)")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -1,13 +1,20 @@
 """Worker process for ``optim.stages.quantize.quantize_onnx``: ``python -m optim.stages._quantize_worker JOB_DIR``.
 
-Reads ``job.json`` (and ``calib.npy``, never unpickled) from JOB_DIR, quantizes,
-and writes ``result.json``: the report, or the error's class name and message.
+Reads ``job.json`` (and ``calib.npy``, never unpickled) from JOB_DIR, quantizes into
+JOB_DIR, and writes ``result.json``: the report, or the error's class name and message.
+It dies with the process that started it: the kernel kills it when the parent dies
+(Linux ``PR_SET_PDEATHSIG``), and a watchdog thread checks the parent elsewhere.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +23,32 @@ from optim.artifacts import write_json
 from optim.errors import OptimError, first_line
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Exit as soon as ``parent`` is gone, however it died."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the watchdog below is enough
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:  # died before the death signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(job_dir: Path) -> None:
+    job = json.loads((job_dir / "job.json").read_text())
+    die_with_parent(int(job["parent"]))
     from optim.stages.quantize import quantize_here
     from optim.recipe import QuantizeSettings
 
-    job = json.loads((job_dir / "job.json").read_text())
     calib = np.load(job_dir / "calib.npy", allow_pickle=False) if job["calib"] else None
     try:
         rep = quantize_here(Path(job["src"]), QuantizeSettings(**job["settings"]), Path(job["out"]), calib)

@@ -37,6 +37,8 @@ class Settings(Strict):
     threads: int | None = Field(default=None, ge=1)
     backend: str = "auto"
     gates: dict[str, float | None] = Field(default_factory=dict, description="the task's gate model, dumped")
+    warnings: tuple[str, ...] = Field(default=(), description="known reasons the numbers mean little "
+                                                             "(a run's 'random weights')")
 
 
 @dataclass
@@ -52,6 +54,9 @@ class CheckResult:
     gates: list[GateResult] = field(default_factory=list)
     data: str = ""
     task: str = "classification"
+    #: why the fidelity numbers (cosine, agreement) are not meaningful: the reference cannot
+    #: discriminate (``Task.reference_warnings``), or, set by a run, untrained weights
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -76,7 +81,8 @@ class CheckResult:
         return [g.line(self.tag) for g in self.gates if not g.passed]
 
     def summary(self) -> str:
-        return get_task(self.task).summary(self.outputs, self.accuracy)
+        text = get_task(self.task).summary(self.outputs, self.accuracy)
+        return text + (f"; NOT MEANINGFUL: {'; '.join(self.warnings)}" if self.warnings else "")
 
 
 def run_model(path: Path, x: np.ndarray, s: Settings, what: str) -> tuple[dict[str, np.ndarray], str]:
@@ -106,6 +112,7 @@ def run(inputs: list[Artifact], settings: Settings, ctx: StageContext | None) ->
     if ref_key not in memo:
         memo[ref_key] = run_model(ref.path, data.x, settings, f"reference {ref.name}")
     ref_out, ref_method = memo[ref_key]
+    warnings = list(settings.warnings) + task.reference_warnings(ref_out, data.labels)
     cand_x = data.x if data.frames is None or _takes_floats(cand.path) else data.frames
     if cand.sha256 == ref.sha256 and cand_x is data.x:
         got, method = ref_out, ref_method  # the reference against itself: nothing to run again
@@ -118,7 +125,7 @@ def run(inputs: list[Artifact], settings: Settings, ctx: StageContext | None) ->
     accuracy = task.compare(ref_out, got, data.labels) if data.labels is not None else None
     root = ctx.root if ctx is not None else None
     res = CheckResult(cand.tag or cand.name, _rel(cand.path, root), _rel(ref.path, root), len(data.x), method,
-                      ref_method, outputs, accuracy, data=data.description, task=task.name)
+                      ref_method, outputs, accuracy, data=data.description, task=task.name, warnings=warnings)
     res.gates = task.apply_gates(outputs, accuracy, gates)
     if ctx is not None:
         write_json(ctx.out, res.as_dict())

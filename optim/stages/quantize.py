@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from optim.executor import StageOutput
 from optim.errors import OptimError, QuantizeError, first_line
 from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage, single_input
 from optim.recipe import QuantizeSettings
+from optim.runlock import pid_alive
 
 CALIB_BATCH = 32
 
@@ -154,22 +156,40 @@ def _autocast(src: Path, s: QuantizeSettings, out: Path) -> None:
         onnx.save(model, str(out))
 
 
+JOB_PREFIX = "optim-quant-job-"
+
+
+def sweep_jobs(tmp: Path | None = None) -> list[Path]:
+    """Remove job folders left by optim processes that died (``kill -9``); returns them."""
+    gone = []
+    for d in Path(tmp or tempfile.gettempdir()).glob(f"{JOB_PREFIX}*-*"):
+        pid = d.name[len(JOB_PREFIX):].split("-", 1)[0]
+        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
+
 def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
                   calib: np.ndarray | None = None) -> QuantizeReport:
     """Make one precision variant of ``src``; ``out`` appears only if it succeeded.
 
     The work runs in a fresh ``python -m optim.stages._quantize_worker`` process that gets
-    its job (paths, settings, calibration array) as plain JSON and ``.npy`` files.
+    its job (paths, settings, calibration array) as plain JSON and ``.npy`` files in a
+    private job folder, and writes only there: this process copies the result to ``out``.
+    The worker dies with this process (``kill -9`` included); job folders are removed on
+    every exit, and those of killed processes by the next quantization.
     """
     if s.precision == "fp32":
         raise QuantizeError("fp32 is the reference: nothing to quantize")
     load_onnx(src)  # fail fast, in this process, on a missing or corrupt file
-    with tempfile.TemporaryDirectory(prefix="optim-quant-job-") as d:
-        job = Path(d)
+    sweep_jobs()
+    job = Path(tempfile.mkdtemp(prefix=f"{JOB_PREFIX}{os.getpid()}-"))
+    try:
         if calib is not None:
             np.save(job / "calib.npy", np.ascontiguousarray(calib), allow_pickle=False)
         (job / "job.json").write_text(json.dumps({
-            "src": str(Path(src).resolve()), "out": str(Path(out).resolve()),
+            "src": str(Path(src).resolve()), "out": str(job / "out.onnx"), "parent": os.getpid(),
             "settings": s.model_dump(mode="json"), "calib": calib is not None}))
         log = job / "worker.log"
         with open(log, "wb") as lf:
@@ -179,17 +199,50 @@ def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
         result = job / "result.json"
         detail = log.read_text(errors="replace")[-4000:]
         if not result.is_file():
-            err = QuantizeError(f"the {s.tag} quantization worker exited with code {proc.returncode} "
-                                "before finishing (out of memory?); rerun with --debug to see its log")
+            if proc.returncode < 0:  # killed by a signal: name it (a native crash in modelopt/ORT, OOM)
+                import signal
+
+                try:
+                    sig = signal.Signals(-proc.returncode).name
+                except ValueError:
+                    sig = f"signal {-proc.returncode}"
+                why = {"SIGKILL": "out of memory?", "SIGSEGV": "a crash in native code",
+                       "SIGABRT": "a crash in native code", "SIGBUS": "a crash in native code",
+                       "SIGILL": "a crash in native code", "SIGFPE": "a crash in native code"}.get(sig, "")
+                how = f"was killed by {sig}" + (f" ({why})" if why else "")
+            else:
+                how = f"exited with code {proc.returncode} (out of memory?)"
+            err = QuantizeError(f"the {s.tag} quantization worker {how} before finishing; "
+                                "rerun with --debug to see its log")
             err.detail = detail
             raise err
         r = json.loads(result.read_text())
-    if r["ok"]:
-        return QuantizeReport(**r["report"])
+        if r["ok"]:
+            with atomic_path(Path(out)) as tmp:
+                shutil.copyfile(job / "out.onnx", tmp)
+            return QuantizeReport(**{**r["report"], "path": str(out)})
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
     cls = getattr(errors, r["type"], QuantizeError)
     err = cls(r["message"]) if isinstance(cls, type) and issubclass(cls, OptimError) else QuantizeError(r["message"])
     err.detail = detail
     raise err
+
+
+def _private_copy(src: Path, folder: Path) -> Path:
+    """A copy of ``src`` (with its external-data files) for a quantizer that may write to its input
+    (modelopt's ``quantize`` rewrites ``onnx_path``): the caller's file is never opened for writing."""
+    dst = folder / "input" / src.name
+    dst.parent.mkdir(parents=True)
+    shutil.copyfile(src, dst)
+    header = onnx.load(str(src), load_external_data=False)
+    for t in header.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), None)
+            if loc and not (dst.parent / loc).exists():
+                (dst.parent / loc).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src.parent / loc, dst.parent / loc)
+    return dst
 
 
 def quantize_here(src: Path, s: QuantizeSettings, out: Path,
@@ -202,6 +255,7 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
     t0 = time.perf_counter()
     n_calib = 0
     with tempfile.TemporaryDirectory(prefix="optim-quant-") as d:
+        src = _private_copy(Path(src), Path(d))
         tmp = Path(d) / "out.onnx"
         if s.precision in ("fp16", "bf16"):
             _autocast(src, s, tmp)

@@ -63,6 +63,12 @@ class Column:
         return f"{value:+.{self.digits}f}" if self.signed else f"{value:.{self.digits}f}"
 
 
+#: a reference output whose largest value is below this is "about zero"
+TINY_OUTPUT = 1e-6
+#: ... and one whose spread across inputs is below this fraction of its values "does not vary"
+FLAT_OUTPUT = 1e-5
+
+
 class Task(abc.ABC):
     name: ClassVar[str]
     #: the gates this task understands (a pydantic model, every field optional)
@@ -86,6 +92,26 @@ class Task(abc.ABC):
         ref, got = self.accuracy(ref_outputs, labels), self.accuracy(got_outputs, labels)
         return {**got, **{f"reference_{k}": v for k, v in ref.items()},
                 **{f"{k}_delta": got[k] - ref[k] for k in got}}
+
+    def reference_warnings(self, ref_outputs: dict[str, np.ndarray], labels: Any = None) -> list[str]:
+        """Why the reference cannot tell a good candidate from a bad one (empty when it can):
+        outputs that are all zero, about zero, or that do not vary with the input. Fidelity
+        numbers (cosine, agreement) against such a reference are not meaningful. Tasks add
+        their own (classification: one class for every input; accuracy at chance level)."""
+        out = []
+        for name, y in ref_outputs.items():
+            y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+            scale = float(np.abs(y).max()) if y.size else 0.0
+            if scale == 0.0:
+                out.append(f"output '{name}' is all zeros")
+            elif scale < TINY_OUTPUT:
+                out.append(f"output '{name}' is about zero everywhere (largest |value| {scale:.1e})")
+            elif len(y) > 1:
+                spread = float(y.std(axis=0).max())
+                if spread <= FLAT_OUTPUT * scale:
+                    out.append(f"output '{name}' does not vary with the input (spread across inputs "
+                               f"{spread:.1e} of values up to {scale:.1e})")
+        return out
 
     @abc.abstractmethod
     def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,

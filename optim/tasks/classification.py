@@ -92,6 +92,22 @@ class Classification(Task):
     def accuracy(self, outputs: dict[str, np.ndarray], labels: Any) -> dict[str, float]:
         return topk_accuracy(_first(outputs), labels)
 
+    def reference_warnings(self, ref_outputs: dict[str, np.ndarray], labels: Any = None) -> list[str]:
+        out = super().reference_warnings(ref_outputs, labels)
+        logits = _first(ref_outputs)
+        if out or logits.ndim != 2 or logits.shape[1] < 2 or len(logits) < 8:
+            return out
+        classes = np.unique(logits.argmax(1))
+        if len(classes) == 1:
+            out.append(f"one class predicted for all inputs (class {int(classes[0])} for all {len(logits)}): "
+                       "top-1 agreement cannot fail")
+        elif labels is not None and len(np.unique(labels)) > 1:
+            top1, chance = topk_accuracy(logits, labels)["top1"], 100.0 / logits.shape[1]
+            if top1 <= 1.5 * chance:
+                out.append(f"the FP32 reference is at chance level (top-1 {top1:.2f}%, {logits.shape[1]} classes): "
+                           "untrained weights, or labels/preprocessing that do not fit the model")
+        return out
+
     def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
                     gates: Gates) -> list[GateResult]:
         first = _first(outputs)
