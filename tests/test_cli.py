@@ -36,8 +36,24 @@ def test_help(cmd):
     p = optim(*([cmd] if cmd else []), "--help")
     assert p.returncode == 0
     assert "Usage" in p.stdout
+    assert "<bool>" not in p.stdout  # plain flags take no value
     if cmd is None:
         assert all(c in p.stdout for c in COMMANDS)
+    if cmd == "export":
+        assert "Usage: optim export [OPTIONS] [MODEL]" in p.stdout
+        flat = " ".join(p.stdout.split())
+        assert "pretrained:NAME" in flat and "required unless --recipe names one" in flat
+
+
+def test_a_clamped_sample_count_is_said(capsys):
+    from optim.data.loaders import load_dataset
+    from optim.recipe import DataSpec
+
+    ds = load_dataset(DataSpec(kind="synthetic", count=32), (3, 8, 8)).head(64)
+    assert len(ds) == 32
+    ds.clamp_note(64)
+    err = capsys.readouterr().err
+    assert "asked for 64 samples of" in err and "using all 32" in err
 
 
 def _npy(tmp_path, name, arr):

@@ -105,3 +105,47 @@ def test_empty_or_missing_run_dir(tmp_path):
         collect(tmp_path / "nope")
     with pytest.raises(InputError, match="no optim results"):
         collect(tmp_path)
+
+
+def test_html_has_real_tables_and_every_linked_file_exists(run_dir):
+    from html.parser import HTMLParser
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.refs, self.rows = 0, [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            self.tables += tag == "table"
+            self.refs += [a[k] for k in ("src", "href") if k in a]
+            if tag == "tr":
+                self.rows.append(a.get("class"))
+
+    paths = write_report(run_dir)
+    parser = Links()
+    parser.feed(paths["html"].read_text())
+    assert parser.tables >= 1 and "<pre>" not in paths["html"].read_text()
+    assert "report.png" in parser.refs and all((run_dir / r).is_file() for r in parser.refs)
+    assert parser.rows.count("fail") == 1  # the int8 row, whose gate failed
+    assert "![accuracy change vs speed-up" in paths["md"].read_text()  # the Markdown links it too
+
+
+def test_console_summary_fits_100_columns(run_dir):
+    from optim.stages.report import summary_lines
+
+    lines = summary_lines(*collect(run_dir))
+    assert lines[0].split()[:2] == ["entry", "Δ"] and len(lines) == 4
+    assert all(len(ln) <= 100 for ln in lines)
+    int8 = next(ln for ln in lines if ln.startswith("int8-tensorrt"))
+    assert "-0.50" in int8 and "0.50" in int8.split()[2] and "FAILED" in int8
+
+
+def test_plot_lists_entries_it_cannot_place(run_dir):
+    from optim.stages.report_plot import panels
+    from optim.tasks import get_task
+
+    _, rows = collect(run_dir)
+    (cpu,), label = panels(get_task("classification"), rows)
+    assert set(cpu.points) == {"fp32", "int8-tensorrt"} and cpu.points["fp32"] == (1.0, 0.0)
+    assert "no BF16 kernels" in cpu.missing["bf16"] and label.startswith("Δ top-1")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import sys
+import tempfile
 import traceback
 from typing import Annotated
 
@@ -14,7 +16,7 @@ from optim.console import console
 from optim.errors import OptimError, first_line
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
     help="Export, quantize, check, build (TensorRT), benchmark and report vision models (INT8/FP8/FP16/BF16).",
 )
 _state = {"debug": False}
@@ -25,15 +27,15 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
     _state["debug"] = debug
 
 
-from optim.cli import evaluate, gpu, model, plugins, run, tuning  # noqa: E402
+from optim.cli import deploy, evaluate, gpu, model, plugins, run, tuning  # noqa: E402
 
-for _module in (model, tuning, evaluate, gpu, run, plugins):
+for _module in (model, tuning, evaluate, gpu, run, plugins, deploy):
     _module.register(app)
 
 
 def main() -> None:
     try:
-        app()
+        app(prog_name="optim")
     except OptimError as exc:
         if _state["debug"]:
             traceback.print_exc()
@@ -47,6 +49,13 @@ def main() -> None:
     except Exception as exc:  # a bug in optim or a dependency: one line, unless --debug
         if _state["debug"]:
             traceback.print_exc()
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            # a write outside optim's own writers (a tool's temporary files) hit a full disk
+            where = (f"writing {exc.filename}" if exc.filename
+                     else f"a write failed (a tool's temporary files go to {tempfile.gettempdir()}; set TMPDIR to move them)")
+            console.print("[red]error:[/] " + escape(f"{where}: {exc.strerror or exc} [{errno.errorcode[exc.errno]}]; "
+                                                     "free some space or write elsewhere"))
+            sys.exit(4)
         first = first_line(str(exc))  # may be empty: the type name is printed anyway
         console.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(first)} "
                       "(rerun with --debug for the traceback)")

@@ -9,7 +9,9 @@ __all__ = ["Dataset", "load_dataset", "parse_data_arg", "model_inputs", "validat
 def prepare(spec, preprocess, input_spec, samples=None):
     """Load a data spec, keep the first ``samples``, and return (inputs, labels, dataset)."""
     ds = load_dataset(spec, tuple(input_spec.shape)).head(samples)
-    return model_inputs(ds, preprocess, input_spec), ds.labels, ds
+    x = model_inputs(ds, preprocess, input_spec)  # validates: an error comes before any note
+    ds.clamp_note(samples)
+    return x, ds.labels, ds
 
 
 def prepare_frames(spec, op, hwc, samples=None):
@@ -20,6 +22,7 @@ def prepare_frames(spec, op, hwc, samples=None):
 
     ds = load_dataset(spec, (hwc[2], op.out_h, op.out_w)).head(samples)
     frames = as_frames(ds.images, tuple(hwc), ds.source)
+    ds.clamp_note(samples)
     return frames, reference(frames, op).astype("float32"), ds.labels, ds
 
 

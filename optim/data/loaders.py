@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from optim.data.idx import read_idx
+from optim.console import info
 from optim.errors import DataError
 from optim.recipe import DataSpec
 
@@ -32,11 +33,17 @@ class Dataset:
         return int(self.images.shape[0])
 
     def head(self, n: int | None) -> Dataset:
+        """The first ``n`` samples; asking for more than there are gives all (``clamp_note`` says so)."""
         if n is None or n >= len(self):
             return self
         labels = None if self.labels is None else self.labels[:n]
         return Dataset(self.images[:n], labels, f"{self.source} (first {n})",
                        self.synthetic, self.class_names, total=len(self))
+
+    def clamp_note(self, n: int | None) -> None:
+        """Say so when ``n`` samples were asked for and the set has fewer (a number is never cut silently)."""
+        if n is not None and n > len(self):
+            info(f"asked for {n} samples of {self.source}, which has {len(self)}: using all {len(self)}")
 
 
 def _load_array(path: Path, what: str) -> np.ndarray:

@@ -21,7 +21,8 @@ LIBRARIES = {
     "cuda": ("liboptim_preprocess_cuda.so", "CUDA preprocessing kernel (sm_90)"),
     "tensorrt": ("liboptim_preprocess_trt.so", "TensorRT plugin OptimPreprocess (namespace optim)"),
 }
-BUILD_HINT = "build them with: bash scripts/build_plugins.sh"
+BUILD_HINT = ("build them with: bash scripts/build_plugins.sh (the TensorRT glue also needs the TensorRT headers: "
+              "TENSORRT_ROOT=/path/to/TensorRT bash scripts/build_plugins.sh)")
 
 
 def plugin_dirs() -> list[Path]:

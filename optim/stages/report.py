@@ -10,17 +10,16 @@ left blank or filled in.
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optim.artifacts import atomic_path, write_json, write_text
+from optim.artifacts import write_json, write_text
 from optim.errors import InputError
 from optim.executor import StageOutput
-from optim.stages import report_tuning
+from optim.stages import report_html, report_plot, report_tuning
 from optim.stages.bench import BatchTiming, BenchResult
 from optim.stages.check import CheckResult
 from optim.tasks import Task, get_task
@@ -44,6 +43,7 @@ class Row:
     checked: bool = False
     accuracy: dict[str, float | None] = field(default_factory=dict)
     gates: str = "none set"
+    gate_limits: dict[str, float] = field(default_factory=dict)  # gate name -> limit (the plot's bands)
     latency_batch: int | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
@@ -150,6 +150,7 @@ def _gpu_columns(task: Task, row: Row, why_not: str | None, build: dict | None, 
         parts.append(f"engine {row.gpu_engine} (TensorRT {man.get('tensorrt')}, {man.get('gpu', {}).get('name')})")
     if c:
         row.gpu_checked, row.gpu_accuracy = True, task.row_values(c.outputs, c.accuracy)
+        row.notes += [f"GPU engine: {w}" for w in c.warnings if w not in row.notes]
         row.gpu_gates = _gates_cell(c)
         parts.append(f"accuracy: {c.method}, {c.summary()} vs FP32 reference, gates {row.gpu_gates}")
     if b and b.timings:
@@ -175,8 +176,10 @@ def _row(task: Task, tag: str, run_dir: Path, run: dict, q: dict | None, c: Chec
         row.coverage = f"{cov['quantized']}/{cov['eligible']}"
     if c:
         row.checked, row.accuracy = True, task.row_values(c.outputs, c.accuracy)
+        row.notes += [w for w in c.warnings if w not in row.notes]
         if c.gates:
             row.gates = _gates_cell(c)
+            row.gate_limits = {g.gate: g.limit for g in c.gates}
         row.accuracy_method = f"{c.method}; {c.samples} samples of {c.data or 'eval data'}"
     if b:
         if b.skipped:
@@ -200,7 +203,7 @@ def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]
     head = ["precision", "target", *[c.header for c in task.columns],
             f"p50 b{lb} ms", f"p99 b{lb} ms", f"img/s b{tb}" if tb else "img/s", "× fp32",
             f"GPU {headline.header}", f"GPU p50 b{lb} ms", f"GPU img/s b{tb}" if tb else "GPU img/s", "GPU × fp32",
-            "size KB", "Q/DQ coverage", "gates"]
+            "size KB", "Q/DQ coverage", "gates", "not meaningful"]
     body = []
     for r in rows:
         body.append([
@@ -210,6 +213,7 @@ def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]
             _fmt(r.gpu_p50_ms, 3), _fmt(r.gpu_throughput, 1), _fmt(r.gpu_speedup_vs_fp32, 2),
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, 1),
             r.coverage or "-", r.gates + (f"; GPU engine {r.gpu_gates}" if r.gpu_gates else ""),
+            "; ".join(r.notes) or "-",
         ])
     return head, body
 
@@ -221,13 +225,16 @@ def _notes(run: dict) -> list[str]:
     return notes
 
 
-def to_markdown(run: dict, rows: list[Row], extra: list[str] = ()) -> str:
+def to_markdown(run: dict, rows: list[Row], extra: list[str] = (), pictures: list[tuple[str, str]] = ()) -> str:
+    """The whole report; ``pictures``: (alt text, file name beside the report) shown after the table."""
     head, body = table_rows(task_of(run), rows)
     out = [f"# optim report: {run.get('recipe', '?')}", ""]
     if run.get("description"):
         out += [run["description"], ""]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(cells) + " |" for cells in body]
+    for alt, name in pictures:
+        out += ["", f"![{alt}]({name})"]
     out += ["", "## How each number was obtained", ""]
     for r in rows:
         out.append(f"- **{r.tag}** (`{r.file}`): accuracy: {r.accuracy_method}; timing: {r.timing_method}; "
@@ -244,82 +251,19 @@ def to_markdown(run: dict, rows: list[Row], extra: list[str] = ()) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_html(run: dict, rows: list[Row], png_name: str | None, extra: list[str] = ()) -> str:
-    head, body = table_rows(task_of(run), rows)
-    esc = html.escape
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>optim report: {esc(str(run.get('recipe', '')))}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
-        "td:first-child,td:nth-child(2),th{text-align:left}.fail{color:#b00}</style></head><body>",
-        f"<h1>optim report: {esc(str(run.get('recipe', '')))}</h1>",
-    ]
-    for n in _notes(run):
-        parts.append(f"<p><b>Note:</b> {esc(n)}</p>")
-    parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
-    for cells in body:
-        cls = " class='fail'" if "FAILED" in cells[-1] else ""
-        parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
-    parts.append("</table><h2>How each number was obtained</h2><ul>")
-    for r in rows:
-        parts.append(f"<li><b>{esc(r.tag)}</b> ({esc(r.file)}): accuracy: {esc(r.accuracy_method)}; "
-                     f"timing: {esc(r.timing_method)}; GPU: {esc(r.gpu_method)}</li>")
-    parts.append("</ul>")
-    if png_name:
-        parts.append(f"<img src='{esc(png_name)}' alt='accuracy vs throughput' width='640'>")
-    parts.extend(extra)
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-def plot(run: dict, rows: list[Row], out: Path) -> bool:
-    """The task's headline metric (else its agreement with FP32) against throughput; False if nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
+    """The end of ``optim run`` on a terminal: one short line per entry (the full table is in the files)."""
     task = task_of(run)
-    key = task.headline if any(r.accuracy.get(task.headline) is not None for r in rows) else task.agreement
-    series = {
-        "ONNX Runtime CPU": [(r.throughput, r.accuracy.get(key), r.tag) for r in rows],
-        "TensorRT engine, GPU": [(r.gpu_throughput, r.gpu_accuracy.get(key), r.tag) for r in rows],
-    }
-    series = {k: [p for p in v if p[0] is not None and p[1] is not None] for k, v in series.items()}
-    series = {k: v for k, v in series.items() if v}
-    if not series:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for (label, pts), marker in zip(series.items(), "o^"):
-        for x, y, tag in pts:
-            ax.scatter([x], [y], s=40, marker=marker)
-            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        front, best = [], float("-inf")
-        for x, y, _ in sorted(pts, key=lambda p: -p[0]):
-            if y > best:
-                front.append((x, y))
-                best = y
-        if len(front) > 1:
-            ax.plot(*zip(*sorted(front)), "--", lw=1, label=f"Pareto front, {label}")
-    if len(series) > 1:
-        ax.set_xscale("log")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower left", fontsize=8)
-    tb = next((r.throughput_batch for r in rows if r.throughput_batch), "?")
-    ax.set_xlabel(f"throughput at batch {tb} (samples/s, measured on each backend)")
-    col = task.column(key)
-    ax.set_ylabel(col.description or col.header)
-    title = f"{run.get('recipe', '')}: accuracy vs speed per precision"
-    if run.get("accuracy_meaningful") is False:
-        title += "\n(accuracy NOT meaningful: untrained weights)"
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return True
+    key, _ = report_plot.y_key(task, rows)
+    head = task.column(key).header if any(c.key == key for c in task.columns) else key
+    out = [f"{'entry':<26}{head:>15}{'CPU ×fp32':>11}{'GPU ×fp32':>11}  gates"]
+    for r in rows:
+        v = r.accuracy.get(key)
+        acc = NOT_RUN if v is None else (f"{v:+.2f}" if key != task.agreement else f"{v:.2f}")
+        gates = r.gates + (f"; GPU {r.gpu_gates}" if r.gpu_gates else "") + ("; NOT MEANINGFUL" if r.notes else "")
+        line = f"{r.tag:<26}{acc:>15}{_fmt(r.speedup_vs_fp32, 2):>11}{_fmt(r.gpu_speedup_vs_fp32, 2):>11}  {gates}"
+        out.append(line if len(line) <= width else line[:width - 3] + "...")
+    return out
 
 
 def write_report(run_dir: Path) -> dict[str, Path]:
@@ -328,15 +272,18 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     task = task_of(run)
     tuning = report_tuning.collect_tuning(run_dir, [r.tag for r in rows])
     paths = {k: run_dir / f"report.{k}" for k in ("md", "html", "json", "png")}
-    have_png = plot(run, rows, paths["png"])
-    if not have_png:
+    pictures = []
+    if report_plot.plot(run, task, rows, paths["png"]):
+        pictures.append(("accuracy change vs speed-up over FP32, per backend", paths["png"].name))
+    else:
         paths.pop("png")
     sens_png = run_dir / "report.sensitivity.png"
     if report_tuning.sensitivity_plot(tuning, sens_png):
         paths["sensitivity_png"] = sens_png
-    write_text(paths["md"], to_markdown(run, rows, report_tuning.markdown(tuning, task)))
-    write_text(paths["html"], to_html(run, rows, paths["png"].name if have_png else None,
-                                      report_tuning.html_parts(tuning, task)))
+        pictures.append(("per-node sensitivity (output error with only that node quantized)", sens_png.name))
+    md = to_markdown(run, rows, report_tuning.markdown(tuning, task), pictures)
+    write_text(paths["md"], md)
+    write_text(paths["html"], report_html.render(md, f"optim report: {run.get('recipe', '')}"))
     write_json(paths["json"], {
         "recipe": run.get("recipe"), "task": task.name, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "columns": [{"key": c.key, "header": c.header} for c in task.columns],

@@ -1,0 +1,117 @@
+"""The README.md of a Triton model repository written by ``optim deploy triton``."""
+
+from __future__ import annotations
+
+from optim.deploy import schema
+from optim.deploy.triton import ModelPlan, RepoPlan, TensorSpec
+
+TAG_PLACEHOLDER = "<yy.mm>"  # an NGC release, e.g. the one whose TensorRT built the engines
+SERVER_IMAGE = "nvcr.io/nvidia/tritonserver"
+
+
+def _tensor(t: TensorSpec, batched: bool) -> str:
+    dims = ",".join("?" if d < 0 else str(d) for d in t.dims)
+    return f"`{t.name}` {t.data_type.removeprefix('TYPE_').lower()} [{'N,' if batched else ''}{dims}]"
+
+
+def _row(m: ModelPlan) -> str:
+    batched = m.max_batch_size > 0
+    kind = "TensorRT plan" if m.backend == "tensorrt" else f"ONNX Runtime ({m.instance_kind.removeprefix('KIND_')})"
+    files = ", ".join(f.dest for f in m.files if f.dest.startswith("1/") and not f.dest.endswith(".json"))
+    pref = ",".join(map(str, m.preferred_batch_sizes)) or "-"
+    return (f"| `{m.name}` | {m.tag} | {kind} | {files} | {m.source} | "
+            f"{'; '.join(_tensor(t, batched) for t in m.inputs)} | {'; '.join(_tensor(t, batched) for t in m.outputs)} | "
+            f"{m.max_batch_size or 'fixed'} | {pref} | {m.batch_source} |")
+
+
+def _perf_line(m: ModelPlan) -> str:
+    batch = f" -b {m.preferred_batch_sizes[0]}" if m.max_batch_size > 0 and m.preferred_batch_sizes else ""
+    shapes = "".join(f" --shape {t.name}:{','.join('1' if d < 0 else str(d) for d in t.dims)}"
+                     for t in m.inputs if any(d < 0 for d in t.dims))
+    return f"perf_analyzer -m {m.name} -u localhost:8001 -i grpc{batch}{shapes} --concurrency-range 1:8"
+
+
+def readme(plan: RepoPlan, command: str, created: str) -> str:
+    models = plan.models
+    plugins = [f"/models/{m.name}/{p}" for m in models for p in m.plugins]
+    preload = plugins[:1]  # one copy of each library is enough: the same file is copied per model
+    versions = sorted({v for m in models for v in m.tensorrt})
+    lines = [
+        f"# Triton model repository: {plan.recipe}",
+        "",
+        f"Written by `{command}` on {created}, from the run folder `{plan.run_dir}`.",
+        "",
+        "Every `config.pbtxt` was built as Triton's `ModelConfig` message, printed with protobuf's text format",
+        f"and parsed back against {schema.describe()}. `deploy.json` lists every file with its sha256 and where",
+        "it came from. optim has not served this repository with a Triton server: what Triton does with it is",
+        "unchecked.",
+        "",
+        "| model | entry | runs on | file | from | input | output | max batch | preferred batch | batch profile from |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *(_row(m) for m in models),
+        "",
+    ]
+    if plan.skipped:
+        lines += ["Not deployed: " + "; ".join(f"{t}: {why}" for t, why in plan.skipped) + ".", ""]
+    lines += ["Entries ending in `-nobudget` (the quantized model without its accuracy budget, kept for "
+              "comparison in the report) are never deployed.", ""]
+    frames = [m for m in models if m.frames]
+    if frames:
+        lines += ["Models that take raw frames (fused preprocessing, `OptimPreprocess` in the graph): "
+                  + ", ".join(f"`{m.name}`" for m in frames) + ". Send uint8 frames `[N, H, W, C]` (NHWC); the model "
+                  "resizes and normalises them on the GPU.", ""]
+    notes = [f"- `{m.name}`: {n}" for m in models for n in m.notes]
+    if notes:
+        lines += ["Notes:", "", *notes, ""]
+    if any(m.backend == "onnxruntime" and m.instance_kind == "KIND_GPU" for m in models):
+        lines += ["ONNX Runtime models run on the GPU (`KIND_GPU`, ONNX Runtime's CUDA execution provider); "
+                  "`optim deploy triton --onnx-instance cpu` writes them for the CPU.", ""]
+    env = f" \\\n  -e LD_PRELOAD={preload[0]}" if preload else ""
+    lines += [
+        "## Serve it",
+        "",
+        "Pin the Triton container to one NGC release (replace the placeholder)."
+        + (f" A TensorRT engine loads only in the TensorRT version that built it ({', '.join(versions)}): pick the "
+           "release whose TensorRT is that version, or rebuild the engines in it." if versions else ""),
+        "",
+        "```bash",
+        f"TRITON_TAG={TAG_PLACEHOLDER}-py3",
+        f"docker run --rm --gpus all --shm-size=1g -p 8000:8000 -p 8001:8001 -p 8002:8002 \\\n"
+        f"  -v \"$PWD\":/models{env} \\\n  {SERVER_IMAGE}:$TRITON_TAG tritonserver --model-repository=/models",
+        "curl -s localhost:8000/v2/health/ready && echo ready",
+        "```",
+        "",
+    ]
+    if plugins or any(m.missing_plugins for m in models):
+        lines += [
+            "### Plugin libraries",
+            "",
+            "These engines contain TensorRT plugin layers, so the plugin library must be loaded into the server "
+            "before the engines are deserialized. Each model folder carries a copy (`plugins/` is not a version "
+            "folder, so Triton ignores it as a model version). Either preload it into the server process, as above "
+            f"(`-e LD_PRELOAD={preload[0] if preload else '/models/MODEL/plugins/LIB.so'}`), or name it to the TensorRT "
+            f"backend: `tritonserver --model-repository=/models --backend-config=tensorrt,plugins=\"{';'.join(sorted(set(plugins))) or '/models/MODEL/plugins/LIB.so'}\"`.",
+            "",
+            "Both routes only `dlopen` the library. A library that registers its plugin creators when it is loaded "
+            "(`REGISTER_TENSORRT_PLUGIN` or a static registrar) works that way; optim's `liboptim_preprocess_trt.so` "
+            "publishes `OptimPreprocess` through `getCreators` for `IPluginRegistry::loadLibrary` and does not "
+            "register itself on load, so as built it is not expected to be found by Triton this way: it needs a "
+            "load-time registrar first (not done; nothing here has been tried on a server).",
+            "",
+        ]
+        missing = [f"`{m.name}` needs {', '.join(m.missing_plugins)}" for m in models if m.missing_plugins]
+        if missing:
+            lines += ["Missing here (copy them into the model's `plugins/` folder before serving): "
+                      + "; ".join(missing) + ".", ""]
+    lines += [
+        "## Measure it",
+        "",
+        "With the server up, in Triton's SDK container of the same release (`TRITON_TAG` as above), one line per model:",
+        "",
+        "```bash",
+        f"docker run -it --rm --net=host {SERVER_IMAGE}:$TRITON_TAG-sdk",
+        *(_perf_line(m) for m in models),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,385 @@
+"""What a Triton model repository holds for a run folder, decided in plain code.
+
+One model per deployable entry of the run (``run.json`` tags; the ``-nobudget`` comparison
+entries are left out): the entry's TensorRT engine(s) (platform ``tensorrt_plan``; one
+file per compute capability, named through ``cc_model_filenames``, when engines for more
+than one GPU architecture exist) or its ONNX file (backend ``onnxruntime``). Inputs and
+outputs (names, Triton data types, dims) are read from the ONNX graph (for an engine: the
+ONNX its manifest names, found by sha256, and the optimization profile its manifest
+records). ``max_batch_size`` and the dynamic batcher's preferred sizes come from the batch
+profile: an engine's own profile, else the recipe's ``input.batch`` (the recipe file the
+run's manifest names), else ``--max-batch``.
+
+A model with fused preprocessing (uint8 NHWC frames through OptimPreprocess) is deployed
+as such where TensorRT runs it, with the plugin library copied beside it. Triton's
+onnxruntime backend can only get that op from an ONNX Runtime custom-op library, which
+optim does not build (its ONNX Runtime route is a Python op), so there the entry's model
+without the op (float NCHW input) is deployed and the README says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from optim.artifacts import MANIFEST, Manifest, sha256_file
+from optim.deploy import schema
+from optim.errors import InputError
+from optim.settings import Strict
+
+NOBUDGET = "-nobudget"  # optim.workflow's suffix of the comparison entries (not deployed)
+
+
+class TensorSpec(Strict):
+    name: str
+    data_type: str  # Triton DataType name, e.g. TYPE_FP32
+    dims: tuple[int, ...]  # without the batch axis when the model is batched; -1: any size
+
+
+class FileSpec(Strict):
+    src: str  # the file copied (absolute)
+    dest: str  # its path inside the model folder
+    sha256: str
+    artifact: str = ""  # its name in the run's manifest, when recorded
+
+
+class ModelPlan(Strict):
+    name: str
+    tag: str
+    backend: Literal["tensorrt", "onnxruntime"]
+    source: str  # the run folder file deployed
+    files: tuple[FileSpec, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int  # 0: the model has a fixed batch (dims hold it)
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_us: int = 100
+    instance_kind: Literal["KIND_GPU", "KIND_CPU"] = "KIND_GPU"
+    instance_count: int = 1
+    cc_model_filenames: tuple[tuple[str, str], ...] = ()  # (compute capability, file in 1/)
+    plugins: tuple[str, ...] = ()  # plugin libraries Triton must load (paths inside the model folder)
+    missing_plugins: tuple[str, ...] = ()  # plugin libraries the engine needs that are not here
+    frames: bool = False  # takes uint8 NHWC frames (fused preprocessing)
+    tensorrt: tuple[str, ...] = ()  # TensorRT versions that built the engines
+    batch_source: str = ""
+    notes: tuple[str, ...] = ()
+
+
+class Options(Strict):
+    """What ``optim deploy triton`` may choose (its flags)."""
+
+    backend: Literal["auto", "tensorrt", "onnxruntime"] = "auto"
+    onnx_instance: Literal["gpu", "cpu"] = "gpu"
+    instances: int = 1
+    max_batch: int | None = None
+    preferred: tuple[int, ...] | None = None
+    queue_delay_us: int = 100
+
+
+class RepoPlan(Strict):
+    run_dir: str
+    recipe: str
+    models: tuple[ModelPlan, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (tag, why)
+
+
+def model_name(recipe: str, tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{recipe}-{tag}")
+
+
+# -- reading the run ---------------------------------------------------------------------------
+def _json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable {what} ({type(exc).__name__})") from None
+
+
+class Run:
+    """A run folder as deploy reads it: run.json, the manifest, the files they name."""
+
+    def __init__(self, root: Path, exclude: Path | None = None) -> None:
+        self.root = Path(root)
+        if not (self.root / "run.json").is_file():
+            raise InputError(f"{self.root} is not an optim run folder (no run.json): run `optim run RECIPE` first")
+        self.info = _json(self.root / "run.json", "run.json")
+        self.manifest = Manifest()
+        if (self.root / MANIFEST).is_file():
+            try:
+                self.manifest = Manifest.model_validate_json((self.root / MANIFEST).read_text())
+            except ValueError:
+                raise InputError(f"{self.root / MANIFEST} is not a valid optim manifest") from None
+        self.exclude = Path(exclude).resolve() if exclude else None
+        self._sha: dict[Path, str] = {}
+
+    @property
+    def recipe(self) -> str:
+        return str(self.info.get("recipe") or self.root.name)
+
+    def tags(self) -> list[str]:
+        return [t for t in self.info.get("tags") or [] if not t.endswith(NOBUDGET)]
+
+    def sha(self, p: Path) -> str:
+        p = Path(p).resolve()
+        if p not in self._sha:
+            self._sha[p] = sha256_file(p)
+        return self._sha[p]
+
+    def file(self, rel: str, artifact: str = "") -> FileSpec:
+        """A file of the run, checked against the manifest's sha256 when the manifest records it."""
+        p = (self.root / rel).resolve()
+        if not p.is_file():
+            raise InputError(f"{self.root / rel} is missing (run.json or the manifest names it); rerun optim run")
+        rec = self.manifest.artifacts.get(artifact) if artifact else self.record_for(rel)
+        sha = self.sha(p)
+        if rec is not None and rec.sha256 != sha:
+            raise InputError(f"{self.root / rel} changed since the run recorded it (sha256 differs from "
+                             f"{MANIFEST}); rerun optim run on {self.root}")
+        return FileSpec(src=str(p), dest=p.name, sha256=sha, artifact=rec.name if rec else "")
+
+    def record_for(self, rel: str):
+        return next((r for r in self.manifest.artifacts.values() if r.path == rel), None)
+
+    def onnx_files(self) -> list[Path]:
+        return [p for p in sorted(self.root.glob("*.onnx"))
+                if not (self.exclude and self.exclude in p.resolve().parents)]
+
+    def engines(self, tag: str) -> list[tuple[str, str]]:
+        """(relative path, manifest name) of each engine built for ``tag``."""
+        recs = [(r.path, r.name) for r in self.manifest.artifacts.values() if r.kind == "engine" and r.tag == tag]
+        if recs:
+            return sorted(recs)
+        return [(p.name, "") for p in sorted(self.root.glob(f"model.{tag}.*.plan"))
+                if "." not in p.name[len(f"model.{tag}."):-len(".plan")]]
+
+    def unfused(self, rel: str) -> str | None:
+        """The model a fused ``*.frames.onnx`` was made from (its parent in the manifest)."""
+        rec = self.record_for(rel)
+        if rec is not None and rec.parents:
+            parent = self.manifest.artifacts.get(rec.parents[0])
+            if parent is not None and (self.root / parent.path).is_file():
+                return parent.path
+        guess = rel.removesuffix(".frames.onnx") + ".onnx"
+        return guess if guess != rel and (self.root / guess).is_file() else None
+
+    def batch_profile(self, engine_manifests: list[dict]) -> tuple[tuple[int, int, int] | None, str]:
+        """(min, opt, max) of the batch and where it was read from, or (None, why not)."""
+        b = self.info.get("batch") or (self.info.get("input") or {}).get("batch")
+        if isinstance(b, dict) and {"min", "opt", "max"} <= set(b):
+            return (int(b["min"]), int(b["opt"]), int(b["max"])), "run.json"
+        recipe = self.manifest.recipe
+        why = "the run's manifest names no recipe"
+        if recipe:
+            p = next((c for c in (Path(recipe), self.root / recipe, self.root.parent.parent / recipe) if c.is_file()), None)
+            if p is None:
+                why = f"the recipe {recipe} the manifest names is not here"
+            else:
+                from optim.recipe import load_recipe
+
+                try:
+                    b = load_recipe(p).input.batch
+                except InputError as exc:
+                    why = f"the recipe {recipe} the manifest names does not load ({exc})"
+                else:
+                    note = "" if sha256_file(p) == self.manifest.recipe_sha256 else " (changed since the run)"
+                    return (b.min, b.opt, b.max), f"recipe {recipe} input.batch{note}"
+        for man in engine_manifests:
+            prof = (man.get("plan") or {}).get("profile") or {}
+            if prof.get("max"):
+                return (prof["min"][0], prof["opt"][0], prof["max"][0]), f"engine {man.get('engine')} profile"
+        return None, why
+
+
+# -- one model ---------------------------------------------------------------------------------
+def tensors(model_path: Path) -> tuple[list[Any], list[Any], bool]:
+    """Inputs and outputs of an ONNX graph (TensorInfo), and whether its batch axis is dynamic."""
+    from optim.onnx_tools import graph_inputs, graph_outputs, load_onnx
+
+    m = load_onnx(model_path, check=False)
+    ins, outs = graph_inputs(m), graph_outputs(m)
+    batched = all(t.shape and not isinstance(t.shape[0], int) for t in ins + outs)
+    return ins, outs, batched
+
+
+def _spec(t, batched: bool, where: str) -> TensorSpec:
+    dims = t.shape[1:] if batched else t.shape
+    return TensorSpec(name=t.name, data_type=schema.triton_dtype(t.elem_type, where),
+                      dims=tuple(d if isinstance(d, int) and d > 0 else -1 for d in dims))
+
+
+def preferred_sizes(opt: int, mx: int, given: tuple[int, ...] | None) -> tuple[int, ...]:
+    if given is not None:
+        bad = [b for b in given if b < 1 or b > mx]
+        if bad:
+            raise InputError(f"--preferred {','.join(map(str, bad))}: preferred batch sizes must be 1..{mx} "
+                             "(the model's max batch)")
+        return tuple(sorted(set(given)))
+    return tuple(sorted({b for b in (opt, mx) if 1 < b <= mx}))
+
+
+def _has_op(path: Path) -> bool:
+    from optim.onnx_tools import load_onnx
+    from optim.ops.preprocess import has_op
+
+    return has_op(load_onnx(path, check=False))
+
+
+def _plugin_file(entry: dict) -> Path | None:
+    """A plugin library an engine was built with: where its manifest says, or optim's own build,
+    as long as the sha256 matches."""
+    p, sha = Path(str(entry.get("path", ""))), entry.get("sha256")
+    if p.is_file() and sha256_file(p) == sha:
+        return p
+    from optim.ops.plugins import LIBRARIES, find
+
+    for kind, (name, _) in LIBRARIES.items():
+        q = find(kind) if name == p.name else None
+        if q is not None and sha256_file(q) == sha:
+            return q
+    return None
+
+
+def plan_engines(run: Run, tag: str, engines: list[tuple[str, str]], opts: Options) -> ModelPlan:
+    from optim.backends.engine_compat import manifest_path, read_manifest
+
+    mans = [read_manifest(run.root / rel) for rel, _ in engines]
+    ccs = [str((m.get("gpu") or {}).get("compute_capability", "?")) for m in mans]
+    if len(set(ccs)) != len(ccs):
+        raise InputError(f"entry {tag} has several engines for compute capability {ccs}: "
+                         f"{', '.join(rel for rel, _ in engines)}; keep one per GPU architecture")
+    onnx_shas = {m.get("onnx_sha256") for m in mans}
+    if len(onnx_shas) != 1:
+        raise InputError(f"the engines of entry {tag} were built from different ONNX files; rebuild them from one")
+    src = next((p for p in run.onnx_files() if run.sha(p) == next(iter(onnx_shas))), None)
+    if src is None:
+        raise InputError(f"the ONNX file engine {engines[0][0]} was built from (sha256 {next(iter(onnx_shas))[:12]}...) "
+                         f"is not in {run.root}, so its inputs and outputs cannot be read")
+    ins, outs, batched = tensors(src)
+    profs = [(m.get("plan") or {}).get("profile") or {} for m in mans]
+    name = profs[0].get("input")
+    if len(ins) != 1 or ins[0].name != name:
+        raise InputError(f"engine {engines[0][0]}: its profile is for input '{name}', its ONNX {src.name} has "
+                         f"{[t.name for t in ins]}")
+    mx, opt = min(p["max"][0] for p in profs), profs[0]["opt"][0]
+    if opts.max_batch is not None:
+        if opts.max_batch > mx:
+            raise InputError(f"--max-batch {opts.max_batch} is more than engine {engines[0][0]} takes (its profile's "
+                             f"max batch is {mx})")
+        mx, opt = opts.max_batch, min(opt, opts.max_batch)
+    fixed = all(p["min"][0] == p["max"][0] for p in profs) and not batched
+    files, cc_names, plugins, missing = [], [], [], []
+    for (rel, art), man, cc in zip(engines, mans, ccs):
+        dest = "model.plan" if len(engines) == 1 else f"model.sm{cc.replace('.', '')}.plan"
+        f = run.file(rel, art)
+        files += [f.model_copy(update={"dest": f"1/{dest}"}),
+                  run.file(str(manifest_path(Path(rel)))).model_copy(update={"dest": f"1/{dest}.json"})]
+        if len(engines) > 1:
+            cc_names.append((cc, dest))
+        for entry in man.get("plugins") or []:
+            lib = _plugin_file(entry)
+            lib_name = Path(str(entry.get("path"))).name
+            if lib is None:
+                missing.append(f"{lib_name} (sha256 {str(entry.get('sha256'))[:12]}...)")
+            elif f"plugins/{lib_name}" not in plugins:
+                plugins.append(f"plugins/{lib_name}")
+                files.append(FileSpec(src=str(lib), dest=f"plugins/{lib_name}", sha256=sha256_file(lib)))
+    notes = [p["note"] for p in profs if p.get("note")]
+    return ModelPlan(
+        name=model_name(run.recipe, tag), tag=tag, backend="tensorrt", source=", ".join(r for r, _ in engines),
+        files=tuple(files), inputs=tuple(_spec(t, not fixed, src.name) for t in ins),
+        outputs=tuple(_spec(t, not fixed, src.name) for t in outs),
+        max_batch_size=0 if fixed else mx, preferred_batch_sizes=() if fixed else preferred_sizes(opt, mx, opts.preferred),
+        max_queue_delay_us=opts.queue_delay_us, instance_kind="KIND_GPU", instance_count=opts.instances,
+        cc_model_filenames=tuple(cc_names), plugins=tuple(plugins), missing_plugins=tuple(missing),
+        frames=_has_op(src), tensorrt=tuple(sorted({str(m.get("tensorrt")) for m in mans})),
+        batch_source=f"engine profile{'s' if len(mans) > 1 else ''} ({'/'.join(map(str, (profs[0]['min'][0], opt, mx)))})",
+        notes=tuple(notes))
+
+
+def plan_onnx(run: Run, tag: str, profile: tuple[int, int, int] | None, source: str, opts: Options) -> ModelPlan:
+    rel = (run.info.get("files") or {}).get(tag) or f"model.{tag}.onnx"
+    notes = []
+    f = run.file(rel)  # checked against the manifest before anything reads it
+    if _has_op(Path(f.src)):
+        plain = run.unfused(rel)
+        if plain is None:
+            raise InputError(f"{rel} takes frames through OptimPreprocess, which Triton's onnxruntime backend cannot "
+                             "run, and the model without it is not in the run folder")
+        notes.append(f"{rel} takes uint8 frames through OptimPreprocess, which Triton's onnxruntime backend can only "
+                     f"run from an ONNX Runtime custom-op library optim does not build; {plain} (float input, "
+                     "preprocess on the client) is deployed instead. Deploy the TensorRT engine for frames input.")
+        rel = plain
+        f = run.file(rel)
+    ins, outs, batched = tensors(Path(f.src))
+    if batched and opts.max_batch is not None:
+        opt = min(profile[1], opts.max_batch) if profile else opts.max_batch
+        profile, source = (1, opt, opts.max_batch), "--max-batch"
+    if batched and profile is None:
+        raise InputError(f"the batch profile of {run.root} is not recorded: {source}; pass --max-batch N")
+    mx = profile[2] if batched else 0
+    return ModelPlan(
+        name=model_name(run.recipe, tag), tag=tag, backend="onnxruntime", source=rel,
+        files=(f.model_copy(update={"dest": "1/model.onnx"}),),
+        inputs=tuple(_spec(t, batched, rel) for t in ins), outputs=tuple(_spec(t, batched, rel) for t in outs),
+        max_batch_size=mx, preferred_batch_sizes=preferred_sizes(profile[1], mx, opts.preferred) if batched else (),
+        max_queue_delay_us=opts.queue_delay_us, instance_count=opts.instances,
+        instance_kind="KIND_GPU" if opts.onnx_instance == "gpu" else "KIND_CPU",
+        batch_source=source if batched else "fixed batch in the ONNX graph", notes=tuple(notes))
+
+
+def plan_repository(run_dir: Path, opts: Options, exclude: Path | None = None) -> RepoPlan:
+    """Which model each deployable entry becomes, and why an entry is left out."""
+    from optim.backends.engine_compat import read_manifest
+
+    run = Run(run_dir, exclude)
+    tags = run.tags()
+    if not tags:
+        raise InputError(f"{run.root}/run.json lists no entries to deploy")
+    engines = {t: run.engines(t) for t in tags}
+    mans = [read_manifest(run.root / rel) for es in engines.values() for rel, _ in es]
+    profile, source = run.batch_profile(mans)
+    models, skipped = [], []
+    for t in tags:
+        if opts.backend != "onnxruntime" and engines[t]:
+            models.append(plan_engines(run, t, engines[t], opts))
+        elif opts.backend == "tensorrt":
+            why = ((run.info.get("gpu") or {}).get("not_run") or {}).get(t) or "no engine in the run folder"
+            skipped.append((t, f"no TensorRT engine: {why}"))
+        else:
+            models.append(plan_onnx(run, t, profile, source, opts))
+    if not models:
+        raise InputError(f"nothing to deploy from {run.root} with --backend {opts.backend}: "
+                         + "; ".join(f"{t}: {why}" for t, why in skipped))
+    return RepoPlan(run_dir=str(run.root.resolve()), recipe=run.recipe, models=tuple(models), skipped=tuple(skipped))
+
+
+# -- the config ----------------------------------------------------------------------------------
+def model_config(m: ModelPlan):
+    """The ModelConfig message of one model (printed with text_format, it is its config.pbtxt)."""
+    pb = schema.pb2()
+    c = pb.ModelConfig(name=m.name, max_batch_size=m.max_batch_size)
+    if m.backend == "tensorrt":
+        c.platform = "tensorrt_plan"
+    else:
+        c.backend = "onnxruntime"
+    for t in m.inputs:
+        c.input.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
+    for t in m.outputs:
+        c.output.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
+    if m.max_batch_size > 0:
+        c.dynamic_batching.preferred_batch_size.extend(m.preferred_batch_sizes)
+        c.dynamic_batching.max_queue_delay_microseconds = m.max_queue_delay_us
+    c.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(m.instance_kind), count=m.instance_count)
+    for cc, fname in m.cc_model_filenames:
+        c.cc_model_filenames[cc] = fname
+    return c
+
+
+def config_text(m: ModelPlan) -> str:
+    head = [f"# {m.name}: written by optim deploy triton as Triton's ModelConfig message",
+            f"# from {m.source} (entry {m.tag}); schema: {schema.describe()}"]
+    if m.plugins:
+        head.append(f"# the engine needs plugin libraries loaded by Triton: {', '.join(m.plugins)} (see README.md)")
+    return "\n".join(head) + "\n" + schema.to_text(model_config(m))

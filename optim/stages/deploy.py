@@ -1,0 +1,201 @@
+"""Stage: a run folder -> a Triton model repository (``optim deploy triton RUN_DIR -o REPO``).
+
+Layout of REPO::
+
+    <recipe>-<tag>/config.pbtxt          one model per deployable entry (run.json tags, no -nobudget)
+    <recipe>-<tag>/1/model.plan          its TensorRT engine (+ model.plan.json, the build manifest), or
+    <recipe>-<tag>/1/model.sm90.plan     one per compute capability (cc_model_filenames), or
+    <recipe>-<tag>/1/model.onnx          its ONNX file (backend onnxruntime)
+    <recipe>-<tag>/plugins/LIB.so        plugin libraries the engine needs (not a version folder)
+    README.md                            how to serve and measure it
+    deploy.json                          every file, its sha256 and where it came from
+
+What goes in is decided by ``optim.deploy.triton`` (plain code, no writing); this module
+writes it. Every config is Triton's ModelConfig message printed with text_format and
+parsed back against Triton's schema before anything is renamed into place. The whole
+repository is built in a hidden ``.REPO.partial-PID`` folder beside REPO and renamed to
+REPO when complete, so REPO is either the previous repository or the new one, whole.
+When REPO is inside the run folder, its deploy.json is recorded in the run's manifest
+(parents: the files the models were made from); elsewhere the run is only read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path, PurePosixPath
+
+from optim.artifacts import (Artifact, atomic_path, check_output_dir, sha256_file, stage_writes, write_failed,
+                             write_json, write_text)
+from rich.markup import escape
+
+from optim.console import info, skipped
+from optim.deploy import schema
+from optim.deploy.readme import readme
+from optim.deploy.triton import Options, RepoPlan, config_text, model_config, plan_repository
+from optim.errors import InputError, OutputPathError
+from optim.executor import Executor, StageContext, StageOutput
+from optim.settings import Strict
+
+NAME = "deploy"
+TOOLS = ("onnx", "tritonclient")
+INDEX = "deploy.json"
+
+
+class Settings(Strict):
+    """The repository to write (decided by ``plan_repository``) and the command that asked for it."""
+
+    plan: RepoPlan
+    command: str = "optim deploy triton"
+
+
+def _pid_alive(pid: int) -> bool:
+    from optim.runlock import pid_alive
+
+    return pid_alive(pid)
+
+
+def _remove_dead_partials(repo: Path) -> None:
+    """Half-built repositories of deploys that died (``.REPO.partial-PID``, ``.REPO.old-PID``)."""
+    for p in repo.parent.glob(f".{repo.name}.*-*"):
+        kind, _, pid = p.name[len(repo.name) + 2:].rpartition("-")
+        if kind in ("partial", "old") and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _swap(tmp: Path, repo: Path) -> None:
+    """Put the finished ``tmp`` at ``repo``; an existing ``repo`` is moved aside first, then removed."""
+    old = repo.with_name(f".{repo.name}.old-{os.getpid()}")
+    try:
+        if repo.exists():
+            os.rename(repo, old)
+        try:
+            os.rename(tmp, repo)
+        except OSError:
+            if old.exists():
+                os.rename(old, repo)
+            raise
+    except OSError as exc:
+        raise write_failed(repo, exc) from exc
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_repository(plan: RepoPlan, repo: Path, command: str) -> dict:
+    """Build the repository beside ``repo`` and rename it into place; returns the index (deploy.json)."""
+    repo = Path(repo)
+    _remove_dead_partials(repo)
+    tmp = repo.with_name(f".{repo.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    run_dir = Path(plan.run_dir)
+    created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    models = []
+    try:
+        for m in plan.models:
+            files = []
+            for f in m.files:
+                dest = tmp / m.name / f.dest
+                with atomic_path(dest) as t:
+                    shutil.copyfile(f.src, t)
+                if sha256_file(dest) != f.sha256:
+                    raise InputError(f"{f.src} changed while it was copied; run the deploy again")
+                src = Path(f.src)
+                frm = str(src.relative_to(run_dir)) if run_dir in src.parents else str(src)
+                files.append({"path": f"{m.name}/{f.dest}", "sha256": f.sha256, "from": frm, "artifact": f.artifact})
+            text = config_text(m)
+            if schema.parse(text, f"{m.name}/config.pbtxt") != model_config(m):
+                raise AssertionError(f"{m.name}/config.pbtxt does not read back as the message it was printed from")
+            write_text(tmp / m.name / "config.pbtxt", text)
+            models.append({**m.model_dump(mode="json", exclude={"files"}), "files": files,
+                           "config_sha256": sha256_file(tmp / m.name / "config.pbtxt")})
+        write_text(tmp / "README.md", readme(plan, command, created))
+        index = {"recipe": plan.recipe, "run_dir": plan.run_dir, "command": command, "created": created,
+                 "validated_with": schema.describe(), "models": models,
+                 "skipped": {t: why for t, why in plan.skipped}}
+        write_json(tmp / INDEX, index)
+        _swap(tmp, repo)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return index
+
+
+def run(inputs: list[Artifact], settings: Settings, ctx: StageContext) -> StageOutput:
+    """``inputs``: the files the models are made from (hashed into the key, recorded as parents).
+
+    Writes the repository whose index is ``ctx.out`` (REPO/deploy.json)."""
+    index = write_repository(settings.plan, ctx.out.parent, settings.command)
+    return StageOutput({"models": [m["name"] for m in index["models"]], "skipped": index["skipped"],
+                        "validated_with": index["validated_with"]}, index)
+
+
+# -- the command --------------------------------------------------------------------------------
+def _inputs(plan: RepoPlan) -> list[Artifact]:
+    """One artifact per source file, named as the run's manifest names it."""
+    run_dir, seen, out = Path(plan.run_dir), set(), []
+    for m in plan.models:
+        for f in m.files:
+            if f.src in seen:
+                continue
+            seen.add(f.src)
+            src = Path(f.src)
+            name = f.artifact or (f"plugin:{src.name}" if run_dir not in src.parents else src.name)
+            out.append(Artifact(name, src, f.sha256, "plugin" if name.startswith("plugin:") else "file"))
+    return out
+
+
+def _check_out(run_dir: Path, out: Path, force: bool) -> bool:
+    """Refuse an output that would replace the run or its results; True when ``out`` is inside the run."""
+    check_output_dir(out, "-o: repository folder")
+    r_run, r_out = run_dir.resolve(), out.resolve()
+    if r_out == r_run or r_out in r_run.parents:
+        raise OutputPathError(f"-o {out} would replace the run folder {run_dir}; give a new folder, beside it or inside it")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputPathError(f"-o {out} exists and is not empty; pass --force to replace it")
+    return r_run in r_out.parents
+
+
+def deploy_triton(run_dir: Path, out: Path, opts: Options, *, force: bool = False, wait: bool = True) -> dict:
+    """Write the Triton repository of ``run_dir`` to ``out`` (whole or not at all); returns its index."""
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.is_dir():
+        raise InputError(f"run folder not found: {run_dir}")
+    inside = _check_out(run_dir, out, force)
+    schema.pb2()  # the schema is needed to write anything: fail before the work if it cannot load
+    command = " ".join(["optim", *sys.argv[1:]])[:300] if sys.argv[1:2] == ["deploy"] else "optim deploy triton"
+    from optim.runlock import RunLock
+
+    # a writable run folder is locked: it is read whole while no optim run changes it
+    with RunLock(run_dir, wait=wait) if os.access(run_dir, os.W_OK) else nullcontext():
+        if inside:
+            ex = Executor(run_dir)
+            rel = (out.resolve() / INDEX).relative_to(run_dir.resolve()).as_posix()
+            theirs = [r.path for r in ex.rd.manifest.artifacts.values()
+                      if r.stage != NAME and PurePosixPath(r.path).is_relative_to(PurePosixPath(rel).parent)]
+            if theirs:
+                raise OutputPathError(f"-o {out} holds results of the run ({theirs[0]}); give a new folder")
+        plan = plan_repository(run_dir, opts, exclude=out)
+        for m in plan.models:
+            what = "TensorRT plan" if m.backend == "tensorrt" else f"ONNX Runtime on {m.instance_kind[5:]}"
+            info(escape(f"deploy {m.name}: {what} from {m.source}, max batch {m.max_batch_size or 'fixed'}"
+                        + (", takes uint8 frames" if m.frames else "")))
+            for n in m.notes:
+                info(escape(f"  note: {n}"))
+            for lib in m.missing_plugins:
+                info("  [yellow]missing[/] " + escape(f"plugin library {lib}: not found here, so not copied (see the README)"))
+        for tag, why in plan.skipped:
+            skipped(f"deploy {tag}", escape(why))
+        s = Settings(plan=plan, command=command)
+        inputs = _inputs(plan)
+        if inside:
+            a = ex.step(sys.modules[__name__], f"deploy/{PurePosixPath(rel).parent}", rel, inputs, s,
+                        kind="deploy", cache=False)
+            index = json.loads(a.path.read_text())
+        else:
+            with stage_writes(NAME):
+                index = run(inputs, s, StageContext(run_dir, out / INDEX, "deploy")).result
+    info(escape(f"wrote {out} ({len(index['models'])} model{'s' if len(index['models']) != 1 else ''}, every config parsed "
+         f"by {schema.describe()}); how to serve it: {out / 'README.md'}"))
+    return index
