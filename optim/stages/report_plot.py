@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from optim.artifacts import atomic_path
 
 if TYPE_CHECKING:
-    from optim.stages.report import Row
     from optim.tasks import Task
+
+# ``rows`` below are optim.stages.report.Row objects (not imported: report imports this module)
 
 MARKERS = "osD^vP*Xph<>"
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
@@ -30,7 +31,7 @@ class Panel:
     missing: dict[str, str]  # tag -> why it has no point
 
 
-def y_key(task: Task, rows: list[Row]) -> tuple[str, str]:
+def y_key(task: Task, rows: list) -> tuple[str, str]:
     """(how to read a row's y, axis label): the headline metric's change with labels, else agreement."""
     delta = f"{task.headline}_delta"
     if any(r.accuracy.get(delta) is not None for r in rows):
@@ -45,7 +46,7 @@ def _y(row_acc: dict, key: str, task: Task) -> float | None:
     return v - 100.0 if key == task.agreement else v
 
 
-def panels(task: Task, rows: list[Row]) -> tuple[list[Panel], str]:
+def panels(task: Task, rows: list) -> tuple[list[Panel], str]:
     key, label = y_key(task, rows)
     out = []
     for title, speed, acc, method in (
@@ -65,7 +66,7 @@ def panels(task: Task, rows: list[Row]) -> tuple[list[Panel], str]:
     return out, label
 
 
-def _bands(rows: list[Row]) -> dict[float, list[str]]:
+def _bands(rows: list) -> dict[float, list[str]]:
     """Gate budgets on a metric drop (``max_*_drop``): limit -> the entries it applies to."""
     bands: dict[float, list[str]] = {}
     for r in rows:
@@ -75,7 +76,7 @@ def _bands(rows: list[Row]) -> dict[float, list[str]]:
     return bands
 
 
-def plot(run: dict, task: Task, rows: list[Row], out: Path) -> bool:
+def plot(run: dict, task: Task, rows: list, out: Path) -> bool:
     """Write the picture to ``out``; False (and no file) when no entry has both numbers."""
     ps, ylabel = panels(task, rows)
     if not ps:
