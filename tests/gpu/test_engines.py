@@ -143,3 +143,20 @@ def test_onnxruntime_cuda_provider(gpu_run):
     with open_runner(run / "model.fp32.onnx", backend="ort-cuda") as r:
         x = np.zeros((4, 1, 28, 28), np.float32)
         assert r.infer({"input": x})["logits"].shape == (4, 10)
+
+
+def test_triton_repository_holds_the_engines(gpu_run, tmp_path):
+    """`optim deploy triton` on the engine run: every engine entry is a tensorrt_plan model whose
+    model.plan is byte-identical to the run's engine, and every config parses against Triton's schema."""
+    from optim.artifacts import sha256_file
+    from optim.deploy.schema import parse as parse_config
+
+    run, _ = gpu_run
+    repo = tmp_path / "repo"
+    p = optim("deploy", "triton", run, "-o", repo)
+    assert p.returncode == 0, p.stderr
+    for tag in ENGINE_TAGS:
+        (model,) = [d for d in repo.iterdir() if d.is_dir() and d.name.endswith(f"-{tag}")]
+        cfg = parse_config((model / "config.pbtxt").read_text())
+        assert cfg.platform == "tensorrt_plan", (tag, cfg)
+        assert sha256_file(model / "1" / "model.plan") == sha256_file(_engine(run, tag))
