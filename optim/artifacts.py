@@ -211,16 +211,15 @@ def tool_versions() -> dict[str, str]:
 
 
 def host_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"hostname": platform.node(), "os": platform.platform(), "cpu": cpu,
-            "cpu_count": os.cpu_count()}
+    """The machine numbers were measured on: host, OS, CPU model, logical CPUs, and the CPU features that
+    decide reduced-precision speed (``optim.machine.CPU_FEATURES`` it has; None where not readable)
+    with the precisions it computes natively."""
+    from optim.machine import cpu_info  # optim.machine imports this module
+
+    cpu = cpu_info()
+    return {"hostname": platform.node(), "os": platform.platform(), "cpu": cpu.model,
+            "cpu_count": os.cpu_count(), "cpu_features": cpu.feature_list() if cpu.features_known else None,
+            "cpu_native": list(cpu.native())}
 
 
 @dataclass(frozen=True)

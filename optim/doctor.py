@@ -58,11 +58,19 @@ def inventory(m: Machine) -> list[Item]:
                    f"{', '.join(m.ort_providers) or 'none'}") if ort else "not installed",
              bool(ort) and not conflict, INSTALL["ort-conflict"] if conflict else INSTALL["base"]),
         _tensorrt_item(m),
+        Item("openvino", f"{_pkg(m, 'openvino')} (CPU backends openvino, openvino-bf16, openvino-f16)"
+             if _pkg(m, "openvino") else f"not installed (optional CPU backend; install: {INSTALL['openvino']})", True),
+        _cpu_item(m),
         Item("CUDA GPU", gpus or f"none ({m.cuda_error or 'not found'})", bool(m.gpus), INSTALL["gpu"]),
         Item("NVIDIA driver", m.driver or "not found", m.driver is not None, INSTALL["gpu"]),
         Item("nvcc", m.nvcc or "not found", m.nvcc is not None, INSTALL["nvcc"]),
         plugins,
     ]
+
+
+def _cpu_item(m: Machine) -> Item:
+    """The CPU, its features that decide reduced-precision speed, and what it computes natively."""
+    return Item("CPU", m.cpu.describe() if m.cpu is not None else "not probed", True)
 
 
 def _tensorrt_item(m: Machine) -> Item:

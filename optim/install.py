@@ -10,4 +10,6 @@ INSTALL = {
     "gpu": "an NVIDIA GPU and its driver (nvidia-smi lists it)",
     "nvcc": "the CUDA 13 toolkit (e.g. .venv/bin/pip install nvidia-cuda-nvcc, or NVIDIA's cuda-toolkit-13 package)",
     "base": "bash scripts/setup.sh",
+    "openvino": ".venv/bin/pip install openvino==2026.4.1 "
+                "(pinned in requirements.txt; bash scripts/setup.sh installs it)",
 }

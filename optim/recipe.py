@@ -49,6 +49,9 @@ class Recipe(Strict):
     gates: dict[str, Any] = Field(default_factory=dict,
                                   description="per precision tag, or 'default': the task's gates model")
     bench: BenchSettings = BenchSettings()
+    backends: tuple[str, ...] | None = Field(
+        default=None, description="CPU backends every entry is checked and timed on (onnxruntime, openvino); "
+                                  "default: every one installed here")
     build: BuildSettings = BuildSettings()
     tuning: TuningSettings | None = None
     calibration_study: CalibrationStudySettings | None = None
@@ -112,6 +115,11 @@ class Recipe(Strict):
         if self.tuning is not None and not self.tuned_tags():
             raise ValueError(f"tuning applies to {list(self.tuning.precisions)} entries placed for "
                              f"tensorrt; this recipe has none of them {tags}")
+        from optim.backends.cpu import FAMILIES
+
+        bad = [b for b in self.backends or () if b not in FAMILIES]
+        if bad or (self.backends is not None and not self.backends):
+            raise ValueError(f"backends names {bad or 'nothing'}; CPU backends are {', '.join(FAMILIES)}")
         unknown = sorted(set(self.build.precisions or ()) - set(tags))
         if unknown:
             raise ValueError(f"build.precisions names {unknown}, not precisions of this recipe {tags}")

@@ -32,7 +32,9 @@ from optim.recipe import Recipe
 from optim.runlock import RunLock
 from optim.settings import DataSpec, QuantizeOptions, QuantizeSettings
 from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
-from optim.errors import BuildError, OptimError
+from optim.backends import cpu
+from optim.errors import BackendUnavailable, BuildError, ModelError, OptimError, first_line
+from optim.install import INSTALL
 from optim.stages import bench, build, check, export, fuse, quantize, report, study, tune
 from optim.stages.check import CheckResult, raise_on_failures
 from optim.tasks import get_task
@@ -52,6 +54,8 @@ class Workflow:
         self.ex = Executor(Path(out_root) / recipe.name, force=force)
         self.task = get_task(recipe.task)
         self.notes: list[str] = []
+        self.families: list[str] = [cpu.PRIMARY]
+        self.cpu_not_run: dict[str, str] = {}  # result name (TAG@family) -> why that backend did not run it
         self._data: dict[str, Data] = {}
 
     # -- data --------------------------------------------------------------------------------
@@ -148,24 +152,56 @@ class Workflow:
         return check.settings_for(self.task.name, gates, batch_size=r.check.batch_size, threads=r.check.threads,
                                   warnings=("random weights",) if random else ())
 
-    def check(self, model: Artifact, fp32: Artifact, evaluation: Data, prefix: str = "") -> CheckResult:
-        tag = model.tag
-        a = self.ex.step(check, f"{prefix}check/{tag}", f"{prefix}check/{tag}.json", [model, fp32, evaluation],
-                         self.check_settings(tag), kind="result", tag=tag)
+    def cpu_families(self) -> list[str]:
+        """The CPU backends of this run: the recipe's ``backends``, else every one installed here."""
+        have = cpu.installed()
+        wanted = list(self.recipe.backends) if self.recipe.backends is not None else have
+        for f in wanted:
+            if f not in have:
+                why = f"{f} is not installed here ({INSTALL.get(f, 'pip install ' + f)})"
+                self.ex.skip(f"check and bench on {f}", "", why)
+                self.notes.append(f"CPU backend {f}: not run: {why}.")
+        return [f for f in wanted if f in have]
+
+    def check(self, model: Artifact, fp32: Artifact, evaluation: Data, prefix: str = "",
+              family: str = cpu.PRIMARY) -> CheckResult | None:
+        """One entry checked on one backend; None (and the reason kept) where a secondary CPU
+        backend cannot run the file."""
+        tag, name = model.tag, cpu.result_name(model.tag, family)
+        src, backend = cpu.route(family, tag, model, fp32)
+        s = self.check_settings(tag).model_copy(update={"backend": backend})
+        try:
+            a = self.ex.step(check, f"{prefix}check/{name}", f"{prefix}check/{name}.json", [src, fp32, evaluation],
+                             s, kind="result", tag=tag)
+        except (BackendUnavailable, ModelError) as exc:
+            if family == cpu.PRIMARY or prefix:
+                raise
+            self.cpu_not_run[name] = first_line(exc)
+            self.ex.skip("check", name, escape(first_line(exc)))
+            return None
         res = CheckResult.load(a.path)
         gate_txt = "" if not res.gates else ("; gates passed" if res.passed else "; [red]GATE FAILED[/]")
-        info(f"  {'engine ' if prefix else ''}{tag}: {res.summary()}{gate_txt}")
+        info(f"  {'engine ' if prefix else ''}{name}: {res.summary()}{gate_txt}")
         return res
 
-    def bench_all(self, models: list[Artifact]) -> None:
-        """CPU benches of every entry, measured together: if one must be measured again, all are,
-        so that the report never compares timings taken at different times."""
-        s = self.recipe.bench
-        stale = [m.tag for m in models if self.ex.cached(bench, f"bench/{m.tag}", [m], s) is None]
-        if stale and len(stale) < len(models) and not self.ex.force:
+    def bench_all(self, models: dict[str, Artifact], fp32: Artifact, families: list[str]) -> None:
+        """CPU benches of every entry on every CPU backend, measured together: if one must be
+        measured again, all are, so that the report never compares timings taken at different times."""
+        jobs = []
+        for family in families:
+            for t, m in models.items():
+                name = cpu.result_name(t, family)
+                if name in self.cpu_not_run:
+                    continue
+                src, backend = cpu.route(family, t, m, fp32)
+                s = self.recipe.bench if family == cpu.PRIMARY else bench.Settings(
+                    **self.recipe.bench.model_dump(), backend=backend)
+                jobs.append((name, src, s, t))
+        stale = [n for n, src, s, _ in jobs if self.ex.cached(bench, f"bench/{n}", [src], s) is None]
+        if stale and len(stale) < len(jobs) and not self.ex.force:
             info(f"bench: {', '.join(stale)} changed; measuring every entry again, side by side")
-        for m in models:
-            self.ex.step(bench, f"bench/{m.tag}", f"bench/{m.tag}.json", [m], s, kind="result", tag=m.tag,
+        for name, src, s, t in jobs:
+            self.ex.step(bench, f"bench/{name}", f"bench/{name}.json", [src], s, kind="result", tag=t,
                          force=bool(stale))
 
     # -- TensorRT engines: build, check and bench each, or say once why not -----------------
@@ -258,12 +294,14 @@ class Workflow:
             info(f"fused preprocessing: every model takes uint8 frames "
                  f"{list(r.fused_preprocess.frame) + [r.input.shape[0]]} (NHWC) through OptimPreprocess")
         evaluation = self.data("evaluation", r.evaluation.data, r.evaluation.samples)
-        results = [self.check(a, fp32, evaluation) for a in models.values()]
-        self.bench_all(list(models.values()))
+        self.families = self.cpu_families()
+        results = [res for f in self.families for a in models.values()
+                   if (res := self.check(a, fp32, evaluation, family=f)) is not None]
+        self.bench_all(models, fp32, self.families)
         gpu_results, gpu_not_run, build_failures = self.engines(models, fp32, evaluation)
-        self.notes.append("Timings are ONNX Runtime on this host's CPU, measured side by side in one "
-                          "run; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
-                          "TensorRT run slower than FP32 in ORT CPU by design.")
+        self.notes.append(f"CPU timings ({', '.join(self.families)}) are measured side by side in one run on "
+                          "this host's CPU; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
+                          "TensorRT run slower than FP32 in ONNX Runtime on a CPU by design.")
         paths = self.report(models, evaluation, gpu_not_run)
         raise_on_failures(results + gpu_results)
         if build_failures:
@@ -283,6 +321,7 @@ class Workflow:
             "accuracy_meaningful": reason is None, "accuracy_reason": reason or "",
             "notes": self.notes, "host": host_info(), "tools": self.ex.versions,
             "gpu": {"target": r.target_gpu, "not_run": gpu_not_run},
+            "backends": self.families, "cpu_not_run": self.cpu_not_run,
             "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": "manifest.json",
         })
         self.ex.rd.record("run", "run.json", "run", kind="result")

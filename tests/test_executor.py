@@ -33,6 +33,7 @@ TINY = {
     "bench": {"batch_sizes": [1], "warmup": 0, "iterations": 2},
     "tuning": {"samples": 16, "sensitivity_samples": 8},
     "calibration_study": {"methods": ["max"], "sizes": [8]},
+    "backends": ["onnxruntime"],
 }
 BENCH = {"bench/fp32", "bench/int8-tensorrt", "bench/fp16"}
 CHECK = {"check/fp32", "check/int8-tensorrt", "check/fp16"}
@@ -53,6 +54,8 @@ CASES = [
     ("check.batch_size", 8, CHECK),
     ("gates", {"fp16": {"min_cosine": 0.5}}, {"check/fp16"}),
     ("bench.iterations", 3, BENCH),
+    # a second CPU backend: its checks and benches, and every bench again (side by side)
+    ("backends", ["onnxruntime", "openvino"], BENCH | {n + "@openvino" for n in CHECK | BENCH}),
 ]
 
 

@@ -546,3 +546,32 @@ def test_gates_are_the_tasks_gates(tmp_path):
         assert "unknown key 'min_cosine' at gates.default.min_cosine" in msg
     finally:
         unregister_task("counting")
+
+
+@pytest.mark.parametrize("backends,fragment", [
+    (["onnxruntime", "tflite"], "backends names ['tflite']; CPU backends are onnxruntime, openvino"),
+    ([], "backends names nothing"),
+])
+def test_bad_cpu_backends(tmp_path, backends, fragment):
+    assert fragment in load_err(tmp_path, variant(backends=backends))
+
+
+def test_cpu_backends_default_to_every_installed_one(tmp_path):
+    from optim.backends import cpu
+
+    r = load_recipe(write(tmp_path, variant(backends=["openvino", "onnxruntime"])))
+    assert r.backends == ("openvino", "onnxruntime")
+    assert load_recipe(write(tmp_path, BASE)).backends is None
+    assert cpu.installed()[0] == "onnxruntime"
+    assert cpu.split("int8-tensorrt@openvino") == ("int8-tensorrt", "openvino") and cpu.split("fp16")[1] == "onnxruntime"
+
+
+def test_cpu_routes(tmp_path):
+    from optim.artifacts import Artifact
+    from optim.backends import cpu
+
+    fp32, bf16, int8 = (Artifact(n, tmp_path / f"model.{n}.onnx", n, "onnx", n) for n in ("fp32", "bf16", "int8-tensorrt"))
+    assert cpu.route("onnxruntime", "bf16", bf16, fp32) == (bf16, "auto")
+    src, backend = cpu.route("openvino", "bf16", bf16, fp32)
+    assert (src.path, src.tag, backend) == (fp32.path, "bf16", "openvino-bf16")  # FP32 file, BF16 inference
+    assert cpu.route("openvino", "int8-tensorrt", int8, fp32) == (int8, "openvino")  # the Q/DQ file as it is

@@ -149,3 +149,36 @@ def test_plot_lists_entries_it_cannot_place(run_dir):
     (cpu,), label = panels(get_task("classification"), rows)
     assert set(cpu.points) == {"fp32", "int8-tensorrt"} and cpu.points["fp32"] == (1.0, 0.0)
     assert "no BF16 kernels" in cpu.missing["bf16"] and label.startswith("Δ top-1")
+
+
+def test_a_row_per_cpu_backend_and_the_fastest_marked(run_dir):
+    """Two CPU backends: a row per (entry, backend), × fp32 against ONNX Runtime FP32, ★ on the fastest
+    row of each precision that passed its gates, and a backend that could not run a file says why."""
+    from optim.stages.report import summary_lines, table_rows, task_of
+
+    run = json.loads((run_dir / "run.json").read_text())
+    run.update(backends=["onnxruntime", "openvino"], cpu_not_run={"bf16@openvino": "OpenVINO cannot load it"})
+    (run_dir / "run.json").write_text(json.dumps(run))
+    _write(run_dir / "check/fp32@openvino.json", _check("fp32", 90.0, 0.0, 1.0))
+    _write(run_dir / "bench/fp32@openvino.json", _bench("fp32", 0.5, 25.0))  # 2x ORT fp32
+    ov_int8 = _check("int8-tensorrt", 89.9, -0.1, 0.999)
+    ov_int8["candidate"] = "model.int8-tensorrt.onnx"
+    _write(run_dir / "check/int8-tensorrt@openvino.json", ov_int8)
+    _write(run_dir / "bench/int8-tensorrt@openvino.json", _bench("int8-tensorrt", 0.25, 10.0))  # 5x
+    run, rows = collect(run_dir)
+    by = {(r.tag, r.backend): r for r in rows}
+    assert len(rows) == 6 and [r.backend for r in rows[:2]] == ["onnxruntime", "openvino"]
+    assert by[("fp32", "openvino")].speedup_vs_fp32 == pytest.approx(2.0)
+    assert by[("int8-tensorrt", "openvino")].speedup_vs_fp32 == pytest.approx(5.0)
+    assert by[("fp32", "openvino")].fastest and not by[("fp32", "onnxruntime")].fastest
+    # the ORT int8 row failed its gate: the OpenVINO one is the fastest correct int8 row
+    assert by[("int8-tensorrt", "openvino")].fastest and not by[("int8-tensorrt", "onnxruntime")].fastest
+    assert by[("bf16", "openvino")].timing_method == "not run: OpenVINO cannot load it"
+    head, body = table_rows(task_of(run), rows)
+    assert head[:3] == ["precision", "target", "backend"] and "× ORT fp32" in head
+    ov = body[[r.backend for r in rows].index("openvino")]
+    assert ov[2] == "openvino ★" and ov[head.index("GPU top-1 %")] == ""  # GPU columns: the entry's first row
+    lines = summary_lines(run, rows)
+    assert any(ln.startswith("int8-tensorrt@openvino ★") for ln in lines) and all(len(ln) <= 100 for ln in lines)
+    paths = write_report(run_dir)
+    assert "| int8 | tensorrt | openvino ★ | 89.90 | -0.10 |" in paths["md"].read_text()

@@ -49,7 +49,7 @@ def test_no_tensorrt_one_line_and_not_run_rows(tiny_recipe, monkeypatch, capsys)
     run, lines = _run(tiny_recipe, monkeypatch, capsys, Machine(tensorrt_error="No module named 'tensorrt'"))
     assert len(lines) == 1 and lines[0].startswith(SKIP_LINE + "TensorRT is not importable here")
     assert "scripts/setup_gpu.sh" in lines[0]
-    rows = {r["tag"]: r for r in json.loads((run / "report.json").read_text())["rows"]}
+    rows = {r["tag"]: r for r in json.loads((run / "report.json").read_text())["rows"] if r["primary"]}
     for r in rows.values():
         assert r["gpu_method"].startswith("not run: TensorRT is not importable here"), r["gpu_method"]
         assert r["gpu_throughput"] is None and r["gpu_accuracy"] == {} and not r["gpu_checked"]
@@ -68,7 +68,7 @@ def test_tensorrt_without_gpu_says_so(tiny_recipe, monkeypatch, capsys):
     run, lines = _run(tiny_recipe, monkeypatch, capsys, m)
     assert len(lines) == 1 and lines[0].startswith(SKIP_LINE + "no CUDA GPU is visible here")
     rows = json.loads((run / "report.json").read_text())["rows"]
-    assert all("no CUDA GPU" in r["gpu_method"] for r in rows)
+    assert all("no CUDA GPU" in r["gpu_method"] for r in rows if r["primary"])
 
 
 def test_report_gpu_columns_from_engine_results(run_dir):  # noqa: F811

@@ -96,7 +96,7 @@ def test_toy_backend_by_name_and_by_suffix(tmp_path, tiny_onnx, toy_backend):
         assert r.measure(2, 1, 3) == [2e-3] * 3
     with pytest.raises(InputError, match=r"m\.toy runs on backend toy, not onnxruntime"):
         open_runner(p, backend="onnxruntime")
-    with pytest.raises(InputError, match="runs on backend onnxruntime, ort-cuda or ort-tensorrt, not toy"):
+    with pytest.raises(InputError, match="runs on backend onnxruntime, ort-cuda, ort-tensorrt, openvino, openvino-bf16 or openvino-f16, not toy"):
         open_runner(tiny_onnx, backend="toy")
 
 

@@ -236,7 +236,7 @@ def test_malicious_payload_is_live(tmp_path):
     ("nope", "bad model source 'nope'"),
     ("", "bad model source"),
     ("torchvision:does_not_exist", "torchvision has no model 'does_not_exist'"),
-    ("bundled:nope", "no bundled model 'nope' (bundled: fashion_resnet)"),
+    ("bundled:nope", "no bundled model 'nope' (bundled: fashion_resnet"),
     ("nonexistent_pkg_xyz:f", "cannot import 'nonexistent_pkg_xyz'"),
     ("optim.sources.fashion_resnet:NoSuchThing", "has no 'NoSuchThing'"),
     ("optim.sources.fashion_resnet:", "bad model source"),

@@ -6,7 +6,10 @@ backend claiming a suffix):
 - ``onnxruntime`` (alias ``cpu``): ONNX Runtime on the CPU, with BF16 emulation, basic graph
   optimisation for FP8 Q/DQ and optim's OptimPreprocess custom op where the model needs them;
 - ``tensorrt``: TensorRT engines (``.plan`` / ``.engine``, built by ``optim build``);
-- ``ort-cuda`` / ``ort-tensorrt``: ONNX Runtime's GPU providers (``onnxruntime-gpu``).
+- ``ort-cuda`` / ``ort-tensorrt``: ONNX Runtime's GPU providers (``onnxruntime-gpu``);
+- ``openvino`` / ``openvino-bf16`` / ``openvino-f16``: OpenVINO's CPU plugin on an ONNX file, at the
+  file's own types with f32 inference precision, or with the bf16 / f16 inference precision hint
+  (``method`` says what precision really ran and whether this CPU has instructions for it).
 
 Backends import their libraries when they open a runner, not here.
 """
@@ -63,6 +66,19 @@ def _ort_gpu(backend: str):
     return open_ort_gpu
 
 
+#: OpenVINO backend names -> the inference precision hint each sets (None: f32, the file's own types)
+OPENVINO_BACKENDS = {"openvino": None, "openvino-bf16": "bf16", "openvino-f16": "f16"}
+
+
+def _openvino(precision: str | None):
+    def open_openvino(path: Path, *, threads: int | None = None, cuda_graph: bool = False) -> Runner:
+        from optim.backends.openvino import OpenVinoRunner  # imports openvino (BackendUnavailable without it)
+
+        return OpenVinoRunner(path, threads=threads, precision=precision)
+
+    return open_openvino
+
+
 def register_builtin_backends() -> None:
     register_backend("onnxruntime", open_onnxruntime_cpu, handles=ONNX_SUFFIXES, files="ONNX models (.onnx)",
                      aliases=("cpu",), replace=True)
@@ -70,3 +86,5 @@ def register_builtin_backends() -> None:
                      hint="build one first: optim build {path} --target h100", replace=True)
     for name in ("ort-cuda", "ort-tensorrt"):  # ONNX Runtime's GPU providers (onnxruntime-gpu)
         register_backend(name, _ort_gpu(name), handles=ONNX_SUFFIXES, files="ONNX models (.onnx)", replace=True)
+    for name, precision in OPENVINO_BACKENDS.items():  # after onnxruntime: auto keeps ONNX on ORT
+        register_backend(name, _openvino(precision), handles=ONNX_SUFFIXES, files="ONNX models (.onnx)", replace=True)

@@ -25,6 +25,9 @@ def register(app: typer.Typer) -> None:
         max_abs_error: Annotated[Optional[float], typer.Option(help="Gate: largest absolute output error.")] = None,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")] = None,
         recipe: RecipeOpt = None,
+        backend: Annotated[str, typer.Option(help="Where the candidate runs: auto (ONNX: ORT CPU, .plan: TensorRT), "
+                                                  "openvino, openvino-bf16, openvino-f16, ort-cuda, ort-tensorrt. "
+                                                  "The FP32 reference always runs on ONNX Runtime CPU.")] = "auto",
     ) -> None:
         """Compare a candidate with the FP32 reference: output deltas, task accuracy, gates."""
         from optim.artifacts import Data, check_output_file, write_json
@@ -33,6 +36,9 @@ def register(app: typer.Typer) -> None:
 
         if json_out:
             check_output_file(json_out, "--json")
+        from optim.backends import backend_for
+
+        backend_for(candidate, backend)  # an unknown name, or one that does not run this file: exit 2 now
         r = _recipe(recipe)
         fused = None if candidate.suffix in (".plan", ".engine") else _fused_op(candidate)
         if fused is None:
@@ -44,7 +50,7 @@ def register(app: typer.Typer) -> None:
         gates = task.gates_model(max_top1_drop=max_top1_drop, min_cosine=min_cosine,
                                  min_top1_agreement=min_top1_agreement, max_abs_error=max_abs_error)
         res = check_files(candidate, reference, Data.of("evaluation", x, y, frames, ds.source),
-                          settings_for(task.name, gates, batch_size=batch_size))
+                          settings_for(task.name, gates, batch_size=batch_size, backend=backend))
         for name, d in res.outputs.items():
             print(task.output_line(name, d))
         if res.accuracy:
@@ -66,7 +72,7 @@ def register(app: typer.Typer) -> None:
         warmup: Annotated[int, typer.Option(help="Untimed runs per batch size.")] = 5,
         iterations: Annotated[int, typer.Option(help="Timed runs per batch size.")] = 30,
         threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: all cores).")] = None,
-        backend: Annotated[str, typer.Option(help="auto (ONNX: ORT CPU, .plan: TensorRT), ort-cuda, ort-tensorrt.")] = "auto",
+        backend: Annotated[str, typer.Option(help="auto (ONNX: ORT CPU, .plan: TensorRT), openvino, openvino-bf16, openvino-f16, ort-cuda, ort-tensorrt.")] = "auto",
         cuda_graph: Annotated[bool, typer.Option(help="Engines: replay a captured CUDA graph.")] = False,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
     ) -> None:

@@ -85,7 +85,7 @@ def bench_model(path: Path, s: BenchSettings, *, tag: str = "", backend: str = "
 
 
 NAME = "bench"
-TOOLS = ("onnxruntime", "onnxruntime-gpu", "tensorrt")
+TOOLS = ("onnxruntime", "onnxruntime-gpu", "tensorrt", "openvino")
 
 
 def environment() -> dict:
@@ -95,13 +95,20 @@ def environment() -> dict:
     return host_info()
 
 
+class Settings(BenchSettings):
+    """The recipe's bench settings, and the backend that runs the model (``auto``: ORT CPU for
+    ONNX, TensorRT for engines; any registered name)."""
+
+    backend: str = "auto"
+
+
 def run(inputs: list, settings: BenchSettings, ctx) -> StageOutput:
     """``inputs``: the model (ONNX or engine). Writes the timings to ``ctx.out``."""
     from optim.artifacts import write_json
     from optim.console import info, skipped
 
     (model,) = inputs
-    res = bench_model(model.path, settings, tag=model.tag or model.name)
+    res = bench_model(model.path, settings, tag=model.tag or model.name, backend=getattr(settings, "backend", "auto"))
     res.model = model.path.name
     if res.skipped:
         skipped(f"bench {res.tag}", res.skipped)

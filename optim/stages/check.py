@@ -26,7 +26,7 @@ from optim.tasks import GateResult, get_task
 from optim.tasks.classification import output_deltas, topk_accuracy  # noqa: F401  (re-exported)
 
 NAME = "check"
-TOOLS = ("onnxruntime", "onnxruntime-gpu", "tensorrt")
+TOOLS = ("onnxruntime", "onnxruntime-gpu", "tensorrt", "openvino")
 
 
 class Settings(Strict):
@@ -36,6 +36,8 @@ class Settings(Strict):
     batch_size: int = Field(default=256, ge=1)
     threads: int | None = Field(default=None, ge=1)
     backend: str = "auto"
+    #: where the FP32 reference runs: always the plain FP32 path, whatever runs the candidate
+    reference_backend: str = "auto"
     gates: dict[str, float | None] = Field(default_factory=dict, description="the task's gate model, dumped")
     warnings: tuple[str, ...] = Field(default=(), description="known reasons the numbers mean little "
                                                              "(a run's 'random weights')")
@@ -85,8 +87,9 @@ class CheckResult:
         return text + (f"; NOT MEANINGFUL: {'; '.join(self.warnings)}" if self.warnings else "")
 
 
-def run_model(path: Path, x: np.ndarray, s: Settings, what: str) -> tuple[dict[str, np.ndarray], str]:
-    with open_runner(path, threads=s.threads, backend=s.backend) as runner:
+def run_model(path: Path, x: np.ndarray, s: Settings, what: str,
+              backend: str | None = None) -> tuple[dict[str, np.ndarray], str]:
+    with open_runner(path, threads=s.threads, backend=backend or s.backend) as runner:
         outs = run_batched(runner, x, s.batch_size, description=what)
         return outs, runner.method
 
@@ -108,13 +111,13 @@ def run(inputs: list[Artifact], settings: Settings, ctx: StageContext | None) ->
     task = get_task(settings.task)
     gates = task.gates_model(**settings.gates)
     memo = ctx.memo if ctx is not None else {}
-    ref_key = f"reference:{ref.sha256}:{data.sha256}:{settings.backend}:{settings.threads}"
+    ref_key = f"reference:{ref.sha256}:{data.sha256}:{settings.reference_backend}:{settings.threads}"
     if ref_key not in memo:
-        memo[ref_key] = run_model(ref.path, data.x, settings, f"reference {ref.name}")
+        memo[ref_key] = run_model(ref.path, data.x, settings, f"reference {ref.name}", settings.reference_backend)
     ref_out, ref_method = memo[ref_key]
     warnings = list(settings.warnings) + task.reference_warnings(ref_out, data.labels)
     cand_x = data.x if data.frames is None or _takes_floats(cand.path) else data.frames
-    if cand.sha256 == ref.sha256 and cand_x is data.x:
+    if cand.sha256 == ref.sha256 and cand_x is data.x and settings.backend == settings.reference_backend:
         got, method = ref_out, ref_method  # the reference against itself: nothing to run again
     else:
         got, method = run_model(cand.path, cand_x, settings, f"check {cand.tag or cand.name}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from optim.artifacts import write_json, write_text
+from optim.backends import cpu
 from optim.errors import InputError
 from optim.executor import StageOutput
 from optim.stages import report_html, report_plot, report_tuning
@@ -38,6 +39,10 @@ class Row:
     precision: str
     target: str
     file: str
+    backend: str = cpu.PRIMARY  # the CPU backend of the accuracy and timing columns
+    primary: bool = True  # the entry's first row: it carries the GPU columns
+    fastest: bool = False  # the fastest row of its precision and target that passed its gates
+    timing_caveat: bool = False  # the backend said its timing is not this precision's speed
     size_bytes: int | None = None
     coverage: str | None = None
     checked: bool = False
@@ -113,18 +118,44 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
     if not (quant or checks or benches):
         raise InputError(f"{run_dir} holds no optim results (no quantize/, check/ or bench/ JSON); "
                          "run `optim run RECIPE` first")
-    rows = [_row(task, t, run_dir, run, quant.get(t), checks.get(t), benches.get(t)) for t in tags]
+    families = list(run.get("backends") or [cpu.PRIMARY])
+    cpu_not_run = run.get("cpu_not_run") or {}
+    rows = []
+    for t in tags:
+        for i, family in enumerate(families):
+            name = cpu.result_name(t, family)
+            row = _row(task, t, run_dir, run, quant.get(t), checks.get(name), benches.get(name))
+            row.backend, row.primary = family, i == 0
+            if name in cpu_not_run:
+                row.accuracy_method = row.timing_method = f"{NOT_RUN}: {cpu_not_run[name]}"
+            rows.append(row)
     not_run = (run.get("gpu") or {}).get("not_run") or {}
     for r in rows:
-        _gpu_columns(task, r, not_run.get(r.tag), *(g.get(r.tag) for g in gpu))
-    rows.sort(key=lambda r: (ORDER.index(r.precision) if r.precision in ORDER else 99, r.target))
-    base = next((r for r in rows if r.tag == "fp32"), None)
+        if r.primary:
+            _gpu_columns(task, r, not_run.get(r.tag), *(g.get(r.tag) for g in gpu))
+        else:
+            r.gpu_method = "on the entry's first row"
+    order = {f: i for i, f in enumerate(families)}
+    rows.sort(key=lambda r: (ORDER.index(r.precision) if r.precision in ORDER else 99, r.target, order[r.backend]))
+    base = next((r for r in rows if r.tag == "fp32" and r.primary), None)
     for r in rows:
         if base and base.throughput and r.throughput and r.throughput_batch == base.throughput_batch:
             r.speedup_vs_fp32 = round(r.throughput / base.throughput, 3)
         if base and base.gpu_throughput and r.gpu_throughput:
             r.gpu_speedup_vs_fp32 = round(r.gpu_throughput / base.gpu_throughput, 3)
+    _mark_fastest(rows)
     return run, rows
+
+
+def _mark_fastest(rows: list[Row]) -> None:
+    """Per precision and target: the row with the highest CPU throughput among those whose gates
+    passed, whose numbers mean something and whose timing is that precision's (no caveat)."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        if r.throughput is not None and "FAILED" not in r.gates and not r.notes and not r.timing_caveat:
+            groups.setdefault((r.precision, r.target), []).append(r)
+    for group in groups.values():
+        max(group, key=lambda r: r.throughput).fastest = True
 
 
 def _timings(b: BenchResult) -> tuple[dict[int, BatchTiming], int, int]:
@@ -168,6 +199,8 @@ def _row(task: Task, tag: str, run_dir: Path, run: dict, q: dict | None, c: Chec
     precision, _, target = tag.partition("-")
     file = (run.get("files") or {}).get(tag) or (q or {}).get("path") or ""
     row = Row(tag, precision, target or ("reference" if tag == "fp32" else "any"), Path(file).name)
+    if c:
+        row.file = Path(c.candidate).name or row.file
     f = run_dir / row.file if row.file else None
     if f and f.is_file():
         row.size_bytes = f.stat().st_size
@@ -189,6 +222,7 @@ def _row(task: Task, tag: str, run_dir: Path, run: dict, q: dict | None, c: Chec
             row.latency_batch, row.p50_ms, row.p99_ms = small, timings[small].median_ms, timings[small].p99_ms
             row.throughput_batch, row.throughput = large, timings[large].throughput
             row.timing_method = b.method + (f" ({b.note})" if b.note else "")
+            row.timing_caveat = bool(b.note)
     return row
 
 
@@ -197,20 +231,25 @@ def _fmt(v: float | None, nd: int = 2, suffix: str = "") -> str:
 
 
 def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells. With several CPU backends each entry has a row per backend (★: the fastest
+    row of its precision and target that passed its gates); × fp32 is against ONNX Runtime FP32."""
     lb = next((r.latency_batch for r in rows if r.latency_batch), 1)
     tb = next((r.throughput_batch for r in rows if r.throughput_batch), None)
     headline = task.column(task.headline)
-    head = ["precision", "target", *[c.header for c in task.columns],
-            f"p50 b{lb} ms", f"p99 b{lb} ms", f"img/s b{tb}" if tb else "img/s", "× fp32",
+    several = len({r.backend for r in rows}) > 1
+    head = ["precision", "target", *(["backend"] if several else []), *[c.header for c in task.columns],
+            f"p50 b{lb} ms", f"p99 b{lb} ms", f"img/s b{tb}" if tb else "img/s",
+            "× ORT fp32" if several else "× fp32",
             f"GPU {headline.header}", f"GPU p50 b{lb} ms", f"GPU img/s b{tb}" if tb else "GPU img/s", "GPU × fp32",
             "size KB", "Q/DQ coverage", "gates", "not meaningful"]
     body = []
     for r in rows:
+        gpu = ([headline.cell(r.gpu_accuracy.get(headline.key), r.gpu_checked), _fmt(r.gpu_p50_ms, 3),
+                _fmt(r.gpu_throughput, 1), _fmt(r.gpu_speedup_vs_fp32, 2)] if r.primary else ["", "", "", ""])
         body.append([
-            r.precision, r.target, *[c.cell(r.accuracy.get(c.key), r.checked) for c in task.columns],
-            _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3), _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2),
-            headline.cell(r.gpu_accuracy.get(headline.key), r.gpu_checked),
-            _fmt(r.gpu_p50_ms, 3), _fmt(r.gpu_throughput, 1), _fmt(r.gpu_speedup_vs_fp32, 2),
+            r.precision, r.target, *([r.backend + (" ★" if r.fastest else "")] if several else []),
+            *[c.cell(r.accuracy.get(c.key), r.checked) for c in task.columns],
+            _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3), _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2), *gpu,
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, 1),
             r.coverage or "-", r.gates + (f"; GPU engine {r.gpu_gates}" if r.gpu_gates else ""),
             "; ".join(r.notes) or "-",
@@ -237,7 +276,7 @@ def to_markdown(run: dict, rows: list[Row], extra: list[str] = (), pictures: lis
         out += ["", f"![{alt}]({name})"]
     out += ["", "## How each number was obtained", ""]
     for r in rows:
-        out.append(f"- **{r.tag}** (`{r.file}`): accuracy: {r.accuracy_method}; timing: {r.timing_method}; "
+        out.append(f"- **{cpu.result_name(r.tag, r.backend)}** (`{r.file}`): accuracy: {r.accuracy_method}; timing: {r.timing_method}; "
                    f"GPU: {r.gpu_method}")
     if extra:
         out += [""] + list(extra)
@@ -256,12 +295,14 @@ def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
     task = task_of(run)
     key, _ = report_plot.y_key(task, rows)
     head = task.column(key).header if any(c.key == key for c in task.columns) else key
-    out = [f"{'entry':<26}{head:>15}{'CPU ×fp32':>11}{'GPU ×fp32':>11}  gates"]
+    out = [f"{'entry':<34}{head:>15}{'CPU ×fp32':>11}{'GPU ×fp32':>11}  gates"]
     for r in rows:
         v = r.accuracy.get(key)
         acc = NOT_RUN if v is None else (f"{v:+.2f}" if key != task.agreement else f"{v:.2f}")
         gates = r.gates + (f"; GPU {r.gpu_gates}" if r.gpu_gates else "") + ("; NOT MEANINGFUL" if r.notes else "")
-        line = f"{r.tag:<26}{acc:>15}{_fmt(r.speedup_vs_fp32, 2):>11}{_fmt(r.gpu_speedup_vs_fp32, 2):>11}  {gates}"
+        name = cpu.result_name(r.tag, r.backend) + (" ★" if r.fastest and len({x.backend for x in rows}) > 1 else "")
+        gpu = _fmt(r.gpu_speedup_vs_fp32, 2) if r.primary else ""
+        line = f"{name:<34}{acc:>15}{_fmt(r.speedup_vs_fp32, 2):>11}{gpu:>11}  {gates}"
         out.append(line if len(line) <= width else line[:width - 3] + "...")
     return out
 

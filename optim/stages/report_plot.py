@@ -46,24 +46,31 @@ def _y(row_acc: dict, key: str, task: Task) -> float | None:
     return v - 100.0 if key == task.agreement else v
 
 
+TITLES = {"onnxruntime": "CPU: ONNX Runtime", "openvino": "CPU: OpenVINO"}
+
+
+def _panel(title: str, rows: list, speed: str, acc: str, method: str, key: str, task: Task) -> Panel:
+    pts, missing = {}, {}
+    for r in rows:
+        x, y = getattr(r, speed), _y(getattr(r, acc), key, task)
+        if x is not None and y is not None:
+            pts[r.tag] = (x, y)
+        else:
+            why = getattr(r, method) if x is None else "not checked"
+            missing[r.tag] = why.split(";")[0]
+    return Panel(title, pts, missing)
+
+
 def panels(task: Task, rows: list) -> tuple[list[Panel], str]:
+    """One panel per CPU backend (x: speed-up over ONNX Runtime FP32), one for the TensorRT engines
+    (x: over the FP32 engine); only panels with at least one point."""
     key, label = y_key(task, rows)
-    out = []
-    for title, speed, acc, method in (
-        ("CPU: ONNX Runtime", "speedup_vs_fp32", "accuracy", "timing_method"),
-        ("GPU: TensorRT engines", "gpu_speedup_vs_fp32", "gpu_accuracy", "gpu_method"),
-    ):
-        pts, missing = {}, {}
-        for r in rows:
-            x, y = getattr(r, speed), _y(getattr(r, acc), key, task)
-            if x is not None and y is not None:
-                pts[r.tag] = (x, y)
-            else:
-                why = getattr(r, method) if x is None else "not checked"
-                missing[r.tag] = why.split(";")[0]
-        if pts:
-            out.append(Panel(title, pts, missing))
-    return out, label
+    families = list(dict.fromkeys(r.backend for r in rows))
+    out = [_panel(TITLES.get(f, f"CPU: {f}"), [r for r in rows if r.backend == f], "speedup_vs_fp32", "accuracy",
+                  "timing_method", key, task) for f in families]
+    out.append(_panel("GPU: TensorRT engines", [r for r in rows if r.primary], "gpu_speedup_vs_fp32",
+                      "gpu_accuracy", "gpu_method", key, task))
+    return [p for p in out if p.points], label
 
 
 def _bands(rows: list) -> dict[float, list[str]]:
@@ -72,7 +79,8 @@ def _bands(rows: list) -> dict[float, list[str]]:
     for r in rows:
         for gate, limit in r.gate_limits.items():
             if gate.startswith("max_") and gate.endswith("_drop"):
-                bands.setdefault(limit, []).append(r.tag)
+                if r.tag not in bands.setdefault(limit, []):
+                    bands[limit].append(r.tag)
     return bands
 
 
@@ -85,8 +93,10 @@ def plot(run: dict, task: Task, rows: list, out: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    style = {r.tag: (MARKERS[i % len(MARKERS)], COLORS[i % len(COLORS)]) for i, r in enumerate(rows)}
+    tags = list(dict.fromkeys(r.tag for r in rows))
+    style = {t: (MARKERS[i % len(MARKERS)], COLORS[i % len(COLORS)]) for i, t in enumerate(tags)}
     fig, axes = plt.subplots(1, len(ps), figsize=(5.6 * len(ps), 4.6), dpi=110, squeeze=False)
     bands = _bands(rows)
     for ax, p in zip(axes[0], ps):
@@ -105,11 +115,14 @@ def plot(run: dict, task: Task, rows: list, out: Path) -> bool:
         ax.set_xscale("log")
         lo, hi = min(xs + [1.0]), max(xs + [1.0])
         ax.set_xlim(lo / 1.6, hi * 1.6)
+        ticks = [t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50) if lo / 1.6 <= t <= hi * 1.6]
+        ax.set_xticks(ticks, [f"{t:g}×" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # only the labelled ticks: minor labels collide
         span = max(ys) - min(ys) or 1.0
         floor = max(span, 0.5)  # never let hundredths of a point fill the whole axis
         mid = (max(ys) + min(ys)) / 2
         ax.set_ylim(mid - 0.6 * floor - 0.05, mid + 0.6 * floor + 0.05)
-        ax.set_xlabel("speed-up over FP32 (× throughput, same backend, log scale)")
+        ax.set_xlabel("speed-up over FP32 (× throughput; CPU: vs ONNX Runtime FP32; log scale)", fontsize=8)
         ax.set_title(p.title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
         if p.missing:
