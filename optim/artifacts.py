@@ -212,9 +212,9 @@ def tool_versions() -> dict[str, str]:
 
 def host_info() -> dict[str, Any]:
     """The machine numbers were measured on: host, OS, CPU model, logical CPUs, and the CPU features that
-    decide reduced-precision speed (``optim.machine.CPU_FEATURES`` it has; None where not readable)
+    decide reduced-precision speed (``optim.hostcpu.CPU_FEATURES`` it has; None where not readable)
     with the precisions it computes natively."""
-    from optim.machine import cpu_info  # optim.machine imports this module
+    from optim.hostcpu import cpu_info
 
     cpu = cpu_info()
     return {"hostname": platform.node(), "os": platform.platform(), "cpu": cpu.model,

@@ -27,6 +27,7 @@ from optim.errors import ModelError
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 BUNDLED = {
     "fashion_resnet": ("optim.sources.fashion_resnet:FashionResNet", "fashion_resnet.safetensors"),
+    "fashion_detector": ("optim.sources.detector:FashionDetector", "fashion_detector.safetensors"),
 }
 # name -> (factory, factory kwargs, callable returning the weights file's path)
 PRETRAINED = {

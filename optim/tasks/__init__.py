@@ -32,6 +32,7 @@ def get_task(name: str) -> Task:
 
 def _builtin() -> None:
     import optim.tasks.classification  # noqa: F401  (registers itself)
+    import optim.tasks.detection  # noqa: F401
 
 
 __all__ = ["Column", "Fidelity", "GateResult", "Task", "get_task", "register_task", "task_names",

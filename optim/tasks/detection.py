@@ -1,0 +1,208 @@
+"""Detection: per-image boxes + classes as labels, COCO mAP, box-level agreement with FP32.
+
+The model's first output is the raw YOLOv8 layout ``[N, 4 + nc, A]`` (``cx, cy, w, h`` in
+input pixels, then sigmoid class scores; see ``optim.sources.detector``). It is decoded
+with the NumPy reference (``detect_ops.decode``: best class per anchor, conf 0.001,
+class-aware NMS at IoU 0.7, at most 100 boxes per image), then scored:
+
+* accuracy (needs labels: ``BoxLabels``, boxes in the model input's pixels): COCO
+  mAP@0.5:0.95 (``map``) and mAP@0.5 (``map50``), in percent, via faster-coco-eval;
+* agreement with FP32 (no labels needed): the FP32 model's confident detections (score
+  >= 0.25, a deployment threshold) are the ground truth and the candidate's detections
+  (conf 0.001, with scores) are scored against them with the same COCO mAP@0.5:0.95
+  (``agreement``, %). FP32 against itself is exactly 100: every confident box is found
+  with IoU 1 and ranked above every other box. A candidate loses agreement when it
+  misses, moves, re-labels or re-ranks FP32's boxes, or adds confident boxes of its own.
+
+Per output the task also reports the class-score cosine (``cosine``: per image, over the
+score block only; the box block holds pixel coordinates of every anchor, mostly
+background, which would dominate a cosine of the whole tensor), the mean box error in
+pixels on anchors FP32 is confident about (``box_error``) and the max abs error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from optim.errors import DataError
+from optim.settings import Strict
+from optim.tasks import register_task
+from optim.tasks.base import Column, Fidelity, GateResult, Task
+from optim.tasks.detect_ops import BoxLabels, as_box_labels, coco_map, decode
+
+#: FP32 detections at or above this score are the ground truth of the agreement metric
+AGREE_CONF = 0.25
+
+
+def _is_detection(y: np.ndarray) -> bool:
+    return y.ndim == 3 and y.shape[1] >= 5
+
+
+def _generic(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    r = ref.reshape(len(ref), -1).astype(np.float64)
+    g = got.reshape(len(got), -1).astype(np.float64)
+    err = np.abs(r - g)
+    cos, min_cos = _cosine(r, g)
+    return {"max_abs_error": float(err.max(initial=0.0)), "mean_abs_error": float(err.mean()) if err.size else 0.0,
+            "cosine": cos, "min_cosine": min_cos}
+
+
+def _cosine(r: np.ndarray, g: np.ndarray) -> tuple[float, float]:
+    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
+    cos = np.where(norms > 0, (r * g).sum(axis=1) / np.maximum(norms, 1e-30),
+                   np.where(np.linalg.norm(r - g, axis=1) == 0, 1.0, 0.0))
+    return (float(cos.mean()), float(cos.min())) if len(cos) else (1.0, 1.0)
+
+
+def fp32_agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """The candidate's mAP@0.5:0.95 and mAP@0.5 (%) with FP32's confident detections as ground truth."""
+    truth = [d.above(AGREE_CONF) for d in decode(ref)]
+    labels = BoxLabels([d.boxes for d in truth], [d.classes for d in truth])
+    nc = ref.shape[1] - 4
+    if labels.count == 0:  # FP32 is confident about nothing: agree when the candidate is not either
+        v = 0.0 if any(len(d) for d in decode(got, conf=AGREE_CONF)) else 100.0
+        return {"agreement": v, "agreement50": v}
+    m = coco_map(labels, decode(got), nc)
+    return {"agreement": m["map"], "agreement50": m["map50"]}
+
+
+def output_deltas(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    if ref.shape != got.shape:
+        raise DataError(f"candidate output shape {list(got.shape)} != reference {list(ref.shape)}")
+    out = _generic(ref, got)
+    if not _is_detection(ref):
+        return out
+    r, g = ref.astype(np.float64), got.astype(np.float64)
+    out["cosine"], out["min_cosine"] = _cosine(r[:, 4:].reshape(len(r), -1), g[:, 4:].reshape(len(g), -1))
+    out["score_max_abs_error"] = float(np.abs(r[:, 4:] - g[:, 4:]).max(initial=0.0))
+    sure = r[:, 4:].max(axis=1) >= AGREE_CONF  # (N, A)
+    box_err = np.abs(r[:, :4] - g[:, :4]).mean(axis=1)  # (N, A), pixels
+    out["box_error"] = float(box_err[sure].mean()) if sure.any() else 0.0
+    out.update(fp32_agreement(ref, got))
+    return out
+
+
+def detection_accuracy(output: np.ndarray, labels: Any) -> dict[str, float]:
+    if not _is_detection(output):
+        raise DataError(f"detection accuracy needs a [N, 4 + classes, anchors] output, got shape {list(output.shape)}")
+    labels = as_box_labels(labels)
+    if len(labels) != len(output):
+        raise DataError(f"{len(output)} images but labels for {len(labels)}")
+    nc = output.shape[1] - 4
+    top = max((int(c.max()) for c in labels.classes if len(c)), default=-1)
+    if top >= nc or any(len(c) and c.min() < 0 for c in labels.classes):
+        raise DataError(f"label classes reach {top}, outside the model's {nc} classes")
+    return coco_map(labels, decode(output), nc)
+
+
+class Gates(Strict):
+    """The gates detection understands (a recipe's ``gates:``)."""
+
+    max_map_drop: float | None = Field(default=None, description="mAP@0.5:0.95 loss vs FP32, in points")
+    min_map: float | None = Field(default=None, description="mAP@0.5:0.95 at least this, in %")
+    min_agreement: float | None = Field(default=None, description="mAP@0.5:0.95 against FP32's detections, in %")
+    max_abs_error: float | None = Field(default=None, description="over the whole raw output; box coordinates "
+                                        "of background anchors (pixels) dominate it")
+
+
+def _first(outputs: dict[str, Any]) -> Any:
+    return next(iter(outputs.values()))
+
+
+@register_task
+class Detection(Task):
+    name = "detection"
+    gates_model = Gates
+    budget_metrics = ("map", "agreement")
+    metric_labels = {"map": "mAP@0.5:0.95", "agreement": "mAP@0.5:0.95 against FP32's detections"}
+    columns = (Column("mAP50-95 %", "map", needs_labels=True, description="mAP@0.5:0.95 (%)"),
+               Column("Δ mAP (pts)", "map_delta", signed=True, needs_labels=True),
+               Column("mAP50 %", "map50", needs_labels=True),
+               Column("agreement %", "agreement", description="mAP@0.5:0.95 against FP32's detections (%)"))
+    headline, agreement = "map", "agreement"
+
+    def output_deltas(self, ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+        return output_deltas(ref, got)
+
+    def accuracy(self, outputs: dict[str, np.ndarray], labels: Any) -> dict[str, float]:
+        return detection_accuracy(_first(outputs), labels)
+
+    def reference_warnings(self, ref_outputs: dict[str, np.ndarray], labels: Any = None) -> list[str]:
+        out = super().reference_warnings(ref_outputs, labels)
+        y = _first(ref_outputs)
+        if out or not _is_detection(y):
+            return out
+        if not any(len(d) for d in decode(y, conf=AGREE_CONF)):
+            out.append(f"no detection scores {AGREE_CONF} or more on any of {len(y)} images: agreement "
+                       "with FP32 cannot fail (untrained weights, or inputs the model was not made for)")
+        elif labels is not None:
+            m = detection_accuracy(y, labels)["map"]
+            if m < 1.0:
+                out.append(f"the FP32 reference has mAP@0.5:0.95 {m:.2f}%: untrained weights, or labels "
+                           "whose boxes are not in the model input's pixels")
+        return out
+
+    def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
+                    gates: Gates) -> list[GateResult]:
+        first = _first(outputs)
+        out: list[GateResult] = []
+        for gate in ("max_map_drop", "min_map"):
+            if getattr(gates, gate) is not None and accuracy is None:
+                raise DataError(f"gate {gate} needs labelled evaluation data; this data has no labels")
+        if gates.max_map_drop is not None:
+            drop = -accuracy["map_delta"]
+            out.append(GateResult("max_map_drop", drop, gates.max_map_drop, drop <= gates.max_map_drop))
+        if gates.min_map is not None:
+            v = accuracy["map"]
+            out.append(GateResult("min_map", v, gates.min_map, v >= gates.min_map))
+        if gates.min_agreement is not None:
+            if "agreement" not in first:
+                raise DataError("gate min_agreement needs a [N, 4 + classes, anchors] detection output")
+            v = first["agreement"]
+            out.append(GateResult("min_agreement", v, gates.min_agreement, v >= gates.min_agreement))
+        if gates.max_abs_error is not None:
+            v = max(o["max_abs_error"] for o in outputs.values())
+            out.append(GateResult("max_abs_error", v, gates.max_abs_error, v <= gates.max_abs_error))
+        return out
+
+    def fidelity(self, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], labels: Any,
+                 metric: str) -> Fidelity:
+        """The budget search's score: the metric the gates read, not a proxy.
+
+        ``map``: mAP@0.5:0.95 points lost against the labels; ``agreement``: 100 minus the
+        agreement mAP. Both cost one NumPy decode + NMS per image and one faster-coco-eval
+        pass (milliseconds per hundred images at 160x160, small next to running the
+        variant's ONNX model on the same images), so a cheaper proxy would buy nothing
+        and could disagree with the gate. ``cosine`` is the class-score cosine: the
+        continuous measure the sensitivity ranking sorts by (mAP on a few hundred images
+        moves in steps)."""
+        r, g = _first(ref), _first(got)
+        d = output_deltas(r, g)
+        f = Fidelity(d["cosine"], d["max_abs_error"], d.get("agreement", 100.0))
+        if labels is not None:
+            f.score = detection_accuracy(g, labels)["map"]
+        if metric == "map":
+            if labels is None:
+                raise DataError("budget metric map needs labelled data; use metric agreement")
+            f.drop = detection_accuracy(r, labels)["map"] - f.score
+        else:
+            f.drop = 100.0 - f.agreement
+        return f
+
+    def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
+        first = _first(outputs)
+        acc = (f"mAP50-95 {accuracy['map']:.2f}% ({accuracy['map_delta']:+.2f} pts), mAP50 {accuracy['map50']:.2f}%"
+               if accuracy else "no labels")
+        agree = first.get("agreement")
+        return (f"{acc}, score cosine {first['cosine']:.5f}"
+                + (f", agreement {agree:.2f}% (box mAP vs FP32's detections)" if agree is not None else ""))
+
+    def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:
+        first = _first(outputs)
+        acc = accuracy or {}
+        return {"map": acc.get("map"), "map_delta": acc.get("map_delta"), "map50": acc.get("map50"),
+                "agreement": first.get("agreement"), "cosine": first.get("cosine"),
+                "max_abs_error": max(o["max_abs_error"] for o in outputs.values())}
