@@ -126,7 +126,10 @@ def _ort_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name: str,
     model = onnx.load(str(src))
     excluded = [n.name for n in model.graph.node
                 if n.op_type in s.exclude_op_types or _matches(n.name, s.exclude_nodes)]
-    with tempfile.TemporaryDirectory(prefix="optim-ortq-") as d, _captured("onnxruntime quantize_static"):
+    # chdir: ORT's symbolic shape inference writes sym_shape_infer_temp.onnx (+ external data)
+    # into the working directory when it fails; keep that out of the user's folder
+    with tempfile.TemporaryDirectory(prefix="optim-ortq-") as d, contextlib.chdir(d), \
+            _captured("onnxruntime quantize_static"):
         pre = Path(d) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         quantize_static(
