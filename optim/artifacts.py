@@ -200,14 +200,19 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def tool_versions() -> dict[str, str]:
-    versions = {"optim": __version__, "python": platform.python_version()}
-    for name in _TOOLS:
+def installed_versions(names) -> dict[str, str]:
+    """name -> version of the distributions among ``names`` that are installed."""
+    versions = {}
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def tool_versions() -> dict[str, str]:
+    return {"optim": __version__, "python": platform.python_version(), **installed_versions(_TOOLS)}
 
 
 def host_info() -> dict[str, Any]:

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from optim.artifacts import tool_versions
+from optim.artifacts import installed_versions, tool_versions
 from optim.hostcpu import (  # noqa: F401  (re-exported: the CPU is part of what this machine has)
     CPU_FEATURES, FEATURE_LABELS, NATIVE, CpuInfo, cpu_info, native_precisions, parse_cpuinfo,
 )
@@ -68,15 +68,8 @@ _OPTIONAL = ("openvino",)
 
 
 def _packages() -> dict[str, str]:
-    from importlib import metadata
-
     found = {k: v for k, v in tool_versions().items() if k not in ("optim", "python")}
-    for name in _OPTIONAL:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    return {**found, **installed_versions(_OPTIONAL)}
 
 
 def _tensorrt() -> tuple[str | None, str]:

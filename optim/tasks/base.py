@@ -63,6 +63,11 @@ class Column:
         return f"{value:+.{self.digits}f}" if self.signed else f"{value:.{self.digits}f}"
 
 
+def first_output(outputs: dict[str, Any]) -> Any:
+    """The first of a model's outputs (the one a task reads: logits, the raw detection head)."""
+    return next(iter(outputs.values()))
+
+
 #: a reference output whose largest value is below this is "about zero"
 TINY_OUTPUT = 1e-6
 #: ... and one whose spread across inputs is below this fraction of its values "does not vary"

@@ -15,7 +15,7 @@ from pydantic import Field
 from optim.errors import DataError
 from optim.settings import Strict
 from optim.tasks import register_task
-from optim.tasks.base import Column, Fidelity, GateResult, Task
+from optim.tasks.base import Column, Fidelity, GateResult, Task, first_output
 
 
 def output_deltas(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -70,10 +70,6 @@ class Gates(Strict):
     max_abs_error: float | None = None
 
 
-def _first(outputs: dict[str, Any]) -> Any:
-    return next(iter(outputs.values()))
-
-
 @register_task
 class Classification(Task):
     name = "classification"
@@ -90,11 +86,11 @@ class Classification(Task):
         return output_deltas(ref, got)
 
     def accuracy(self, outputs: dict[str, np.ndarray], labels: Any) -> dict[str, float]:
-        return topk_accuracy(_first(outputs), labels)
+        return topk_accuracy(first_output(outputs), labels)
 
     def reference_warnings(self, ref_outputs: dict[str, np.ndarray], labels: Any = None) -> list[str]:
         out = super().reference_warnings(ref_outputs, labels)
-        logits = _first(ref_outputs)
+        logits = first_output(ref_outputs)
         if out or logits.ndim != 2 or logits.shape[1] < 2 or len(logits) < 8:
             return out
         classes = np.unique(logits.argmax(1))
@@ -110,7 +106,7 @@ class Classification(Task):
 
     def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
                     gates: Gates) -> list[GateResult]:
-        first = _first(outputs)
+        first = first_output(outputs)
         out: list[GateResult] = []
         if gates.max_top1_drop is not None:
             if accuracy is None:
@@ -133,7 +129,7 @@ class Classification(Task):
 
     def fidelity(self, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], labels: Any,
                  metric: str) -> Fidelity:
-        r, g = _first(ref), _first(got)
+        r, g = first_output(ref), first_output(got)
         d = output_deltas(r, g)
         f = Fidelity(d["cosine"], d["max_abs_error"], d.get("top1_agreement", 100.0))
         if labels is not None:
@@ -145,13 +141,13 @@ class Classification(Task):
         return f
 
     def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
-        first = _first(outputs)
+        first = first_output(outputs)
         acc = (f"top-1 {accuracy['top1']:.2f}% ({accuracy['top1_delta']:+.2f} pts)" if accuracy else "no labels")
         agree = first.get("top1_agreement")
         return f"{acc}, cosine {first['cosine']:.5f}" + (f", top-1 agreement {agree:.2f}%" if agree is not None else "")
 
     def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:
-        first = _first(outputs)
+        first = first_output(outputs)
         acc = accuracy or {}
         return {"top1": acc.get("top1"), "top5": acc.get("top5"), "top1_delta": acc.get("top1_delta"),
                 "cosine": first.get("cosine"), "top1_agreement": first.get("top1_agreement"),

@@ -30,7 +30,7 @@ from pydantic import Field
 from optim.errors import DataError
 from optim.settings import Strict
 from optim.tasks import register_task
-from optim.tasks.base import Column, Fidelity, GateResult, Task
+from optim.tasks.base import Column, Fidelity, GateResult, Task, first_output
 from optim.tasks.detect_ops import BoxLabels, as_box_labels, coco_map, decode
 
 #: FP32 detections at or above this score are the ground truth of the agreement metric
@@ -108,10 +108,6 @@ class Gates(Strict):
                                         "of background anchors (pixels) dominate it")
 
 
-def _first(outputs: dict[str, Any]) -> Any:
-    return next(iter(outputs.values()))
-
-
 @register_task
 class Detection(Task):
     name = "detection"
@@ -128,11 +124,11 @@ class Detection(Task):
         return output_deltas(ref, got)
 
     def accuracy(self, outputs: dict[str, np.ndarray], labels: Any) -> dict[str, float]:
-        return detection_accuracy(_first(outputs), labels)
+        return detection_accuracy(first_output(outputs), labels)
 
     def reference_warnings(self, ref_outputs: dict[str, np.ndarray], labels: Any = None) -> list[str]:
         out = super().reference_warnings(ref_outputs, labels)
-        y = _first(ref_outputs)
+        y = first_output(ref_outputs)
         if out or not _is_detection(y):
             return out
         if not any(len(d) for d in decode(y, conf=AGREE_CONF)):
@@ -147,7 +143,7 @@ class Detection(Task):
 
     def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
                     gates: Gates) -> list[GateResult]:
-        first = _first(outputs)
+        first = first_output(outputs)
         out: list[GateResult] = []
         for gate in ("max_map_drop", "min_map"):
             if getattr(gates, gate) is not None and accuracy is None:
@@ -179,7 +175,7 @@ class Detection(Task):
         and could disagree with the gate. ``cosine`` is the class-score cosine: the
         continuous measure the sensitivity ranking sorts by (mAP on a few hundred images
         moves in steps)."""
-        r, g = _first(ref), _first(got)
+        r, g = first_output(ref), first_output(got)
         d = output_deltas(r, g)
         f = Fidelity(d["cosine"], d["max_abs_error"], d.get("agreement", 100.0))
         if labels is not None:
@@ -193,7 +189,7 @@ class Detection(Task):
         return f
 
     def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
-        first = _first(outputs)
+        first = first_output(outputs)
         acc = (f"mAP50-95 {accuracy['map']:.2f}% ({accuracy['map_delta']:+.2f} pts), mAP50 {accuracy['map50']:.2f}%"
                if accuracy else "no labels")
         agree = first.get("agreement")
@@ -201,7 +197,7 @@ class Detection(Task):
                 + (f", agreement {agree:.2f}% (box mAP vs FP32's detections)" if agree is not None else ""))
 
     def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:
-        first = _first(outputs)
+        first = first_output(outputs)
         acc = accuracy or {}
         return {"map": acc.get("map"), "map_delta": acc.get("map_delta"), "map50": acc.get("map50"),
                 "agreement": first.get("agreement"), "cosine": first.get("cosine"),
