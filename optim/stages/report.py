@@ -84,18 +84,12 @@ def _by_tag(folder: Path) -> dict[str, dict[str, Any]]:
     return {p.stem: _load(p) for p in sorted(folder.glob("*.json"))}
 
 
-def _checks(folder: Path) -> dict[str, CheckResult]:
+def _results(folder: Path, kind: type, what: str) -> dict[str, Any]:
+    """The typed results (``CheckResult``/``BenchResult``) in a folder, by file stem."""
     try:
-        return {tag: CheckResult.from_dict(d) for tag, d in _by_tag(folder).items()}
+        return {tag: kind.from_dict(d) for tag, d in _by_tag(folder).items()}
     except (TypeError, KeyError) as exc:
-        raise InputError(f"{folder} holds a check result optim cannot read ({exc}); rerun the check") from None
-
-
-def _benches(folder: Path) -> dict[str, BenchResult]:
-    try:
-        return {tag: BenchResult.from_dict(d) for tag, d in _by_tag(folder).items()}
-    except (TypeError, KeyError) as exc:
-        raise InputError(f"{folder} holds a bench result optim cannot read ({exc}); rerun the bench") from None
+        raise InputError(f"{folder} holds a {what} result optim cannot read ({exc}); rerun the {what}") from None
 
 
 def task_of(run: dict[str, Any]) -> Task:
@@ -108,11 +102,13 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
         raise InputError(f"run folder not found: {run_dir}")
     run = _load(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     task = task_of(run)
-    quant, checks, benches = _by_tag(run_dir / "quantize"), _checks(run_dir / "check"), _benches(run_dir / "bench")
+    quant, checks, benches = _by_tag(run_dir / "quantize"), _results(run_dir / "check", CheckResult, "check"), \
+        _results(run_dir / "bench", BenchResult, "bench")
     for tag, t in _by_tag(run_dir / "tune").items():  # budgeted models: coverage after the budget
         if t.get("coverage"):
             quant[tag] = {"coverage": t["coverage"]}
-    gpu = [_by_tag(run_dir / "gpu" / "build"), _checks(run_dir / "gpu" / "check"), _benches(run_dir / "gpu" / "bench")]
+    gpu = [_by_tag(run_dir / "gpu" / "build"), _results(run_dir / "gpu" / "check", CheckResult, "check"),
+           _results(run_dir / "gpu" / "bench", BenchResult, "bench")]
     # a run lists its entries; result files of entries a recipe no longer has are ignored
     tags = list(run["tags"]) if run.get("tags") else list(dict.fromkeys(["fp32", *quant, *checks, *benches]))
     if not (quant or checks or benches):
