@@ -27,9 +27,9 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
     _state["debug"] = debug
 
 
-from optim.cli import deploy, evaluate, gpu, model, plugins, run, tuning  # noqa: E402
+from optim.cli import deploy, detect, evaluate, gpu, model, plugins, run, tuning  # noqa: E402
 
-for _module in (model, tuning, evaluate, gpu, run, plugins, deploy):
+for _module in (model, tuning, evaluate, gpu, run, plugins, deploy, detect):
     _module.register(app)
 
 
