@@ -43,10 +43,15 @@ def sha256_file(path: Path) -> str:
 
 
 def sha256_array(x: Any) -> str:
-    """Content hash of a NumPy array (shape, dtype and bytes); "none" for None."""
+    """Content hash of a NumPy array (shape, dtype and bytes); "none" for None. Box labels
+    (per-image ``boxes`` and ``classes``) hash as their flat arrays."""
     if x is None:
         return "none"
     import numpy as np
+
+    if hasattr(x, "boxes") and hasattr(x, "classes"):
+        return sha256_json(["boxes", [sha256_array(np.asarray(b)) for b in x.boxes],
+                            [sha256_array(np.asarray(c)) for c in x.classes]])
 
     h = hashlib.sha256(str((x.shape, x.dtype.str)).encode())
     h.update(np.ascontiguousarray(x).data)

@@ -16,16 +16,16 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from optim.errors import InputError, RecipeError
 from optim.tasks import get_task, task_names
 from optim.settings import (  # noqa: F401  (re-exported: modules import these from optim.recipe)
-    PRECISIONS, QUANTIZED, BatchRange, BenchSettings, BuildSettings, CalibMethod, CalibrationSettings,
+    PRECISIONS, QUANTIZED, BatchRange, BenchSettings, BenchSize, BuildSettings, CalibMethod, CalibrationSettings,
     CalibrationStudySettings, Candidate, CheckSettings, DataSpec, EvaluationSettings, ExportSettings,
-    FusedPreprocessSettings, InputSpec, ModelSpec, Precision, Preprocess, QuantizeOptions,
+    FusedPreprocessSettings, InputSpec, ModelSpec, NmsSettings, Precision, Preprocess, QuantizeOptions,
     QuantizeSettings, Strict, Target, TuningSettings,
 )
 
 __all__ = [
-    "BatchRange", "BenchSettings", "BuildSettings", "CalibMethod", "CalibrationSettings",
+    "BatchRange", "BenchSettings", "BenchSize", "BuildSettings", "CalibMethod", "CalibrationSettings",
     "CalibrationStudySettings", "Candidate", "CheckSettings", "DataSpec", "EvaluationSettings",
-    "ExportSettings", "FusedPreprocessSettings", "InputSpec", "ModelSpec",
+    "ExportSettings", "FusedPreprocessSettings", "InputSpec", "ModelSpec", "NmsSettings",
     "PRECISIONS", "Precision", "Preprocess", "QUANTIZED", "QuantizeOptions", "QuantizeSettings",
     "Recipe", "RecipeError", "Strict", "Target", "TuningSettings", "apply_overrides",
     "load_data_spec", "load_recipe", "validation_message",
@@ -56,6 +56,8 @@ class Recipe(Strict):
     tuning: TuningSettings | None = None
     calibration_study: CalibrationStudySettings | None = None
     fused_preprocess: FusedPreprocessSettings | None = None
+    nms: NmsSettings | None = Field(default=None, description="detection: also write each entry with decode + "
+                                    "NMS in the graph (model.<tag>.nms.onnx)")
 
     @field_validator("precisions", mode="before")
     @classmethod
@@ -108,6 +110,10 @@ class Recipe(Strict):
                 raise ValueError(f"fused_preprocess needs a (C, H, W) input with C 1 or 3, got {list(self.input.shape)}")
             if len(self.preprocess.mean) not in (1, c) or len(self.preprocess.std) not in (1, c):
                 raise ValueError(f"fused_preprocess needs 1 or {c} preprocess mean/std values")
+        if self.nms is not None and self.task != "detection":
+            raise ValueError(f"nms applies to task detection, not {self.task}")
+        if self.nms is not None and self.fused_preprocess is not None:
+            raise ValueError("nms and fused_preprocess together are not supported: choose one")
         metrics = get_task(self.task).budget_metrics
         if self.tuning is not None and self.tuning.metric not in ("auto", *metrics):
             raise ValueError(f"tuning.metric '{self.tuning.metric}' is not a budget metric of task {self.task}: "
@@ -295,6 +301,18 @@ def load_data_spec(value: Any, base: Path, where: str) -> DataSpec:
         raise RecipeError(validation_message(where, exc)) from None
 
 
+def _onnx_source(value: str, base: Path, recipe: Path) -> Path:
+    """``model.source: onnx:PATH``: the user's own FP32 ONNX file, relative to the recipe's folder."""
+    if not value.strip():
+        raise RecipeError(f"{recipe}: model.source 'onnx:' names no file: write onnx:PATH (relative to the recipe)")
+    p = Path(value.strip()).expanduser()
+    p = p if p.is_absolute() else (base / p).resolve()
+    if not p.is_file():
+        raise RecipeError(f"{recipe}: model.source: ONNX file not found: {p} "
+                          "(a relative onnx:PATH is relative to the recipe's folder)")
+    return p
+
+
 def load_recipe(path: Path) -> Recipe:
     path = Path(path)
     raw = _read_yaml(path)
@@ -313,6 +331,8 @@ def load_recipe(path: Path) -> Recipe:
     if isinstance(model, dict) and model.get("weights"):
         w = Path(model["weights"])
         model["weights"] = w if w.is_absolute() else (base / w).resolve()
+    if isinstance(model, dict) and isinstance(model.get("source"), str) and model["source"].startswith("onnx:"):
+        model["source"] = f"onnx:{_onnx_source(model['source'].split(':', 1)[1], base, path)}"
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "BatchRange", "BenchSettings", "BuildSettings", "CalibMethod", "CalibrationSettings",
-    "CalibrationStudySettings", "Candidate", "CheckSettings", "DataSpec", "EvaluationSettings",
-    "ExportSettings", "FusedPreprocessSettings", "InputSpec", "ModelSpec", "PRECISIONS",
+    "BenchSize", "CalibrationStudySettings", "Candidate", "CheckSettings", "DataSpec", "EvaluationSettings",
+    "ExportSettings", "FusedPreprocessSettings", "InputSpec", "ModelSpec", "NmsSettings", "PRECISIONS",
     "Precision", "Preprocess", "QUANTIZED", "QuantizeOptions", "QuantizeSettings", "Strict",
     "Target", "TuningSettings",
 ]
@@ -38,13 +38,20 @@ class DataSpec(Strict):
     optional labels ``.npy``), ``idx`` (MNIST-style files), ``folder`` (one sub-folder
     per class), ``synthetic`` (seeded random inputs, no labels: timing only), ``photos``
     (``count`` natural photos from scikit-image and seeded variants of them, no labels).
+    Detection: ``scenes`` (``count`` Fashion-MNIST scenes of ``split`` made here from
+    ``seed``, at the model's input size, with their boxes), ``coco`` (an image folder
+    ``path`` and a COCO ``annotations`` JSON; images letterboxed to the model's input
+    size, boxes moved with them); an ``npz`` with ``boxes``, ``classes`` and
+    ``image_index`` arrays (``optim.data.scenes.write_split``) has box labels too.
     uint8 arrays are raw images and go through preprocessing; float arrays must
     already have the model's input shape.
     """
 
-    kind: Literal["npz", "npy", "idx", "folder", "synthetic", "photos"]
+    kind: Literal["npz", "npy", "idx", "folder", "synthetic", "photos", "scenes", "coco"]
     path: Path | None = None
     labels: Path | None = None
+    annotations: Path | None = None
+    split: Literal["train", "eval"] = "eval"
     images_key: str = "images"
     labels_key: str = "labels"
     count: int | None = Field(default=None, ge=1)
@@ -53,15 +60,17 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _needs_path(self) -> DataSpec:
-        if self.kind not in ("synthetic", "photos") and self.path is None:
+        if self.kind not in ("synthetic", "photos", "scenes") and self.path is None:
             raise ValueError(f"data of kind '{self.kind}' needs a 'path'")
-        if self.kind in ("synthetic", "photos") and self.count is None:
+        if self.kind in ("synthetic", "photos", "scenes") and self.count is None:
             raise ValueError(f"{self.kind} data needs a 'count'")
+        if self.kind == "coco" and self.annotations is None:
+            raise ValueError("coco data needs 'annotations' (a COCO JSON file) besides the image folder 'path'")
         return self
 
     def resolved(self, base: Path) -> DataSpec:
         upd: dict[str, Any] = {}
-        for key in ("path", "labels"):
+        for key in ("path", "labels", "annotations"):
             p = getattr(self, key)
             if p is not None and not p.is_absolute():
                 upd[key] = (base / p).resolve()
@@ -137,6 +146,9 @@ class QuantizeOptions(Strict):
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     high_precision: Literal["fp32", "fp16"] = "fp32"
+    keep_head: bool | None = Field(
+        default=None, description="keep the output head's decode (detection: DFL, sigmoid, box arithmetic, "
+                                  "final Concat) unquantized; default: the task's choice (detection: yes)")
 
 
 class QuantizeSettings(QuantizeOptions):
@@ -160,12 +172,58 @@ class CheckSettings(Strict):
     threads: int | None = Field(default=None, ge=1)
 
 
+class NmsSettings(Strict):
+    """Decode + class-aware NMS in the graph of every entry of a detection recipe (its ``nms`` key)."""
+
+    max_det: int = Field(default=100, ge=1, le=3840, description="boxes kept per image (TensorRT TopK: <= 3840)")
+    conf: float = Field(default=0.25, ge=0.0, lt=1.0, description="keep boxes whose class score is above this")
+    iou: float = Field(default=0.7, ge=0.0, le=1.0, description="class-aware NMS IoU threshold")
+
+
+class BenchSize(Strict):
+    """One more input size to time every entry at (a ``bench.sizes`` item; a bare number is ``size``)."""
+
+    size: int | tuple[int, int] = Field(description="square side, or [height, width], in pixels")
+    batch_sizes: tuple[int, ...] = (1,)
+    warmup: int = Field(default=1, ge=0)
+    iterations: int = Field(default=5, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, v: Any) -> Any:
+        return {"size": v} if isinstance(v, (int, list, tuple)) else v
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: int | tuple[int, int]) -> int | tuple[int, int]:
+        if min((v,) if isinstance(v, int) else v) < 1:
+            raise ValueError(f"sizes must be positive pixels, got {v}")
+        return v
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+    @property
+    def label(self) -> str:
+        h, w = self.hw
+        return str(h) if h == w else f"{h}x{w}"
+
+
 class BenchSettings(Strict):
     batch_sizes: tuple[int, ...] = (1, 64)
     warmup: int = Field(default=5, ge=0)
     iterations: int = Field(default=30, ge=1)
     threads: int | None = Field(default=None, ge=1)
     cuda_graph: bool = Field(default=False, description="GPU bench of engines: replay a captured CUDA graph")
+    sizes: tuple[BenchSize, ...] = Field(
+        default=(), description="more input sizes to time each entry at (fully convolutional models from a "
+                                "PyTorch source: re-exported there, each precision's file carried over)")
+
+    def at_size(self, size: BenchSize) -> BenchSettings:
+        """These settings for one extra size: its batches and iterations, no further sizes."""
+        return self.model_copy(update={"batch_sizes": size.batch_sizes, "warmup": size.warmup,
+                                       "iterations": size.iterations, "sizes": ()})
 
 
 class BuildSettings(Strict):

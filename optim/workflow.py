@@ -35,7 +35,7 @@ from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
 from optim.backends import cpu
 from optim.errors import BackendUnavailable, BuildError, ModelError, OptimError, first_line
 from optim.install import INSTALL
-from optim.stages import bench, build, check, export, fuse, quantize, report, study, tune
+from optim.stages import bench, build, check, export, fuse, nms, quantize, report, resize, study, tune
 from optim.stages.check import CheckResult, raise_on_failures
 from optim.tasks import get_task
 
@@ -56,6 +56,8 @@ class Workflow:
         self.notes: list[str] = []
         self.families: list[str] = [cpu.PRIMARY]
         self.cpu_not_run: dict[str, str] = {}  # result name (TAG@family) -> why that backend did not run it
+        self.size_not_run: dict[str, str] = {}  # SIZE/TAG -> why that entry was not carried to that size
+        self.nms_files: dict[str, str] = {}  # entry -> its deployable with decode + NMS in the graph
         self._data: dict[str, Data] = {}
 
     # -- data --------------------------------------------------------------------------------
@@ -92,14 +94,21 @@ class Workflow:
         return self.data("tuning", spec, t.samples if t is not None else r.calibration.samples)
 
     # -- stages ------------------------------------------------------------------------------
-    def export(self) -> Artifact:
+    def _weights_artifact(self) -> Artifact | None:
+        """The file the FP32 model is made from (weights, or the user's ONNX), hashed into the export key."""
         r = self.recipe
+        if r.model.source.startswith("onnx:"):  # the user's own ONNX file: its bytes are part of the key
+            return Artifact.of_file(Path(r.model.source.split(":", 1)[1]), "onnx-source", "onnx")
         weights = r.model.weights
         if weights is None and r.model.source.startswith("bundled:"):
             name = r.model.source.split(":", 1)[1]
             if name in BUNDLED:
                 weights = WEIGHTS_DIR / BUNDLED[name][1]
-        inputs = [Artifact.of_file(weights, "weights", "weights")] if weights and Path(weights).is_file() else []
+        return Artifact.of_file(weights, "weights", "weights") if weights and Path(weights).is_file() else None
+
+    def export(self) -> Artifact:
+        r = self.recipe
+        inputs = [a for a in (self._weights_artifact(),) if a is not None]
         s = export.Settings(source=r.model.source, kwargs=r.model.kwargs, input=r.input, export=r.export,
                             weights=str(r.model.weights) if r.model.weights else None)
         return self.ex.step(export, "fp32", FP32, inputs, s, tag="fp32")
@@ -113,8 +122,19 @@ class Workflow:
         calibrated = qs.precision in ("int8", "fp8")
         if not calibrated:  # calibration options do not apply: keep them out of the key
             qs = qs.model_copy(update=_CALIB_DEFAULTS)
+        else:
+            qs = self.task_exclusions(qs, fp32)
         inputs = [fp32, self.calibration()] if calibrated else [fp32]
         return self.ex.step(quantize, tag, f"model.{tag}.onnx", inputs, qs, tag=tag)
+
+    def task_exclusions(self, qs: QuantizeSettings, fp32: Artifact) -> QuantizeSettings:
+        """The task's output-head nodes kept in high precision (``quantize.keep_head``, default: the task's)."""
+        keep = self.task.keep_head_default if qs.keep_head is None else qs.keep_head
+        head = self.task.head_nodes(fp32.path) if keep else ()
+        if keep and not head:
+            info(f"{qs.tag}: keep_head: the output's node names no head module; nothing kept back")
+        return qs.model_copy(update={"keep_head": keep, "exclude_nodes": tuple(dict.fromkeys(
+            (*qs.exclude_nodes, *head)))})
 
     def tune(self, qs: QuantizeSettings, raw: Artifact, fp32: Artifact) -> Artifact | None:
         """Sensitivity (+ budget) for one entry; the budgeted model, or None without a budget."""
@@ -137,6 +157,13 @@ class Workflow:
                            quantize=r.quantize.model_copy(update=_CALIB_DEFAULTS))
         self.ex.step(study, "study/calibration", "study/calibration.json",
                      [fp32, self.calibration(), self.tuning()], s, kind="result")
+
+    def with_nms(self, model: Artifact, evaluation: Data) -> Artifact:
+        """The entry with decode + NMS in its graph (a deployable beside the raw-output model, which
+        the checks and benches use), verified against optim's decode on evaluation images."""
+        rel = model.path.name.removesuffix(".onnx") + ".nms.onnx"
+        return self.ex.step(nms, f"{model.name}.nms", rel, [model, evaluation.head(nms.CHECK_IMAGES)],
+                            self.recipe.nms, tag=model.tag)
 
     def fuse(self, model: Artifact) -> Artifact:
         r = self.recipe
@@ -180,6 +207,7 @@ class Workflow:
             self.ex.skip("check", name, escape(first_line(exc)))
             return None
         res = CheckResult.load(a.path)
+        res.tag = name  # a failed gate names the backend too (the file keeps the entry's tag)
         gate_txt = "" if not res.gates else ("; gates passed" if res.passed else "; [red]GATE FAILED[/]")
         info(f"  {'engine ' if prefix else ''}{name}: {res.summary()}{gate_txt}")
         return res
@@ -194,8 +222,8 @@ class Workflow:
                 if name in self.cpu_not_run:
                     continue
                 src, backend = cpu.route(family, t, m, fp32)
-                s = self.recipe.bench if family == cpu.PRIMARY else bench.Settings(
-                    **self.recipe.bench.model_dump(), backend=backend)
+                main = self.recipe.bench.model_copy(update={"sizes": ()})  # other sizes: ``bench_sizes``
+                s = main if family == cpu.PRIMARY else bench.Settings(**main.model_dump(), backend=backend)
                 jobs.append((name, src, s, t))
         stale = [n for n, src, s, _ in jobs if self.ex.cached(bench, f"bench/{n}", [src], s) is None]
         if stale and len(stale) < len(jobs) and not self.ex.force:
@@ -204,12 +232,85 @@ class Workflow:
             self.ex.step(bench, f"bench/{name}", f"bench/{name}.json", [src], s, kind="result", tag=t,
                          force=bool(stale))
 
+    def bench_sizes(self, models: dict[str, Artifact], fp32: Artifact,
+                    families: list[str]) -> dict[str, dict[str, Artifact]]:
+        """Every entry timed at each ``bench.sizes`` size: the model re-exported there, each
+        precision's file carried over to it (``optim.stages.resize``: same Q/DQ scales, casts
+        and exclusions), benched on each CPU backend like at the recipe's size. Returns the
+        carried-over models by size label and entry (the GPU engines are built from them)."""
+        r = self.recipe
+        sized: dict[str, dict[str, Artifact]] = {}
+        if not r.bench.sizes:
+            return sized
+        why = None
+        if r.model.source.startswith("onnx:"):
+            why = "the model is an ONNX file: optim can only re-export a PyTorch source at other sizes"
+        elif r.fused_preprocess is not None:
+            why = "the models take fixed-size frames through OptimPreprocess"
+        elif len(r.input.shape) != 3:
+            why = f"the input {list(r.input.shape)} is not an image [C, H, W]"
+        if why:
+            self.ex.skip("bench at other sizes", ", ".join(z.label for z in r.bench.sizes), why)
+            self.notes.append(f"Timing at other input sizes: not run: {why}.")
+            return sized
+        for z in r.bench.sizes:
+            shape = (r.input.shape[0], *z.hw)
+            base = self.export_at(shape, fp32)
+            sized[z.label] = {}
+            for t, m in models.items():
+                if t.endswith(NOBUDGET):
+                    for family in families:
+                        self.size_not_run[f"{z.label}/{cpu.result_name(t, family)}"] = (
+                            "the entry without its budget is a comparison: timed at the recipe's size only")
+                    continue
+                try:
+                    at = base if t == "fp32" else self.ex.step(
+                        resize, f"{t}@{z.label}", f"sizes/{z.label}/model.{t}.onnx", [m, fp32, base],
+                        resize.Settings(shape=shape), tag=t)
+                except ModelError as exc:
+                    self.ex.skip("resize", f"{t}@{z.label}", escape(first_line(exc)))
+                    for family in families:
+                        self.size_not_run[f"{z.label}/{cpu.result_name(t, family)}"] = first_line(exc)
+                    continue
+                sized[z.label][t] = at
+                for family in families:
+                    name = cpu.result_name(t, family)
+                    why = self.cpu_not_run.get(name) or self._timing_caveat(name)
+                    if why:
+                        self.size_not_run[f"{z.label}/{name}"] = f"its timing at the recipe's size is not this precision's speed: {why}"
+                        continue
+                    src, backend = cpu.route(family, t, at, base)
+                    self.ex.step(bench, f"bench/{z.label}/{name}", f"bench/{z.label}/{name}.json", [src],
+                                 bench.Settings(**r.bench.at_size(z).model_dump(), backend=backend),
+                                 kind="result", tag=t)
+        return sized
+
+    def _timing_caveat(self, name: str) -> str:
+        """Why the recipe-size timing of a result was skipped or is not its precision's speed
+        (BF16 emulated, FP8 as float on CPU); such entries are not timed again at other sizes."""
+        import json
+
+        p = self.ex.rd.path(f"bench/{name}.json")
+        d = json.loads(p.read_text()) if p.is_file() else {}
+        return d.get("skipped") or d.get("note") or ""
+
+    def export_at(self, shape: tuple[int, ...], fp32: Artifact) -> Artifact:
+        """The FP32 model exported again at another input shape (verified at batch 1)."""
+        r = self.recipe
+        s = export.Settings(source=r.model.source, kwargs=r.model.kwargs, weights=str(r.model.weights)
+                            if r.model.weights else None, input=r.input.model_copy(update={"shape": shape}),
+                            export=r.export.model_copy(update={"verify_batches": (1,)}))
+        label = "x".join(map(str, shape[1:])) if shape[1] != shape[2] else str(shape[1])
+        inputs = [a for a in (self._weights_artifact(),) if a is not None]
+        return self.ex.step(export, f"fp32@{label}", f"sizes/{label}/model.fp32.onnx", inputs, s, tag="fp32")
+
     # -- TensorRT engines: build, check and bench each, or say once why not -----------------
-    def build_settings(self, precision: str | None) -> build.Settings:
-        """The recipe's build settings, plus optim's own TensorRT plugin when models carry its op."""
+    def build_settings(self, precision: str | None, shape: tuple[int, ...] | None = None) -> build.Settings:
+        """The recipe's build settings, plus optim's own TensorRT plugin when models carry its op
+        (``shape``: one sample's input shape, when not the recipe's: an engine at a ``bench.sizes`` size)."""
         r = self.recipe
         s = r.build
-        shape = tuple(r.input.shape)
+        shape = tuple(shape or r.input.shape)
         if r.fused_preprocess is not None:
             from optim.ops.plugins import LIBRARIES, find
 
@@ -223,8 +324,8 @@ class Workflow:
                               sample_shape=shape)
 
 
-    def engines(self, models: dict[str, Artifact], fp32: Artifact,
-                        evaluation: Data) -> tuple[list[CheckResult], dict[str, str], list[str]]:
+    def engines(self, models: dict[str, Artifact], fp32: Artifact, evaluation: Data,
+                sized: dict[str, dict[str, Artifact]] | None = None) -> tuple[list[CheckResult], dict[str, str], list[str]]:
         """Build, check and bench an engine per entry where TensorRT and a GPU are; else say why, once."""
         r = self.recipe
         wanted = r.build_tags()
@@ -253,12 +354,38 @@ class Workflow:
                 failures.append(f"build {name} failed: {exc}")
                 continue
             results.append(self.check(engine, fp32, evaluation, prefix=GPU))
-            self.ex.step(bench, f"{GPU}bench/{t}", f"{GPU}bench/{t}.json", [engine], r.bench, kind="result", tag=t)
+            self.ex.step(bench, f"{GPU}bench/{t}", f"{GPU}bench/{t}.json", [engine],
+                         r.bench.model_copy(update={"sizes": ()}), kind="result", tag=t)
+            failures += self.engines_at_sizes(t, precision, (sized or {}), not_run)
         gpu = m.gpu
         self.notes.append(f"GPU columns: TensorRT {m.tensorrt} engines for {target(r.target_gpu).name}, checked "
                         f"against the ONNX Runtime CPU FP32 reference and timed on {gpu.name} ({gpu.sm}) with "
                         "CUDA events (device time, input already on the GPU).")
         return results, not_run, failures
+
+    def engines_at_sizes(self, t: str, precision: str | None, sized: dict[str, dict[str, Artifact]],
+                         not_run: dict[str, str]) -> list[str]:
+        """The entry's engine at each ``bench.sizes`` size, built from the carried-over file (the FP32
+        one with builder flags) and timed like the recipe-size engine; accuracy stays at the recipe's size."""
+        r, failures = self.recipe, []
+        for z in r.bench.sizes:
+            files = sized.get(z.label, {})
+            src = files.get("fp32" if precision else t)
+            if src is None:
+                continue
+            name = f"{t}.{r.target_gpu}@{z.label}"
+            try:
+                s = self.build_settings(precision, (r.input.shape[0], *z.hw))
+                engine = self.ex.step(build, name, f"sizes/{z.label}/model.{t}.{r.target_gpu}.plan",
+                                      [dataclasses.replace(src, tag=t)], s, kind="engine", tag=t)
+            except OptimError as exc:
+                info(f"[red]failed[/] build {name}: {escape(str(exc))}")
+                not_run[f"{t}@{z.label}"] = f"build failed: {exc}"
+                failures.append(f"build {name} failed: {exc}")
+                continue
+            self.ex.step(bench, f"{GPU}bench/{z.label}/{t}", f"{GPU}bench/{z.label}/{t}.json", [engine],
+                         r.bench.at_size(z), kind="result", tag=t)
+        return failures
 
     # -- the whole run -----------------------------------------------------------------------
     def run(self) -> dict[str, Path]:
@@ -294,11 +421,18 @@ class Workflow:
             info(f"fused preprocessing: every model takes uint8 frames "
                  f"{list(r.fused_preprocess.frame) + [r.input.shape[0]]} (NHWC) through OptimPreprocess")
         evaluation = self.data("evaluation", r.evaluation.data, r.evaluation.samples)
+        if r.nms:
+            self.nms_files = {t: self.with_nms(a, evaluation).path.name for t, a in models.items()}
+            self.notes.append(f"Deployables with decode + NMS in the graph (max_det {r.nms.max_det}, conf {r.nms.conf:g}, "
+                              f"iou {r.nms.iou:g}; outputs num_dets, det_boxes, det_scores, det_classes): "
+                              f"{', '.join(self.nms_files.values())}; each gave optim's own decode + NMS, box for box, "
+                              f"on the first {nms.CHECK_IMAGES} evaluation images. The table scores the raw-output files.")
         self.families = self.cpu_families()
         results = [res for f in self.families for a in models.values()
                    if (res := self.check(a, fp32, evaluation, family=f)) is not None]
         self.bench_all(models, fp32, self.families)
-        gpu_results, gpu_not_run, build_failures = self.engines(models, fp32, evaluation)
+        sized = self.bench_sizes(models, fp32, self.families)
+        gpu_results, gpu_not_run, build_failures = self.engines(models, fp32, evaluation, sized)
         self.notes.append(f"CPU timings ({', '.join(self.families)}) are measured side by side in one run on "
                           "this host's CPU; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
                           "TensorRT run slower than FP32 in ONNX Runtime on a CPU by design.")
@@ -322,6 +456,8 @@ class Workflow:
             "notes": self.notes, "host": host_info(), "tools": self.ex.versions,
             "gpu": {"target": r.target_gpu, "not_run": gpu_not_run},
             "backends": self.families, "cpu_not_run": self.cpu_not_run,
+            "sizes": [z.label for z in r.bench.sizes], "size_not_run": self.size_not_run,
+            "nms_files": self.nms_files, "nms": r.nms.model_dump() if r.nms else None,
             "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": "manifest.json",
         })
         self.ex.rd.record("run", "run.json", "run", kind="result")

@@ -115,9 +115,12 @@ def test_box_labels_formats():
     assert len(lab) == 2 and lab.count == 3 and lab.classes[1].tolist() == [4, 0]
     assert len(lab[:1]) == 1 and lab[:1].classes[0].tolist() == [2]
     assert as_box_labels([{"boxes": [[0, 0, 1, 1]], "classes": [1]}]).count == 1
-    coco = {"images": [{"id": 7}, {"id": 9}], "annotations": [{"image_id": 9, "category_id": 3, "bbox": [1, 2, 3, 4]}]}
+    coco = {"images": [{"id": 7}, {"id": 9}], "annotations": [{"image_id": 9, "category_id": 3, "bbox": [1, 2, 3, 4]}],
+            "categories": [{"id": 1}, {"id": 2}, {"id": 3}]}
     lab = BoxLabels.from_coco(coco)
     assert lab.boxes[1].tolist() == [[1, 2, 4, 6]] and lab.classes[1].tolist() == [2] and len(lab.boxes[0]) == 0
+    coco["categories"] = [{"id": 90}, {"id": 3}, {"id": 11}]  # COCO-style gaps: sorted ids are the classes
+    assert BoxLabels.from_coco(coco).classes[1].tolist() == [0]
     with pytest.raises(DataError):
         as_box_labels(np.zeros(4, np.int64))
     with pytest.raises(DataError, match="boxes but"):

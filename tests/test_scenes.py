@@ -119,7 +119,26 @@ def test_project_loader_reads_the_images(tmp_path, eval_scenes):
 
     paths = write_split(eval_scenes, tmp_path)
     ds = load_dataset(parse_data_arg(str(paths["npz"])), (3, 160, 160))
-    assert ds.images.shape == (12, 160, 160, 3) and ds.labels is None
+    assert ds.images.shape == (12, 160, 160, 3)
+    # the boxes come with the images, per image and in order
+    assert len(ds.labels) == 12 and ds.labels.count == sum(len(b) for b in eval_scenes.boxes)
+    assert all(np.array_equal(a, b) for a, b in zip(ds.labels.boxes, eval_scenes.boxes))
+    assert all(np.array_equal(a, b) for a, b in zip(ds.labels.classes, eval_scenes.classes))
+    assert ds.head(5).labels.count == sum(len(b) for b in eval_scenes.boxes[:5])
+
+
+def test_scenes_data_spec_makes_the_scenes_at_the_model_size():
+    from optim.data.loaders import load_dataset, parse_data_arg
+    from optim.errors import DataError
+    from optim.settings import DataSpec
+
+    ds = load_dataset(parse_data_arg("scenes:6"), (3, 160, 160))
+    ref = make_scenes("eval", 6)
+    assert np.array_equal(ds.images, ref.images) and ds.labels.count == sum(len(b) for b in ref.boxes)
+    big = load_dataset(DataSpec(kind="scenes", split="train", count=2, seed=3), (3, 224, 192))
+    assert big.images.shape == (2, 224, 192, 3) and big.labels.count > 0
+    with pytest.raises(DataError, match="RGB"):
+        load_dataset(DataSpec(kind="scenes", count=2), (1, 28, 28))
 
 
 def test_make_scenes_script(tmp_path):

@@ -81,3 +81,22 @@ def _load_frames(arg: str, fused, samples: int | None, labels: Path | None):
     return prepare_frames(spec, op, hwc, samples)
 
 
+def _task_name(given: str | None, recipe) -> str:
+    """--task, else the recipe's task, else classification; a --task that contradicts the recipe is an error."""
+    from optim.tasks import task_names
+
+    if given is not None and given not in task_names():
+        raise InputError(f"--task '{given}' is not a task; known: {', '.join(task_names())}")
+    if recipe is not None:
+        if given is not None and given != recipe.task:
+            raise InputError(f"--task {given} contradicts the recipe's task {recipe.task}: drop --task or use "
+                             "a recipe of that task")
+        return recipe.task
+    return given or "classification"
+
+
+def _task(given: str | None, recipe):
+    """The Task of ``--task`` / the recipe (see ``_task_name``)."""
+    from optim.tasks import get_task
+
+    return get_task(_task_name(given, recipe))

@@ -7,7 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from optim.cli.common import RecipeOpt, _fused_op, _ints, _load_data, _load_frames, _recipe
+from optim.cli.common import RecipeOpt, _fused_op, _ints, _load_data, _load_frames, _recipe, _task_name
+from optim.errors import InputError
+
+
+def _gates(task, **given: float | None):
+    """The task's gates model from the gate options given (None: not given); an option the task
+    has no gate for is an InputError naming the task's gates."""
+    values = {k: v for k, v in given.items() if v is not None}
+    known = list(task.gates_model.model_fields)
+    foreign = [k for k in values if k not in known]
+    if foreign:
+        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        raise InputError(f"{flags} {'is not a gate' if len(foreign) == 1 else 'are not gates'} of task "
+                         f"{task.name}; its gates: {', '.join('--' + k.replace('_', '-') for k in known)}")
+    return task.gates_model(**values)
 
 
 def register(app: typer.Typer) -> None:
@@ -23,13 +37,21 @@ def register(app: typer.Typer) -> None:
         min_cosine: Annotated[Optional[float], typer.Option(help="Gate: least mean cosine similarity to FP32.")] = None,
         min_top1_agreement: Annotated[Optional[float], typer.Option(help="Gate: least top-1 agreement with FP32, in %.")] = None,
         max_abs_error: Annotated[Optional[float], typer.Option(help="Gate: largest absolute output error.")] = None,
+        max_map_drop: Annotated[Optional[float], typer.Option(help="Gate (detection): most mAP@0.5:0.95 points the candidate may lose.")] = None,
+        min_map: Annotated[Optional[float], typer.Option(help="Gate (detection): least mAP@0.5:0.95, in %.")] = None,
+        min_agreement: Annotated[Optional[float], typer.Option(help="Gate (detection): least mAP@0.5:0.95 against FP32's detections, in %.")] = None,
+        task_name: Annotated[Optional[str], typer.Option("--task", help="classification or detection; default: the --recipe's task, else classification.")] = None,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")] = None,
         recipe: RecipeOpt = None,
         backend: Annotated[str, typer.Option(help="Where the candidate runs: auto (ONNX: ORT CPU, .plan: TensorRT), "
                                                   "openvino, openvino-bf16, openvino-f16, ort-cuda, ort-tensorrt. "
                                                   "The FP32 reference always runs on ONNX Runtime CPU.")] = "auto",
     ) -> None:
-        """Compare a candidate with the FP32 reference: output deltas, task accuracy, gates."""
+        """Compare a candidate with the FP32 reference: output deltas, task accuracy, gates.
+
+        Gates are those of the task (--task, or the --recipe's): classification has
+        --max-top1-drop, --min-cosine, --min-top1-agreement, --max-abs-error; detection has
+        --max-map-drop, --min-map, --min-agreement, --max-abs-error."""
         from optim.artifacts import Data, check_output_file, write_json
         from optim.stages.check import check_files, raise_on_failures, settings_for
         from optim.tasks import get_task
@@ -40,15 +62,16 @@ def register(app: typer.Typer) -> None:
 
         backend_for(candidate, backend)  # an unknown name, or one that does not run this file: exit 2 now
         r = _recipe(recipe)
+        task = get_task(_task_name(task_name, r))
+        gates = _gates(task, max_top1_drop=max_top1_drop, min_cosine=min_cosine,
+                       min_top1_agreement=min_top1_agreement, max_abs_error=max_abs_error,
+                       max_map_drop=max_map_drop, min_map=min_map, min_agreement=min_agreement)
         fused = None if candidate.suffix in (".plan", ".engine") else _fused_op(candidate)
         if fused is None:
             x, y, ds = _load_data(data, reference, r, samples, labels)
             frames = None
         else:  # the candidate takes raw frames; the reference gets them preprocessed on the host
             frames, x, y, ds = _load_frames(data, fused, samples, labels)
-        task = get_task(r.task if r is not None else "classification")
-        gates = task.gates_model(max_top1_drop=max_top1_drop, min_cosine=min_cosine,
-                                 min_top1_agreement=min_top1_agreement, max_abs_error=max_abs_error)
         res = check_files(candidate, reference, Data.of("evaluation", x, y, frames, ds.source),
                           settings_for(task.name, gates, batch_size=batch_size, backend=backend))
         for name, d in res.outputs.items():

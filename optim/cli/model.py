@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from optim.cli.common import RecipeOpt, _ints, _load_data, _names, _recipe
+from optim.cli.common import RecipeOpt, _ints, _load_data, _names, _recipe, _task
 from optim.cli.tuning import budget_options
 
 _BUDGET = budget_options()
@@ -54,6 +54,14 @@ def register(app: typer.Typer) -> None:
             kwargs = {}
         if model is None:
             raise InputError("give MODEL (or a --recipe that names one)")
+        if model.startswith("onnx:") and r is not None:  # the recipe's own ONNX file: checked and copied
+            from optim.stages.export import onnx_from_file
+
+            with stage_writes("export"):
+                rep = onnx_from_file(Path(model.split(":", 1)[1]), spec, settings, output)
+            info(f"wrote {output}: opset {rep.opset}, {rep.nodes} nodes (from the ONNX file {model[5:]}; "
+                 "no PyTorch to verify against)")
+            return
         loaded = load_model(model, weights, **kwargs)
         if not loaded.trained:
             info("[yellow]note[/]: no trained weights given; the model has random weights")
@@ -83,6 +91,10 @@ def register(app: typer.Typer) -> None:
         tune_samples: _BUDGET["tune_samples"] = 1024,
         metric: _BUDGET["metric"] = "auto",
         max_excluded: _BUDGET["max_excluded"] = None,
+        task: Annotated[Optional[str], typer.Option(help="classification or detection (default: the recipe's, else "
+                                                         "classification); detection keeps its head's decode unquantized.")] = None,
+        keep_head: Annotated[Optional[bool], typer.Option("--keep-head/--no-keep-head", help="Keep the task's output "
+                                                          "head in high precision (default: the task's choice).")] = None,
     ) -> None:
         """Quantize (INT8/FP8, explicit Q/DQ) or convert (FP16/BF16) an FP32 ONNX model.
 
@@ -96,13 +108,22 @@ def register(app: typer.Typer) -> None:
 
         r = _recipe(recipe)
         opts = r.quantize.model_dump() if r is not None else {}  # the recipe's options, flags win
-        given = {"method": method, "high_precision": high_precision,
+        given = {"method": method, "high_precision": high_precision, "keep_head": keep_head,
                  "exclude_nodes": _names(exclude_nodes) or None, "exclude_op_types": _names(exclude_op_types) or None}
         opts.update({k: v for k, v in given.items() if v is not None})
         try:
             qs = QuantizeSettings(**opts, precision=precision, target=target)
         except ValidationError as exc:
             raise RecipeError(validation_message("bad option", exc)) from None
+        from optim.onnx_tools import load_onnx
+
+        t = _task(task, r)
+        if qs.precision in ("int8", "fp8"):
+            keep = t.keep_head_default if qs.keep_head is None else qs.keep_head
+            head = t.head_nodes(load_onnx(onnx_path, check=False)) if keep else ()
+            if head:
+                info(f"task {t.name}: keeping its head's decode in high precision ({', '.join(head)}; --no-keep-head to quantize it)")
+            qs = qs.model_copy(update={"keep_head": keep, "exclude_nodes": tuple(dict.fromkeys((*qs.exclude_nodes, *head)))})
         if max_drop is not None and (qs.precision not in ("int8", "fp8") or qs.target != "tensorrt"):
             raise InputError("--max-drop works on INT8/FP8 models placed for tensorrt")
         out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
@@ -123,7 +144,7 @@ def register(app: typer.Typer) -> None:
 
             if max_drop < 0:
                 raise InputError("--max-drop must be >= 0 points")
-            s = _tuning_settings(metric, tune_samples, max_excluded, min(256, tune_samples), max_drop)
+            s = _tuning_settings(metric, tune_samples, max_excluded, min(256, tune_samples), max_drop, task=t.name)
             if tune_data is not None:
                 tx, ty, tds = _load_data(tune_data, onnx_path, r, tune_samples)
             elif r is not None:

@@ -14,14 +14,14 @@ from optim.cli.common import RecipeOpt, _load_data as load_data
 
 
 def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensitivity_samples: int,
-                     max_drop: float | None = None):
+                     max_drop: float | None = None, task: str = "classification"):
     from pydantic import ValidationError
 
     from optim.recipe import RecipeError, validation_message
     from optim.stages import tune
 
     try:
-        return tune.Settings(metric=metric, samples=samples, max_excluded=max_excluded,
+        return tune.Settings(task=task, metric=metric, samples=samples, max_excluded=max_excluded,
                              sensitivity_samples=sensitivity_samples, max_drop=max_drop)
     except ValidationError as exc:
         raise RecipeError(validation_message("bad option", exc)) from None
@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         if json_out:
             check_output_file(json_out, "--json")
         r = load_recipe(recipe) if recipe else None
-        s = _tuning_settings(metric, samples, None, samples)
+        s = _tuning_settings(metric, samples, None, samples, task=r.task if r is not None else "classification")
         x, y, ds = load_data(data, reference, r, samples, labels)
         rep = node_sensitivity(load_onnx(quantized), Evaluator(x, reference_outputs(reference, x), y, s.metric))
         print(f"{'rank':>4}  {'output error':>12}  {'max abs':>9}  {'Δ ' + rep.metric:>10}  node (op)")

@@ -7,7 +7,12 @@ __all__ = ["Dataset", "load_dataset", "parse_data_arg", "model_inputs", "validat
 
 
 def prepare(spec, preprocess, input_spec, samples=None):
-    """Load a data spec, keep the first ``samples``, and return (inputs, labels, dataset)."""
+    """Load a data spec, keep the first ``samples``, and return (inputs, labels, dataset).
+
+    Image folders with COCO annotations and made scenes read or make only the first ``samples``
+    (a COCO validation set letterboxed to 640 would otherwise fill gigabytes first)."""
+    if samples and spec.kind in ("coco", "scenes") and (spec.count is None or samples < spec.count):
+        spec = spec.model_copy(update={"count": samples})
     ds = load_dataset(spec, tuple(input_spec.shape)).head(samples)
     x = model_inputs(ds, preprocess, input_spec)  # validates: an error comes before any note
     ds.clamp_note(samples)

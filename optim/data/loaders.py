@@ -9,6 +9,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,13 +18,14 @@ from optim.console import info
 from optim.errors import DataError
 from optim.recipe import DataSpec
 
+BOX_KEYS = {"boxes", "classes", "image_index"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
 class Dataset:
     images: np.ndarray  # uint8 raw images (N,H,W[,C]) or float model-ready inputs
-    labels: np.ndarray | None
+    labels: Any  # class ids (N,) int array, detection BoxLabels, or None
     source: str
     synthetic: bool = False
     class_names: tuple[str, ...] = ()
@@ -77,7 +79,13 @@ def _from_npz(spec: DataSpec) -> Dataset:
                             f"{', '.join(sorted(keys)) or 'nothing'}); set images_key")
         try:
             images = archive[spec.images_key]
-            labels = archive[spec.labels_key] if spec.labels_key in keys else None
+            if BOX_KEYS <= keys:  # detection boxes (optim.data.scenes.write_split's layout)
+                from optim.tasks.detect_ops import BoxLabels
+
+                labels = BoxLabels.from_flat(archive["boxes"], archive["classes"], archive["image_index"],
+                                             len(images))
+            else:
+                labels = archive[spec.labels_key] if spec.labels_key in keys else None
         except ValueError:
             raise DataError(f"{spec.path} holds Python objects, which optim never unpickles") from None
     return Dataset(images, labels, str(spec.path))
@@ -161,11 +169,47 @@ def _photos(spec: DataSpec) -> Dataset:
                    f"natural photos (scikit-image, seed {spec.seed}, {spec.count} images)")
 
 
+def _scenes(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
+    from optim.data.scenes import CLASSES, make_scenes
+    from optim.tasks.detect_ops import BoxLabels
+
+    assert spec.count is not None
+    if len(input_shape) != 3 or input_shape[0] != 3:
+        raise DataError(f"scenes are RGB images: the model input must be [3, H, W], not {list(input_shape)}")
+    sc = make_scenes(spec.split, spec.count, spec.seed, size=(input_shape[1], input_shape[2]))
+    return Dataset(sc.images, BoxLabels(sc.boxes, sc.classes),
+                   f"Fashion-MNIST scenes ({spec.split} split, seed {spec.seed}, {spec.count} images "
+                   f"{input_shape[2]}x{input_shape[1]})", class_names=CLASSES)
+
+
+def _coco(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
+    from optim.data.coco import load_coco
+
+    return load_coco(spec, input_shape)
+
+
+def _check_labels(ds: Dataset) -> None:
+    if hasattr(ds.labels, "boxes"):  # detection: per-image boxes
+        if len(ds.labels) != len(ds):
+            raise DataError(f"{ds.source}: {len(ds)} images but box labels for {len(ds.labels)}")
+        return
+    ds.labels = np.asarray(ds.labels)
+    if ds.labels.dtype.kind not in "iu" or ds.labels.ndim != 1:
+        raise DataError(f"{ds.source}: labels must be a 1-D integer array, got "
+                        f"{ds.labels.dtype} of shape {ds.labels.shape}")
+    if len(ds.labels) != len(ds):
+        raise DataError(f"{ds.source}: {len(ds)} images but {len(ds.labels)} labels")
+
+
 def load_dataset(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
     if spec.kind == "synthetic":
         ds = _synthetic(spec, input_shape)
     elif spec.kind == "photos":
         ds = _photos(spec)
+    elif spec.kind == "scenes":
+        ds = _scenes(spec, input_shape)
+    elif spec.kind == "coco":
+        ds = _coco(spec, input_shape)
     else:
         ds = {"npz": _from_npz, "npy": _from_npy, "idx": _from_idx, "folder": _from_folder}[spec.kind](spec)
     if ds.images.dtype == object or ds.images.dtype.kind not in "uif":
@@ -173,18 +217,13 @@ def load_dataset(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
     if len(ds) == 0:
         raise DataError(f"{ds.source}: the data set is empty")
     if ds.labels is not None:
-        ds.labels = np.asarray(ds.labels)
-        if ds.labels.dtype.kind not in "iu" or ds.labels.ndim != 1:
-            raise DataError(f"{ds.source}: labels must be a 1-D integer array, got "
-                            f"{ds.labels.dtype} of shape {ds.labels.shape}")
-        if len(ds.labels) != len(ds):
-            raise DataError(f"{ds.source}: {len(ds)} images but {len(ds.labels)} labels")
+        _check_labels(ds)
     return ds
 
 
 def parse_data_arg(arg: str) -> DataSpec:
     """A command-line ``--data`` value: a spec .yaml, .npz, .npy, an IDX file, a folder,
-    ``photos:N`` or ``synthetic:N``."""
+    ``photos:N``, ``scenes:N`` (detection scenes with boxes) or ``synthetic:N``."""
     from optim.recipe import load_data_spec
 
     if arg.startswith("photos:"):
@@ -192,6 +231,11 @@ def parse_data_arg(arg: str) -> DataSpec:
             return DataSpec(kind="photos", count=int(arg.split(":", 1)[1]))
         except ValueError:
             raise DataError(f"bad data '{arg}': use photos:N with N a positive count") from None
+    if arg.startswith("scenes:"):
+        try:
+            return DataSpec(kind="scenes", count=int(arg.split(":", 1)[1]))
+        except ValueError:
+            raise DataError(f"bad data '{arg}': use scenes:N (N evaluation scenes, with boxes)") from None
     if arg.startswith("synthetic:"):
         try:
             return DataSpec(kind="synthetic", count=int(arg.split(":", 1)[1]))

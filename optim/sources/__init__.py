@@ -108,6 +108,9 @@ def load_model(source: str, weights: Path | None = None, **kwargs: Any) -> Loade
     """Build the model named by ``source`` and load weights into it."""
     kind, _, name = source.partition(":")
     used_weights: str | None = None
+    if kind == "onnx":
+        raise ModelError(f"{source} is an ONNX file, not a PyTorch model: use it as the FP32 model directly "
+                         "(optim quantize/check/bench FILE, or a recipe's model.source: onnx:PATH with optim run)")
     if kind == "torchvision":
         import torchvision
 

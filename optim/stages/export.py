@@ -4,6 +4,17 @@
 with onnxslim, run the ONNX checker and strict shape inference, then run the ONNX
 in ONNX Runtime and PyTorch on the same random inputs at two batch sizes. The file
 is renamed into place only when every check passed.
+
+``onnx_from_file`` (a recipe's ``model.source: onnx:PATH``, e.g. a user's own YOLOv8
+export): the FP32 ONNX file is taken as it is. Its single input must be the recipe's
+``input`` (name, float32, per-sample shape; sizes it leaves symbolic besides the batch,
+such as an Ultralytics ``dynamic=True`` export's height and width, are fixed to the
+recipe's). A fixed batch axis is made symbolic when the graph then runs at another batch
+size and gives each sample the output it gives alone; otherwise the file is refused with
+how to re-export it. Then the ONNX checker (full: strict shape inference) runs, and ONNX
+Runtime checks that a batch gives the same outputs as its samples one by one. There is
+no PyTorch to verify against. The file is copied into place (rewritten only when a size
+was fixed or the batch made dynamic) when every check passed.
 """
 
 from __future__ import annotations
@@ -11,14 +22,14 @@ from __future__ import annotations
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from optim.artifacts import atomic_path, write_json
 from optim.executor import StageOutput
-from optim.errors import ExportError, InputError, first_line
+from optim.errors import ExportError, InputError, ModelError, first_line
 from optim.onnx_tools import graph_inputs, graph_outputs
 from optim.settings import ExportSettings, InputSpec, Strict
 from optim.sources import LoadedModel
@@ -35,6 +46,10 @@ class ExportReport:
     rtol: float
     nodes: int
     seconds: float
+    #: what the errors are against: "pytorch", or the note of an ONNX-file source
+    verified_against: str = "pytorch"
+    #: what was changed in an ONNX-file source (fixed sizes, batch made dynamic)
+    changes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -172,6 +187,152 @@ def onnx_from_torch(model: LoadedModel, spec: InputSpec, settings: ExportSetting
                         round(time.perf_counter() - t0, 2))
 
 
+NO_TORCH = "source is an ONNX file: no PyTorch to verify against"
+REEXPORT = ("re-export it with one (Ultralytics: model.export(format='onnx', dynamic=True); "
+            "torch.onnx.export: dynamic_axes={{'{inp}': {{0: 'batch'}}, '{out}': {{0: 'batch'}}}})")
+
+
+def _dims(shape: tuple) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _fit_input(proto, src: Path, spec: InputSpec) -> tuple[list[str], int | None]:
+    """Check the file's single input against the recipe's; fix symbolic sizes besides the batch.
+
+    Returns the changes made and the fixed batch size (None when the batch axis is symbolic)."""
+    import onnx
+
+    from optim.onnx_tools import graph_inputs
+
+    ins = graph_inputs(proto)
+    want = _dims(("batch", *spec.shape))
+    if len(ins) != 1:
+        raise ModelError(f"{src} has {len(ins)} inputs ({', '.join(i.name for i in ins)}); optim takes "
+                         f"models with one input, the recipe's '{spec.name}' {want}")
+    got = ins[0]
+    if got.name != spec.name:
+        raise ModelError(f"{src}: its input is '{got.name}' {_dims(got.shape)} but the recipe's input is "
+                         f"'{spec.name}' {want}: set input.name: {got.name} in the recipe")
+    if got.elem_type != onnx.TensorProto.FLOAT:
+        raise ModelError(f"{src}: input '{got.name}' is {got.dtype_name}; optim takes an FP32 model (float "
+                         "input): re-export it in FP32 (Ultralytics: without half=True)")
+    if len(got.shape) != 1 + len(spec.shape) or any(
+            isinstance(d, int) and d != w for d, w in zip(got.shape[1:], spec.shape)):
+        raise ModelError(f"{src}: input '{got.name}' has shape {_dims(got.shape)} but the recipe's input.shape "
+                         f"is {list(spec.shape)} (per sample, {want} with the batch): make them agree")
+    value = next(v for v in proto.graph.input if v.name == got.name)
+    dims = value.type.tensor_type.shape.dim
+    changes = []
+    for d, size in zip(list(dims)[1:], spec.shape):
+        if not d.HasField("dim_value"):
+            changes.append(f"input size '{d.dim_param or '?'}' fixed to {size}")
+            d.dim_value = size
+    batch = got.shape[0] if isinstance(got.shape[0], int) and got.shape[0] > 0 else None
+    if batch is None and not dims[0].dim_param:
+        dims[0].dim_param = "batch"  # an unnamed symbolic axis: name it
+    if batch is not None:
+        out = proto.graph.output
+        bad = [o.name for o in out if not o.type.tensor_type.shape.dim
+               or o.type.tensor_type.shape.dim[0].dim_value not in (0, batch)]
+        if bad:
+            raise ModelError(f"{src}: input '{got.name}' has a fixed batch size {batch} and output '{bad[0]}' does "
+                             f"not start with that axis; optim needs a dynamic batch axis: "
+                             + REEXPORT.format(inp=got.name, out=bad[0]))
+        dims[0].dim_param = "batch"
+        for o in out:
+            o.type.tensor_type.shape.dim[0].dim_param = "batch"
+        changes.append(f"fixed batch size {batch} made dynamic")
+    if changes:  # stale intermediate shapes would contradict the new ones
+        del proto.graph.value_info[:]
+    return changes, batch
+
+
+def _verify_batch(model: bytes, src: Path, spec: InputSpec, s: ExportSettings,
+                  fixed_batch: int | None) -> tuple[int, float, float]:
+    """Run a batch and its first and last samples alone in ORT: outputs must have the batch axis
+    first and agree per sample. Returns (batch, max abs error, max rel error)."""
+    from optim.backends.onnxruntime import OrtRunner
+
+    b = max((2, *s.verify_batches))
+    x = np.random.default_rng(s.seed).random((b, *spec.shape), dtype=np.float32)
+    out0 = ""
+    worst_abs = worst_rel = 0.0
+    try:
+        import onnxruntime as ort
+
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # a failing run is reported below, on one line
+
+        with OrtRunner(model, label=str(src)) as runner:
+            sess = runner.session
+            names = [o.name for o in sess.get_outputs()]
+            out0 = names[0]
+
+            def infer(a: np.ndarray) -> dict[str, np.ndarray]:
+                return dict(zip(names, sess.run(None, {spec.name: a}, quiet)))
+
+            whole = infer(x)
+            for i in (0, b - 1):
+                alone = infer(x[i:i + 1])
+                for name, r in alone.items():
+                    g = whole[name]
+                    if g.ndim == 0 or g.shape[0] != b or g.shape[1:] != r.shape[1:]:
+                        raise ValueError(f"output '{name}' has shape {list(g.shape)} at batch {b} and "
+                                         f"{list(r.shape)} at batch 1")
+                    err = np.abs(r[0].astype(np.float64) - g[i])
+                    worst_abs = max(worst_abs, float(err.max(initial=0.0)))
+                    worst_rel = max(worst_rel, float((err / (np.abs(r[0]) + 1e-12)).max(initial=0.0)))
+                    if not np.all(err <= s.atol + s.rtol * np.abs(r[0])):
+                        raise ValueError(f"sample {i} of a batch of {b} gives output '{name}' {err.max():.3g} "
+                                         "away from the same sample alone")
+    except ModelError:
+        raise
+    except Exception as exc:  # ours (ValueError) or onnxruntime's own exception types
+        msg = first_line(exc)
+        if fixed_batch is not None:
+            raise ModelError(f"{src}: input '{spec.name}' has a fixed batch size {fixed_batch} and the graph does "
+                             f"not run at other batch sizes ({msg}); optim needs a dynamic batch axis: "
+                             + REEXPORT.format(inp=spec.name, out=out0 or "output")) from None
+        raise ModelError(f"{src} does not run correctly in ONNX Runtime at batch {b}: {msg}") from None
+    return b, worst_abs, worst_rel
+
+
+def _has_external_data(src: Path) -> bool:
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    proto = onnx.load(str(src), load_external_data=False)
+    return any(uses_external_data(t) for t in proto.graph.initializer)
+
+
+def onnx_from_file(src: Path, spec: InputSpec, settings: ExportSettings, out: Path) -> ExportReport:
+    """A user's FP32 ONNX file as the run's FP32 model: checked, fitted to the recipe's input,
+    verified for batch independence in ORT, written to ``out`` atomically."""
+    import onnx
+
+    from optim.onnx_tools import load_onnx
+
+    t0 = time.perf_counter()
+    src = Path(src)
+    proto = load_onnx(src, check=False)  # a missing, corrupt or empty file: one-line ModelError
+    changes, fixed_batch = _fit_input(proto, src, spec)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ModelError(f"{src} fails the ONNX checker: {first_line(exc)}") from None
+    data = proto.SerializeToString()
+    b, max_abs, max_rel = _verify_batch(data, src, spec, settings, fixed_batch)
+    with atomic_path(out) as tmp:
+        if changes or _has_external_data(src):
+            tmp.write_bytes(data)  # with external data, what was loaded goes into the one file
+        else:
+            tmp.write_bytes(src.read_bytes())
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    note = f"{NO_TORCH}; batch {b} gives each sample's batch-1 output in ONNX Runtime"
+    return ExportReport(str(out), opset, [1, b], max_abs, max_rel, settings.atol, settings.rtol,
+                        len(proto.graph.node), round(time.perf_counter() - t0, 2), note, changes)
+
+
 NAME = "export"
 TOOLS = ("torch", "torchvision", "onnx", "onnxslim", "onnxruntime")
 
@@ -187,11 +348,13 @@ class Settings(Strict):
 
 
 def run(inputs: list, settings: Settings, ctx) -> StageOutput:
-    """``inputs``: the weights file, if any. Writes the FP32 ONNX to ``ctx.out`` and
-    ``export.json`` beside it."""
+    """``inputs``: the weights file, if any (for an ``onnx:`` source, the ONNX file). Writes the
+    FP32 ONNX to ``ctx.out`` and ``export.json`` beside it."""
     from optim.console import info
     from optim.sources import load_model
 
+    if settings.source.startswith("onnx:"):
+        return _run_onnx_file(inputs, settings, ctx)
     weights = inputs[0].path if inputs else None
     # bundled models load their own weights file (an input here only so that the key hashes it)
     model = load_model(settings.source, Path(settings.weights) if settings.weights else None, **settings.kwargs)
@@ -201,3 +364,20 @@ def run(inputs: list, settings: Settings, ctx) -> StageOutput:
     write_json(ctx.side("export", "export.json"), {**rep.as_dict(), "path": ctx.out.name})
     return StageOutput({**settings.export.model_dump(mode="json"), "source": settings.source,
                         "weights": str(settings.weights or weights)}, rep)
+
+
+def _run_onnx_file(inputs: list, settings: Settings, ctx) -> StageOutput:
+    from optim.console import info
+
+    src = Path(inputs[0].path) if inputs else Path(settings.source.split(":", 1)[1])
+    if settings.weights or settings.kwargs:
+        raise InputError(f"model.{'weights' if settings.weights else 'kwargs'} does not apply to an ONNX-file "
+                         f"source ({settings.source}): the file holds the weights; remove it from the recipe")
+    rep = onnx_from_file(src, settings.input, settings.export, ctx.out)
+    for change in rep.changes:
+        info(f"export: {src.name}: {change}")
+    info(f"export: {rep.verified_against} (max abs error {rep.max_abs_error:.3g}); "
+         f"ONNX checker passed, opset {rep.opset}, {rep.nodes} nodes")
+    write_json(ctx.side("export", "export.json"), {**rep.as_dict(), "path": ctx.out.name, "source": str(src)})
+    return StageOutput({"source": settings.source, "opset": rep.opset, "changes": rep.changes,
+                        "verified_against": rep.verified_against}, rep)

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,8 @@ class QuantizeReport:
     calibration_samples: int
     coverage: dict | None
     seconds: float
+    kept: list[str] = field(default_factory=list)  # nodes the exclusions kept in high precision
+    kept_patterns: list[str] = field(default_factory=list)  # the exclude_nodes / exclude_op_types that did it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -286,8 +288,10 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
             coverage = cov.as_dict()
         with atomic_path(out) as final_tmp:
             final_tmp.write_bytes(tmp.read_bytes())
+    kept = [n.name for n in model.graph.node if n.op_type in s.exclude_op_types or _matches(n.name, s.exclude_nodes)]
     return QuantizeReport(str(out), s.tag, s.precision, s.target if s.precision in ("int8", "fp8") else "any",
-                          tool, method, n_calib, coverage, round(time.perf_counter() - t0, 2))
+                          tool, method, n_calib, coverage, round(time.perf_counter() - t0, 2), kept,
+                          [*s.exclude_nodes, *(f"op type {t}" for t in s.exclude_op_types)] if kept else [])
 
 
 NAME = "quantize"

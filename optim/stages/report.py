@@ -20,7 +20,7 @@ from optim.artifacts import write_json, write_text
 from optim.backends import cpu
 from optim.errors import InputError
 from optim.executor import StageOutput
-from optim.stages import report_html, report_plot, report_tuning
+from optim.stages import report_html, report_plot, report_sizes, report_tuning
 from optim.stages.bench import BatchTiming, BenchResult
 from optim.stages.check import CheckResult
 from optim.tasks import Task, get_task
@@ -69,6 +69,8 @@ class Row:
     gpu_speedup_vs_fp32: float | None = None
     gpu_layers: dict | None = None
     gpu_method: str = NOT_RUN
+    # timings at the recipe's other input sizes (``bench.sizes``), by size label: see report_sizes
+    sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -140,6 +142,7 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
         if base and base.gpu_throughput and r.gpu_throughput:
             r.gpu_speedup_vs_fp32 = round(r.gpu_throughput / base.gpu_throughput, 3)
     _mark_fastest(rows)
+    report_sizes.attach(run_dir, run, rows, _results)
     return run, rows
 
 
@@ -318,7 +321,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     if report_tuning.sensitivity_plot(tuning, sens_png):
         paths["sensitivity_png"] = sens_png
         pictures.append(("per-node sensitivity (output error with only that node quantized)", sens_png.name))
-    md = to_markdown(run, rows, report_tuning.markdown(tuning, task), pictures)
+    md = to_markdown(run, rows, report_sizes.markdown(run, rows) + report_tuning.markdown(tuning, task), pictures)
     write_text(paths["md"], md)
     write_text(paths["html"], report_html.render(md, f"optim report: {run.get('recipe', '')}"))
     write_json(paths["json"], {

@@ -21,7 +21,30 @@ def collect_tuning(run_dir: Path, tags: list[str] | None = None) -> dict[str, An
     tune = {p.stem: json.loads(p.read_text()) for p in sorted((Path(run_dir) / "tune").glob("*.json"))
             if tags is None or p.stem in tags}
     study_p = Path(run_dir) / "study" / "calibration.json"
-    return {"tune": tune, "study": json.loads(study_p.read_text()) if study_p.is_file() else None}
+    kept = {}
+    for p in sorted((Path(run_dir) / "quantize").glob("*.json")):
+        q = json.loads(p.read_text())
+        if q.get("kept") and (tags is None or p.stem in tags or p.stem.removesuffix("-nobudget") in tags):
+            # the budgeted entry starts from the -nobudget model: name the entry
+            kept[p.stem.removesuffix("-nobudget")] = {"nodes": q["kept"], "patterns": q.get("kept_patterns", [])}
+    return {"tune": tune, "kept": kept,
+            "study": json.loads(study_p.read_text()) if study_p.is_file() else None}
+
+
+def _kept_lines(t: dict[str, Any], task: Task) -> list[str]:
+    """Nodes the recipe's exclusions (or the task's head, ``quantize.keep_head``) kept in high precision."""
+    if not t.get("kept"):
+        return []
+    out = ["## Kept in high precision before any budget", "",
+           "Nodes matching the recipe's `quantize.exclude_nodes` / `exclude_op_types`, plus the task's output "
+           f"head where `quantize.keep_head` holds (task {task.name}: "
+           f"{task.keep_head_why or 'no head of its own'}).", ""]
+    for tag, k in t["kept"].items():
+        pats = ", ".join(f"`{p}`" for p in k["patterns"])
+        nodes = ", ".join(f"`{n}`" for n in k["nodes"][:8]) + (f" (+{len(k['nodes']) - 8} more)"
+                                                                  if len(k["nodes"]) > 8 else "")
+        out.append(f"- **{tag}**: {len(k['nodes'])} nodes by {pats}: {nodes}")
+    return out + [""]
 
 
 def _budget_lines(tag: str, t: dict, task: Task) -> list[str]:
@@ -44,7 +67,7 @@ def _sens_rows(t: dict) -> list[list[str]]:
 
 
 def markdown(t: dict[str, Any], task: Task) -> list[str]:
-    out: list[str] = []
+    out: list[str] = _kept_lines(t, task)
     if any(v.get("budget") for v in t["tune"].values()):
         out += ["## Accuracy budget", ""]
         for tag, v in t["tune"].items():

@@ -168,6 +168,16 @@ class Task(abc.ABC):
         """One console line for one output's comparison with FP32."""
         return f"{name}: " + ", ".join(f"{k} {v:.6g}" for k, v in deltas.items())
 
+    #: keep the output head's decode unquantized unless the recipe says otherwise (``quantize.keep_head``)
+    keep_head_default: ClassVar[bool] = False
+    #: why the head stays in high precision (the report says it)
+    keep_head_why: ClassVar[str] = ""
+
+    def head_nodes(self, model: Any) -> tuple[str, ...]:
+        """Node-name patterns (regexes) of the model's output head that stay in high precision
+        when ``quantize.keep_head`` holds; the task decides what its head is (none by default)."""
+        return ()
+
     @abc.abstractmethod
     def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:
         """Values for ``columns`` (None where not measured) from a check result."""

@@ -85,16 +85,20 @@ class BoxLabels:
 
     @classmethod
     def from_coco(cls, coco: dict | str | Path) -> BoxLabels:
-        """From COCO annotations (a dict or a JSON file): images in file order, class = category_id - 1."""
+        """From COCO annotations (a dict or a JSON file): images in file order; classes 0..nc-1 are the
+        sorted category ids (COCO's ids 1..90 have gaps; optim's scenes use k + 1 for class k), as in
+        ``optim.data.coco``. Boxes stay in the annotation's pixels (no letterbox)."""
         if not isinstance(coco, dict):
             coco = json.loads(Path(coco).read_text())
+        cats = {c: k for k, c in enumerate(sorted({c["id"] for c in coco.get("categories", [])} or
+                                                  {a["category_id"] for a in coco.get("annotations", [])}))}
         ids = {im["id"]: i for i, im in enumerate(coco["images"])}
         boxes: list[list] = [[] for _ in ids]
         classes: list[list] = [[] for _ in ids]
         for a in coco.get("annotations", []):
             x, y, w, h = a["bbox"]
             boxes[ids[a["image_id"]]].append([x, y, x + w, y + h])
-            classes[ids[a["image_id"]]].append(a["category_id"] - 1)
+            classes[ids[a["image_id"]]].append(cats[a["category_id"]])
         return cls(boxes, classes)
 
 

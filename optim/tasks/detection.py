@@ -108,6 +108,30 @@ class Gates(Strict):
                                         "of background anchors (pixels) dominate it")
 
 
+def head_nodes(model: Any) -> tuple[str, ...]:
+    """Name patterns of the decode that follows a YOLO head's last convolutions.
+
+    The node that makes the raw output (the final Concat of boxes and scores) names the head
+    module: ``/head/Concat_9`` here, ``/model.22/Concat_5`` in an Ultralytics export. The
+    decode is every node directly in that module (Sigmoid, Concat, Reshape, box Add/Sub/Mul/Div,
+    Slice) and everything in its ``dfl`` sub-module (Softmax and the fixed 1x1 Conv); the
+    branch convolutions live deeper (``/head/cv2.0/...``) and stay quantizable. The final
+    Concat joins pixel boxes (0..640) with scores (0..1): one INT8 scale on it rounds every
+    score to 0. A graph whose output node names no module (``Concat_9``) gives no patterns."""
+    import re
+
+    import onnx
+
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        model = onnx.load(str(model), load_external_data=False)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    node = producers.get(model.graph.output[0].name) if model.graph.output else None
+    if node is None or "/" not in node.name.strip("/"):
+        return ()
+    prefix = re.escape(node.name[: node.name.rindex("/") + 1])
+    return (f"^{prefix}[^/]+$", f"^{prefix}dfl/.*")
+
+
 @register_task
 class Detection(Task):
     name = "detection"
@@ -119,6 +143,13 @@ class Detection(Task):
                Column("mAP50 %", "map50", needs_labels=True),
                Column("agreement %", "agreement", description="mAP@0.5:0.95 against FP32's detections (%)"))
     headline, agreement = "map", "agreement"
+    keep_head_default = True
+    keep_head_why = ("the head's decode after its last convolutions: DFL softmax and expectation, sigmoid, box "
+                     "arithmetic, and the final Concat of pixel boxes (0..640) with scores (0..1), where one "
+                     "INT8 scale rounds every score to 0")
+
+    def head_nodes(self, model: Any) -> tuple[str, ...]:
+        return head_nodes(model)
 
     def output_deltas(self, ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
         return output_deltas(ref, got)
