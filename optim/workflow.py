@@ -6,6 +6,8 @@ Layout of ``artifacts/<recipe name>/``::
     export.json  quantize/<tag>.json  tune/<tag>.json  check/<tag>.json  bench/<tag>.json
     model.<tag>.h100.plan (+ .plan.json manifest, .layers.json)   TensorRT engines, where
     gpu/build/<tag>.json  gpu/check/<tag>.json  gpu/bench/<tag>.json  TensorRT and a GPU are
+    model.<tag>.nms.onnx                      with decode + NMS in the graph (a detection recipe's nms)
+    sizes/<size>/model.<tag>.onnx  bench/<size>/<tag>.json   at the other input sizes (bench.sizes)
     timing.cache  study/calibration.json  run.json  report.{md,html,json,png}
     manifest.json                             sha256, stage, parents, settings, versions, host
 
@@ -35,13 +37,12 @@ from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
 from optim.backends import cpu
 from optim.errors import BackendUnavailable, BuildError, ModelError, OptimError, first_line
 from optim.install import INSTALL
-from optim.stages import bench, build, check, export, fuse, nms, quantize, report, resize, study, tune
+from optim.run_sizes import GPU, NOBUDGET, Sizes
+from optim.stages import bench, build, check, export, fuse, nms, quantize, report, study, tune
 from optim.stages.check import CheckResult, raise_on_failures
 from optim.tasks import get_task
 
 FP32 = "model.fp32.onnx"
-NOBUDGET = "-nobudget"
-GPU = "gpu/"
 _CALIB_DEFAULTS = {k: QuantizeOptions.model_fields[k].default for k in ("method", "percentile")}
 
 
@@ -56,7 +57,7 @@ class Workflow:
         self.notes: list[str] = []
         self.families: list[str] = [cpu.PRIMARY]
         self.cpu_not_run: dict[str, str] = {}  # result name (TAG@family) -> why that backend did not run it
-        self.size_not_run: dict[str, str] = {}  # SIZE/TAG -> why that entry was not carried to that size
+        self.sizes = Sizes(self)  # the recipe's other input sizes (bench.sizes)
         self.nms_files: dict[str, str] = {}  # entry -> its deployable with decode + NMS in the graph
         self._data: dict[str, Data] = {}
 
@@ -94,7 +95,7 @@ class Workflow:
         return self.data("tuning", spec, t.samples if t is not None else r.calibration.samples)
 
     # -- stages ------------------------------------------------------------------------------
-    def _weights_artifact(self) -> Artifact | None:
+    def source_artifact(self) -> Artifact | None:
         """The file the FP32 model is made from (weights, or the user's ONNX), hashed into the export key."""
         r = self.recipe
         if r.model.source.startswith("onnx:"):  # the user's own ONNX file: its bytes are part of the key
@@ -108,7 +109,7 @@ class Workflow:
 
     def export(self) -> Artifact:
         r = self.recipe
-        inputs = [a for a in (self._weights_artifact(),) if a is not None]
+        inputs = [a for a in (self.source_artifact(),) if a is not None]
         s = export.Settings(source=r.model.source, kwargs=r.model.kwargs, input=r.input, export=r.export,
                             weights=str(r.model.weights) if r.model.weights else None)
         return self.ex.step(export, "fp32", FP32, inputs, s, tag="fp32")
@@ -232,78 +233,6 @@ class Workflow:
             self.ex.step(bench, f"bench/{name}", f"bench/{name}.json", [src], s, kind="result", tag=t,
                          force=bool(stale))
 
-    def bench_sizes(self, models: dict[str, Artifact], fp32: Artifact,
-                    families: list[str]) -> dict[str, dict[str, Artifact]]:
-        """Every entry timed at each ``bench.sizes`` size: the model re-exported there, each
-        precision's file carried over to it (``optim.stages.resize``: same Q/DQ scales, casts
-        and exclusions), benched on each CPU backend like at the recipe's size. Returns the
-        carried-over models by size label and entry (the GPU engines are built from them)."""
-        r = self.recipe
-        sized: dict[str, dict[str, Artifact]] = {}
-        if not r.bench.sizes:
-            return sized
-        why = None
-        if r.model.source.startswith("onnx:"):
-            why = "the model is an ONNX file: optim can only re-export a PyTorch source at other sizes"
-        elif r.fused_preprocess is not None:
-            why = "the models take fixed-size frames through OptimPreprocess"
-        elif len(r.input.shape) != 3:
-            why = f"the input {list(r.input.shape)} is not an image [C, H, W]"
-        if why:
-            self.ex.skip("bench at other sizes", ", ".join(z.label for z in r.bench.sizes), why)
-            self.notes.append(f"Timing at other input sizes: not run: {why}.")
-            return sized
-        for z in r.bench.sizes:
-            shape = (r.input.shape[0], *z.hw)
-            base = self.export_at(shape, fp32)
-            sized[z.label] = {}
-            for t, m in models.items():
-                if t.endswith(NOBUDGET):
-                    for family in families:
-                        self.size_not_run[f"{z.label}/{cpu.result_name(t, family)}"] = (
-                            "the entry without its budget is a comparison: timed at the recipe's size only")
-                    continue
-                try:
-                    at = base if t == "fp32" else self.ex.step(
-                        resize, f"{t}@{z.label}", f"sizes/{z.label}/model.{t}.onnx", [m, fp32, base],
-                        resize.Settings(shape=shape), tag=t)
-                except ModelError as exc:
-                    self.ex.skip("resize", f"{t}@{z.label}", escape(first_line(exc)))
-                    for family in families:
-                        self.size_not_run[f"{z.label}/{cpu.result_name(t, family)}"] = first_line(exc)
-                    continue
-                sized[z.label][t] = at
-                for family in families:
-                    name = cpu.result_name(t, family)
-                    why = self.cpu_not_run.get(name) or self._timing_caveat(name)
-                    if why:
-                        self.size_not_run[f"{z.label}/{name}"] = f"its timing at the recipe's size is not this precision's speed: {why}"
-                        continue
-                    src, backend = cpu.route(family, t, at, base)
-                    self.ex.step(bench, f"bench/{z.label}/{name}", f"bench/{z.label}/{name}.json", [src],
-                                 bench.Settings(**r.bench.at_size(z).model_dump(), backend=backend),
-                                 kind="result", tag=t)
-        return sized
-
-    def _timing_caveat(self, name: str) -> str:
-        """Why the recipe-size timing of a result was skipped or is not its precision's speed
-        (BF16 emulated, FP8 as float on CPU); such entries are not timed again at other sizes."""
-        import json
-
-        p = self.ex.rd.path(f"bench/{name}.json")
-        d = json.loads(p.read_text()) if p.is_file() else {}
-        return d.get("skipped") or d.get("note") or ""
-
-    def export_at(self, shape: tuple[int, ...], fp32: Artifact) -> Artifact:
-        """The FP32 model exported again at another input shape (verified at batch 1)."""
-        r = self.recipe
-        s = export.Settings(source=r.model.source, kwargs=r.model.kwargs, weights=str(r.model.weights)
-                            if r.model.weights else None, input=r.input.model_copy(update={"shape": shape}),
-                            export=r.export.model_copy(update={"verify_batches": (1,)}))
-        label = "x".join(map(str, shape[1:])) if shape[1] != shape[2] else str(shape[1])
-        inputs = [a for a in (self._weights_artifact(),) if a is not None]
-        return self.ex.step(export, f"fp32@{label}", f"sizes/{label}/model.fp32.onnx", inputs, s, tag="fp32")
-
     # -- TensorRT engines: build, check and bench each, or say once why not -----------------
     def build_settings(self, precision: str | None, shape: tuple[int, ...] | None = None) -> build.Settings:
         """The recipe's build settings, plus optim's own TensorRT plugin when models carry its op
@@ -356,36 +285,12 @@ class Workflow:
             results.append(self.check(engine, fp32, evaluation, prefix=GPU))
             self.ex.step(bench, f"{GPU}bench/{t}", f"{GPU}bench/{t}.json", [engine],
                          r.bench.model_copy(update={"sizes": ()}), kind="result", tag=t)
-            failures += self.engines_at_sizes(t, precision, (sized or {}), not_run)
+            failures += self.sizes.engines(t, precision, (sized or {}), not_run)
         gpu = m.gpu
         self.notes.append(f"GPU columns: TensorRT {m.tensorrt} engines for {target(r.target_gpu).name}, checked "
                         f"against the ONNX Runtime CPU FP32 reference and timed on {gpu.name} ({gpu.sm}) with "
                         "CUDA events (device time, input already on the GPU).")
         return results, not_run, failures
-
-    def engines_at_sizes(self, t: str, precision: str | None, sized: dict[str, dict[str, Artifact]],
-                         not_run: dict[str, str]) -> list[str]:
-        """The entry's engine at each ``bench.sizes`` size, built from the carried-over file (the FP32
-        one with builder flags) and timed like the recipe-size engine; accuracy stays at the recipe's size."""
-        r, failures = self.recipe, []
-        for z in r.bench.sizes:
-            files = sized.get(z.label, {})
-            src = files.get("fp32" if precision else t)
-            if src is None:
-                continue
-            name = f"{t}.{r.target_gpu}@{z.label}"
-            try:
-                s = self.build_settings(precision, (r.input.shape[0], *z.hw))
-                engine = self.ex.step(build, name, f"sizes/{z.label}/model.{t}.{r.target_gpu}.plan",
-                                      [dataclasses.replace(src, tag=t)], s, kind="engine", tag=t)
-            except OptimError as exc:
-                info(f"[red]failed[/] build {name}: {escape(str(exc))}")
-                not_run[f"{t}@{z.label}"] = f"build failed: {exc}"
-                failures.append(f"build {name} failed: {exc}")
-                continue
-            self.ex.step(bench, f"{GPU}bench/{z.label}/{t}", f"{GPU}bench/{z.label}/{t}.json", [engine],
-                         r.bench.at_size(z), kind="result", tag=t)
-        return failures
 
     # -- the whole run -----------------------------------------------------------------------
     def run(self) -> dict[str, Path]:
@@ -431,7 +336,7 @@ class Workflow:
         results = [res for f in self.families for a in models.values()
                    if (res := self.check(a, fp32, evaluation, family=f)) is not None]
         self.bench_all(models, fp32, self.families)
-        sized = self.bench_sizes(models, fp32, self.families)
+        sized = self.sizes.bench(models, fp32, self.families)
         gpu_results, gpu_not_run, build_failures = self.engines(models, fp32, evaluation, sized)
         self.notes.append(f"CPU timings ({', '.join(self.families)}) are measured side by side in one run on "
                           "this host's CPU; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
@@ -456,7 +361,7 @@ class Workflow:
             "notes": self.notes, "host": host_info(), "tools": self.ex.versions,
             "gpu": {"target": r.target_gpu, "not_run": gpu_not_run},
             "backends": self.families, "cpu_not_run": self.cpu_not_run,
-            "sizes": [z.label for z in r.bench.sizes], "size_not_run": self.size_not_run,
+            "sizes": [z.label for z in r.bench.sizes], "size_not_run": self.sizes.not_run,
             "nms_files": self.nms_files, "nms": r.nms.model_dump() if r.nms else None,
             "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": "manifest.json",
         })

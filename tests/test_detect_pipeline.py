@@ -223,7 +223,7 @@ def test_engines_at_sizes_build_from_the_carried_over_files(tmp_path):
     wf.ex.step = step
     sized = {"128": {t: Artifact(f"{t}@128", tmp_path / f"{t}.onnx", "1" * 64, "onnx", t)
                      for t in ("fp32", "int8-onnxruntime", "fp16")}}
-    assert wf.engines_at_sizes("int8-onnxruntime", None, sized, {}) == []
+    assert wf.sizes.engines("int8-onnxruntime", None, sized, {}) == []
     (b_stage, b_name, b_rel, b_in, b_set), (n_stage, n_name, n_rel, n_in, n_set) = calls
     assert (b_stage, b_name, b_rel, b_in) == ("build", "int8-onnxruntime.h100@128",
                                               "sizes/128/model.int8-onnxruntime.h100.plan", ["int8-onnxruntime@128"])
@@ -231,7 +231,7 @@ def test_engines_at_sizes_build_from_the_carried_over_files(tmp_path):
     assert (n_stage, n_name) == ("bench", "gpu/bench/128/int8-onnxruntime")
     assert n_set.batch_sizes == (1, 2) and n_set.sizes == ()
     calls.clear()
-    wf.engines_at_sizes("fp16", "fp16", sized, {})  # builder flags: the FP32 file at that size
+    wf.sizes.engines("fp16", "fp16", sized, {})  # builder flags: the FP32 file at that size
     assert calls[0][3] == ["fp32@128"] and calls[0][4].precision == "fp16"
 
 
