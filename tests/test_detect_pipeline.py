@@ -171,12 +171,22 @@ def test_run_times_every_entry_at_the_other_size(tmp_path):
     nms_model = onnx.load(root / run_info["nms_files"]["int8-onnxruntime"])
     assert [o.name for o in nms_model.graph.output] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
     assert "decode + NMS in the graph" in md
+    # Triton gets the NMS models where the run has them (--raw: the raw-output ones)
+    from optim.deploy.triton import Options, plan_repository
+    from optim.errors import InputError
+
+    plan = plan_repository(root, Options())
+    assert {m.source for m in plan.models} == {f"model.{t}.nms.onnx" for t in ("fp32", "int8-onnxruntime", "fp16")}
+    assert [o.name for o in plan.models[0].outputs] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
+    assert all(m.source.endswith(".onnx") and ".nms." not in m.source for m in plan_repository(root, Options(nms=False)).models)
     # a recipe without sizes times nothing more and the section is absent
     DET2 = {**DET, "name": "det2", "bench": {**DET["bench"], "sizes": []}, "nms": None}
     p2 = tmp_path / "det2.yaml"
     p2.write_text(yaml.safe_dump(DET2))
     Workflow(load_recipe(p2), p2, out_root=tmp_path / "artifacts").run()
     assert "Speed at other input sizes" not in (tmp_path / "artifacts" / "det2" / "report.md").read_text()
+    with pytest.raises(InputError, match="no decode \\+ NMS file"):
+        plan_repository(tmp_path / "artifacts" / "det2", Options(nms=True))
 
 
 def test_modelopt_int8_gives_a_concat_one_scale(exports):

@@ -37,6 +37,9 @@ def triton_cmd(
     preferred: Annotated[Optional[str], typer.Option(help="Preferred batch sizes of the dynamic batcher, e.g. 16,64; default: the profile's opt and max.")] = None,
     queue_delay_us: Annotated[int, typer.Option(help="Dynamic batcher: longest wait to form a batch, microseconds.")] = 100,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="If an optim run holds the run folder, stop at once (exit 6).")] = False,
+    nms: Annotated[Optional[bool], typer.Option("--nms/--raw", help="Detection runs with an nms: key: deploy the ONNX "
+                                                "models with decode + NMS in the graph (default where the run has "
+                                                "them) or the raw-output ones.")] = None,
 ) -> None:
     """Write a Triton model repository: one model per entry of the run, configs checked against Triton's schema."""
     from optim.deploy.triton import Options
@@ -50,7 +53,8 @@ def triton_cmd(
     if instances < 1 or queue_delay_us < 0 or (max_batch is not None and max_batch < 1):
         raise InputError("--instances and --max-batch must be at least 1, --queue-delay-us at least 0")
     opts = Options(backend=backend, onnx_instance=onnx_instance, instances=instances, max_batch=max_batch,
-                   preferred=_ints(preferred, "--preferred") if preferred else None, queue_delay_us=queue_delay_us)
+                   preferred=_ints(preferred, "--preferred") if preferred else None, queue_delay_us=queue_delay_us,
+                   nms=nms)
     deploy_triton(run_dir, out, opts, force=force, wait=not no_wait)
 
 

@@ -76,6 +76,7 @@ class Options(Strict):
     max_batch: int | None = None
     preferred: tuple[int, ...] | None = None
     queue_delay_us: int = 100
+    nms: bool | None = None  # ONNX models of a detection run: the decode + NMS file (None: where the run has one)
 
 
 class RepoPlan(Strict):
@@ -301,6 +302,14 @@ def plan_engines(run: Run, tag: str, engines: list[tuple[str, str]], opts: Optio
 def plan_onnx(run: Run, tag: str, profile: tuple[int, int, int] | None, source: str, opts: Options) -> ModelPlan:
     rel = (run.info.get("files") or {}).get(tag) or f"model.{tag}.onnx"
     notes = []
+    with_nms = (run.info.get("nms_files") or {}).get(tag)
+    if opts.nms and not with_nms:
+        raise InputError(f"--nms: the run has no decode + NMS file for {tag} (give the recipe an nms: key "
+                         "and rerun optim run)")
+    if with_nms and opts.nms is not False:
+        notes.append(f"{with_nms}: decode + NMS in the graph (outputs num_dets, det_boxes, det_scores, "
+                     f"det_classes), made from {rel}; --raw deploys the raw-output model")
+        rel = with_nms
     f = run.file(rel)  # checked against the manifest before anything reads it
     if _has_op(Path(f.src)):
         plain = run.unfused(rel)
