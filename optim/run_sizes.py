@@ -55,7 +55,7 @@ class Sizes:
             return sized
         for z in r.bench.sizes:
             shape = (r.input.shape[0], *z.hw)
-            base = self.export_at(shape, fp32)
+            base = self.export_at(shape, z.label)
             sized[z.label] = {}
             for t, m in models.items():
                 if t.endswith(NOBUDGET):
@@ -92,13 +92,11 @@ class Sizes:
         d = json.loads(p.read_text()) if p.is_file() else {}
         return d.get("skipped") or d.get("note") or ""
 
-    def export_at(self, shape: tuple[int, ...], fp32: Artifact) -> Artifact:
+    def export_at(self, shape: tuple[int, ...], label: str) -> Artifact:
         """The FP32 model exported again at another input shape (verified at batch 1)."""
-        r = self.wf.recipe
-        s = export.Settings(source=r.model.source, kwargs=r.model.kwargs, weights=str(r.model.weights)
-                            if r.model.weights else None, input=r.input.model_copy(update={"shape": shape}),
-                            export=r.export.model_copy(update={"verify_batches": (1,)}))
-        label = "x".join(map(str, shape[1:])) if shape[1] != shape[2] else str(shape[1])
+        base = self.wf.export_settings()
+        s = base.model_copy(update={"input": base.input.model_copy(update={"shape": shape}),
+                                    "export": base.export.model_copy(update={"verify_batches": (1,)})})
         inputs = [a for a in (self.wf.source_artifact(),) if a is not None]
         return self.wf.ex.step(export, f"fp32@{label}", f"sizes/{label}/model.fp32.onnx", inputs, s, tag="fp32")
 

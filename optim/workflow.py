@@ -107,12 +107,14 @@ class Workflow:
                 weights = WEIGHTS_DIR / BUNDLED[name][1]
         return Artifact.of_file(weights, "weights", "weights") if weights and Path(weights).is_file() else None
 
-    def export(self) -> Artifact:
+    def export_settings(self) -> export.Settings:
         r = self.recipe
+        return export.Settings(source=r.model.source, kwargs=r.model.kwargs, input=r.input, export=r.export,
+                               weights=str(r.model.weights) if r.model.weights else None)
+
+    def export(self) -> Artifact:
         inputs = [a for a in (self.source_artifact(),) if a is not None]
-        s = export.Settings(source=r.model.source, kwargs=r.model.kwargs, input=r.input, export=r.export,
-                            weights=str(r.model.weights) if r.model.weights else None)
-        return self.ex.step(export, "fp32", FP32, inputs, s, tag="fp32")
+        return self.ex.step(export, "fp32", FP32, inputs, self.export_settings(), tag="fp32")
 
     def budgeted(self, qs: QuantizeSettings) -> bool:
         r = self.recipe
@@ -130,12 +132,10 @@ class Workflow:
 
     def task_exclusions(self, qs: QuantizeSettings, fp32: Artifact) -> QuantizeSettings:
         """The task's output-head nodes kept in high precision (``quantize.keep_head``, default: the task's)."""
-        keep = self.task.keep_head_default if qs.keep_head is None else qs.keep_head
-        head = self.task.head_nodes(fp32.path) if keep else ()
-        if keep and not head:
+        qs, head = self.task.keep_head(qs, fp32.path)
+        if qs.keep_head and not head:
             info(f"{qs.tag}: keep_head: the output's node names no head module; nothing kept back")
-        return qs.model_copy(update={"keep_head": keep, "exclude_nodes": tuple(dict.fromkeys(
-            (*qs.exclude_nodes, *head)))})
+        return qs
 
     def tune(self, qs: QuantizeSettings, raw: Artifact, fp32: Artifact) -> Artifact | None:
         """Sensitivity (+ budget) for one entry; the budgeted model, or None without a budget."""

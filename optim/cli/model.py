@@ -119,11 +119,9 @@ def register(app: typer.Typer) -> None:
 
         t = _task(task, r)
         if qs.precision in ("int8", "fp8"):
-            keep = t.keep_head_default if qs.keep_head is None else qs.keep_head
-            head = t.head_nodes(load_onnx(onnx_path, check=False)) if keep else ()
+            qs, head = t.keep_head(qs, load_onnx(onnx_path, check=False))
             if head:
                 info(f"task {t.name}: keeping its head's decode in high precision ({', '.join(head)}; --no-keep-head to quantize it)")
-            qs = qs.model_copy(update={"keep_head": keep, "exclude_nodes": tuple(dict.fromkeys((*qs.exclude_nodes, *head)))})
         if max_drop is not None and (qs.precision not in ("int8", "fp8") or qs.target != "tensorrt"):
             raise InputError("--max-drop works on INT8/FP8 models placed for tensorrt")
         out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")

@@ -124,6 +124,14 @@ def _check(path: Path) -> None:
         raise ExportError(f"exported ONNX fails the checker: {first_line(exc)}") from None
 
 
+def _errors(ref: np.ndarray, got: np.ndarray, s: ExportSettings) -> tuple[float, float, bool]:
+    """Max abs and max rel error of ``got`` against ``ref``, and whether every element is within
+    ``s.atol + s.rtol * |ref|`` (the one tolerance both verifications use)."""
+    err = np.abs(ref.astype(np.float64) - got)
+    return (float(err.max(initial=0.0)), float((err / (np.abs(ref) + 1e-12)).max(initial=0.0)),
+            bool(np.all(err <= s.atol + s.rtol * np.abs(ref))))
+
+
 def _verify(model: LoadedModel, path: Path, spec: InputSpec, s: ExportSettings) -> tuple[float, float]:
     import torch
 
@@ -144,12 +152,11 @@ def _verify(model: LoadedModel, path: Path, spec: InputSpec, s: ExportSettings) 
                 if r.shape != g.shape:
                     raise ExportError(f"ONNX output shape {list(g.shape)} != PyTorch {list(r.shape)} "
                                       f"at batch {b}")
-                err = np.abs(r.astype(np.float64) - g)
-                worst_abs = max(worst_abs, float(err.max()))
-                worst_rel = max(worst_rel, float((err / (np.abs(r) + 1e-12)).max()))
-                if not np.all(err <= s.atol + s.rtol * np.abs(r)):
+                e_abs, e_rel, ok = _errors(r, g, s)
+                worst_abs, worst_rel = max(worst_abs, e_abs), max(worst_rel, e_rel)
+                if not ok:
                     raise ExportError(
-                        f"ONNX differs from PyTorch at batch {b}: max abs error {err.max():.3g} "
+                        f"ONNX differs from PyTorch at batch {b}: max abs error {e_abs:.3g} "
                         f"exceeds atol {s.atol:g} + rtol {s.rtol:g} * |ref|")
     return worst_abs, worst_rel
 
@@ -279,11 +286,10 @@ def _verify_batch(model: bytes, src: Path, spec: InputSpec, s: ExportSettings,
                     if g.ndim == 0 or g.shape[0] != b or g.shape[1:] != r.shape[1:]:
                         raise ValueError(f"output '{name}' has shape {list(g.shape)} at batch {b} and "
                                          f"{list(r.shape)} at batch 1")
-                    err = np.abs(r[0].astype(np.float64) - g[i])
-                    worst_abs = max(worst_abs, float(err.max(initial=0.0)))
-                    worst_rel = max(worst_rel, float((err / (np.abs(r[0]) + 1e-12)).max(initial=0.0)))
-                    if not np.all(err <= s.atol + s.rtol * np.abs(r[0])):
-                        raise ValueError(f"sample {i} of a batch of {b} gives output '{name}' {err.max():.3g} "
+                    e_abs, e_rel, ok = _errors(r[0], g[i], s)
+                    worst_abs, worst_rel = max(worst_abs, e_abs), max(worst_rel, e_rel)
+                    if not ok:
+                        raise ValueError(f"sample {i} of a batch of {b} gives output '{name}' {e_abs:.3g} "
                                          "away from the same sample alone")
     except ModelError:
         raise

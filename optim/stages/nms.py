@@ -45,8 +45,11 @@ def verify(raw_path, nms_path, x: np.ndarray, s: Settings) -> int:
 
 def run(inputs: list[Artifact], settings: Settings, ctx: StageContext) -> StageOutput:
     """``inputs``: the entry's model and the evaluation ``Data``. Writes the NMS model to ``ctx.out``."""
+    import shutil
     import tempfile
     from pathlib import Path
+
+    from optim.artifacts import atomic_path
 
     from optim.console import info
     from optim.tasks.detect_graph import with_nms
@@ -57,7 +60,8 @@ def run(inputs: list[Artifact], settings: Settings, ctx: StageContext) -> StageO
         tmp = Path(d) / ctx.out.name
         save_onnx(m, tmp)
         boxes = verify(model.path, tmp, np.ascontiguousarray(data.x[:CHECK_IMAGES]), settings)
-        save_onnx(m, ctx.out)
+        with atomic_path(ctx.out) as final:  # the checked file itself, not a second serialisation
+            shutil.copyfile(tmp, final)
     info(f"  {ctx.out.name}: decode + NMS in the graph, {boxes} boxes on {min(CHECK_IMAGES, len(data.x))} "
          "images identical to optim's decode")
     return StageOutput({**settings.model_dump(mode="json"), "verified_boxes": boxes})

@@ -23,37 +23,37 @@ def attach(run_dir: Path, run: dict[str, Any], rows: list, load) -> None:
     not_run = run.get("size_not_run") or {}
     for label in sizes:
         results: dict[str, BenchResult] = load(Path(run_dir) / "bench" / label, BenchResult, "bench")
-        base = results.get(cpu.result_name("fp32", cpu.PRIMARY))
-        base_t = _timings(base)
+        base = _timings(results.get(cpu.result_name("fp32", cpu.PRIMARY)))
         for r in rows:
             name = cpu.result_name(r.tag, r.backend)
             b = results.get(name)
-            cell: dict[str, Any] = {"why": not_run.get(f"{label}/{name}") or ("" if b else NOT_RUN)}
-            t = _timings(b)
-            if t:
-                small, large = min(t), max(t)
-                cell = {"latency_batch": small, "p50_ms": t[small].median_ms, "p99_ms": t[small].p99_ms,
-                        "throughput_batch": large, "throughput": t[large].throughput, "method": b.method}
-                if base_t and large in base_t and base_t[large].throughput:
-                    cell["speedup_vs_fp32"] = round(t[large].throughput / base_t[large].throughput, 3)
-            elif b and b.skipped:
-                cell = {"why": b.skipped}
+            cell = _cell(b, base) or {"why": (b.skipped if b and b.skipped else "")
+                                      or not_run.get(f"{label}/{name}") or ("" if b else NOT_RUN)}
             r.sizes[label] = cell
         gpu = load(Path(run_dir) / "gpu" / "bench" / label, BenchResult, "bench")
         gpu_base = _timings(gpu.get("fp32"))
         for r in rows:
-            t = _timings(gpu.get(r.tag)) if r.primary else {}
-            if t:
-                small, large = min(t), max(t)
-                g = {"latency_batch": small, "p50_ms": t[small].median_ms, "p99_ms": t[small].p99_ms,
-                     "throughput_batch": large, "throughput": t[large].throughput, "method": gpu[r.tag].method}
-                if large in gpu_base and gpu_base[large].throughput:
-                    g["speedup_vs_fp32"] = round(t[large].throughput / gpu_base[large].throughput, 3)
+            g = _cell(gpu.get(r.tag), gpu_base) if r.primary else None
+            if g:
                 r.sizes[label]["gpu"] = g
 
 
 def _timings(b: BenchResult | None) -> dict:
     return {t.batch: t for t in b.timings} if b and not b.skipped else {}
+
+
+def _cell(b: BenchResult | None, base: dict) -> dict[str, Any] | None:
+    """One result's numbers at one size: p50/p99 at its smallest batch, throughput at its largest,
+    and the ratio to ``base``'s (FP32's timings there) at that batch; None without timings."""
+    t = _timings(b)
+    if not t:
+        return None
+    small, large = min(t), max(t)
+    cell = {"latency_batch": small, "p50_ms": t[small].median_ms, "p99_ms": t[small].p99_ms,
+            "throughput_batch": large, "throughput": t[large].throughput, "method": b.method}
+    if large in base and base[large].throughput:
+        cell["speedup_vs_fp32"] = round(t[large].throughput / base[large].throughput, 3)
+    return cell
 
 
 def markdown(run: dict[str, Any], rows: list) -> list[str]:

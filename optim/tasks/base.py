@@ -178,6 +178,14 @@ class Task(abc.ABC):
         when ``quantize.keep_head`` holds; the task decides what its head is (none by default)."""
         return ()
 
+    def keep_head(self, qs: Any, model: Any) -> tuple[Any, tuple[str, ...]]:
+        """Quantize settings ``qs`` with ``keep_head`` resolved (None: ``keep_head_default``) and, when it
+        holds, the head's patterns added to ``exclude_nodes``; and those patterns (empty if none)."""
+        keep = self.keep_head_default if qs.keep_head is None else qs.keep_head
+        head = self.head_nodes(model) if keep else ()
+        return qs.model_copy(update={"keep_head": keep, "exclude_nodes": tuple(dict.fromkeys(
+            (*qs.exclude_nodes, *head)))}), head
+
     @abc.abstractmethod
     def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:
         """Values for ``columns`` (None where not measured) from a check result."""
