@@ -220,10 +220,14 @@ class BenchSettings(Strict):
         default=(), description="more input sizes to time each entry at (fully convolutional models from a "
                                 "PyTorch source: re-exported there, each precision's file carried over)")
 
+    def at_recipe_size(self) -> BenchSettings:
+        """These settings for the recipe's own input size (the other sizes are timed on their own)."""
+        return self.model_copy(update={"sizes": ()})
+
     def at_size(self, size: BenchSize) -> BenchSettings:
         """These settings for one extra size: its batches and iterations, no further sizes."""
-        return self.model_copy(update={"batch_sizes": size.batch_sizes, "warmup": size.warmup,
-                                       "iterations": size.iterations, "sizes": ()})
+        return self.at_recipe_size().model_copy(update={"batch_sizes": size.batch_sizes, "warmup": size.warmup,
+                                                        "iterations": size.iterations})
 
 
 class BuildSettings(Strict):

@@ -217,13 +217,13 @@ class Workflow:
         """CPU benches of every entry on every CPU backend, measured together: if one must be
         measured again, all are, so that the report never compares timings taken at different times."""
         jobs = []
+        main = self.recipe.bench.at_recipe_size()  # the other sizes: run_sizes.Sizes.bench
         for family in families:
             for t, m in models.items():
                 name = cpu.result_name(t, family)
                 if name in self.cpu_not_run:
                     continue
                 src, backend = cpu.route(family, t, m, fp32)
-                main = self.recipe.bench.model_copy(update={"sizes": ()})  # other sizes: ``bench_sizes``
                 s = main if family == cpu.PRIMARY else bench.Settings(**main.model_dump(), backend=backend)
                 jobs.append((name, src, s, t))
         stale = [n for n, src, s, _ in jobs if self.ex.cached(bench, f"bench/{n}", [src], s) is None]
@@ -284,7 +284,7 @@ class Workflow:
                 continue
             results.append(self.check(engine, fp32, evaluation, prefix=GPU))
             self.ex.step(bench, f"{GPU}bench/{t}", f"{GPU}bench/{t}.json", [engine],
-                         r.bench.model_copy(update={"sizes": ()}), kind="result", tag=t)
+                         r.bench.at_recipe_size(), kind="result", tag=t)
             failures += self.sizes.engines(t, precision, (sized or {}), not_run)
         gpu = m.gpu
         self.notes.append(f"GPU columns: TensorRT {m.tensorrt} engines for {target(r.target_gpu).name}, checked "
