@@ -69,8 +69,14 @@ def inventory(m: Machine) -> list[Item]:
 
 
 def _cpu_item(m: Machine) -> Item:
-    """The CPU, its features that decide reduced-precision speed, and what it computes natively."""
-    return Item("CPU", m.cpu.describe() if m.cpu is not None else "not probed", True)
+    """The CPU, its features that decide reduced-precision speed, what it computes natively, and the
+    INT8 format onnxruntime-target files get here (``optim.qdq.scheme``)."""
+    if m.cpu is None:
+        return Item("CPU", "not probed", True)
+    from optim.qdq.scheme import ort_int8_scheme
+
+    sc = ort_int8_scheme(m.cpu)
+    return Item("CPU", f"{m.cpu.describe()}; ONNX Runtime INT8 here: {sc.label()} ({sc.reason})", True)
 
 
 def _tensorrt_item(m: Machine) -> Item:

@@ -1,7 +1,10 @@
 """This machine's CPU: model, logical CPUs, and the features that decide reduced-precision speed.
 
 Read from /proc/cpuinfo on Linux (elsewhere the features are unknown, and said so). Every
-speed number optim writes names these (``optim.artifacts.host_info``).
+speed number optim writes names these (``optim.artifacts.host_info``). ``OPTIM_CPU_FEATURES``
+(comma- or space-separated Linux flag names, e.g. ``avx2`` for an AVX2-only CPU) replaces the
+flags read, for tests, for an emulated CPU (``qemu-x86_64 -cpu Haswell`` passes the host's
+/proc/cpuinfo through) and for quantizing for another CPU class; the model name then says so.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ class CpuInfo:
     logical_cpus: int
     features: frozenset[str] = frozenset()
     features_known: bool = True
+    arch: str = "x86_64"  # platform.machine()
+
+    @property
+    def x86(self) -> bool:
+        return self.arch.lower() in ("x86_64", "amd64", "i386", "i686")
 
     def has(self, feature: str) -> bool:
         return feature in self.features
@@ -42,6 +50,16 @@ class CpuInfo:
     def feature_list(self) -> list[str]:
         """The features it has, in ``CPU_FEATURES`` order."""
         return [f for f in CPU_FEATURES if f in self.features]
+
+    def int8_label(self) -> str:
+        """What computes INT8 here: "AVX512_VNNI", "AMX-INT8/AVX512_VNNI", "AVX2 without VNNI", ..."""
+        if not self.features_known:
+            return "a CPU of unknown features"
+        vnni = [FEATURE_LABELS[f] for f in NATIVE["int8-vnni"] if f in self.features]
+        if vnni:
+            return "/".join(vnni)
+        return ("AVX-512" if "avx512f" in self.features else "AVX2" if "avx2" in self.features else "no AVX2") + \
+            " without VNNI"
 
     def native(self) -> tuple[str, ...]:
         return native_precisions(self.features)
@@ -57,7 +75,7 @@ class CpuInfo:
         return f"{head}; {feats}; native: {native}"
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "logical_cpus": self.logical_cpus,
+        return {"model": self.model, "logical_cpus": self.logical_cpus, "arch": self.arch,
                 "features": self.feature_list() if self.features_known else None, "native": list(self.native())}
 
 
@@ -81,13 +99,23 @@ def parse_cpuinfo(text: str) -> tuple[str, frozenset[str] | None]:
     return model, None if flags is None else frozenset(f for f in CPU_FEATURES if f in flags)
 
 
+FEATURES_ENV = "OPTIM_CPU_FEATURES"
+
+
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     """This machine's CPU: model name, logical CPUs and features (from /proc/cpuinfo on Linux;
-    elsewhere the platform's processor name and an empty feature set)."""
+    elsewhere the platform's processor name and an empty feature set; ``OPTIM_CPU_FEATURES``
+    replaces the features read)."""
     model, features = "", None
     try:
         model, features = parse_cpuinfo(Path(cpuinfo).read_text(errors="replace"))
     except OSError:
         pass
-    return CpuInfo(model or platform.processor() or platform.machine() or "unknown CPU", os.cpu_count() or 1,
-                   features or frozenset(), features is not None)
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    forced = os.environ.get(FEATURES_ENV)
+    if forced is not None:
+        flags = set(forced.replace(",", " ").split())
+        features = frozenset(f for f in CPU_FEATURES if f in flags)
+        model += f" (features set by {FEATURES_ENV}={forced.strip()!r})"
+    return CpuInfo(model, os.cpu_count() or 1, features or frozenset(), features is not None,
+                   platform.machine() or "unknown")

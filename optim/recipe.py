@@ -18,14 +18,14 @@ from optim.tasks import get_task, task_names
 from optim.settings import (  # noqa: F401  (re-exported: modules import these from optim.recipe)
     PRECISIONS, QUANTIZED, BatchRange, BenchSettings, BenchSize, BuildSettings, CalibMethod, CalibrationSettings,
     CalibrationStudySettings, Candidate, CheckSettings, DataSpec, EvaluationSettings, ExportSettings,
-    FusedPreprocessSettings, InputSpec, ModelSpec, NmsSettings, Precision, Preprocess, QuantizeOptions,
-    QuantizeSettings, Strict, Target, TuningSettings,
+    FusedPreprocessSettings, InputSpec, Int8Scheme, ModelSpec, NmsSettings, OrtInt8, Precision, Preprocess,
+    QuantizeOptions, QuantizeSettings, Strict, Target, TuningSettings,
 )
 
 __all__ = [
     "BatchRange", "BenchSettings", "BenchSize", "BuildSettings", "CalibMethod", "CalibrationSettings",
     "CalibrationStudySettings", "Candidate", "CheckSettings", "DataSpec", "EvaluationSettings",
-    "ExportSettings", "FusedPreprocessSettings", "InputSpec", "ModelSpec", "NmsSettings",
+    "ExportSettings", "FusedPreprocessSettings", "InputSpec", "Int8Scheme", "ModelSpec", "NmsSettings", "OrtInt8",
     "PRECISIONS", "Precision", "Preprocess", "QUANTIZED", "QuantizeOptions", "QuantizeSettings",
     "Recipe", "RecipeError", "Strict", "Target", "TuningSettings", "apply_overrides",
     "load_data_spec", "load_recipe", "validation_message",
@@ -119,8 +119,8 @@ class Recipe(Strict):
             raise ValueError(f"tuning.metric '{self.tuning.metric}' is not a budget metric of task {self.task}: "
                              f"use auto, {', '.join(metrics)}")
         if self.tuning is not None and not self.tuned_tags():
-            raise ValueError(f"tuning applies to {list(self.tuning.precisions)} entries placed for "
-                             f"tensorrt; this recipe has none of them {tags}")
+            raise ValueError(f"tuning applies to {list(self.tuning.precisions)} entries; "
+                             f"this recipe has none of them {tags}")
         from optim.backends.cpu import FAMILIES
 
         bad = [b for b in self.backends or () if b not in FAMILIES]
@@ -151,19 +151,20 @@ class Recipe(Strict):
                             channel_order=f.channel_order, out_dtype=f.out_dtype)
 
     def tuned_tags(self) -> list[str]:
-        """Entries that get sensitivity analysis and the budget (TensorRT placement only)."""
+        """Entries that get sensitivity analysis and the budget (every INT8/FP8 entry of ``tuning.precisions``,
+        whichever backend it is placed for)."""
         if self.tuning is None:
             return []
-        return [self.settings_for(c).tag for c in self.precisions
-                if c.precision in self.tuning.precisions and c.target == "tensorrt"]
+        return [self.settings_for(c).tag for c in self.precisions if c.precision in self.tuning.precisions]
 
     def settings_for(self, c: Candidate) -> QuantizeSettings:
         return QuantizeSettings(**self.quantize.model_dump(), precision=c.precision, target=c.target)
 
     def gates_for(self, tag: str) -> BaseModel:
-        """The task's gates for one entry: 'default', then its precision, then its tag."""
-        model = get_task(self.task).gates_model
-        merged: dict[str, Any] = {}
+        """The task's gates for one entry: the task's defaults, then 'default', its precision, its tag."""
+        task = get_task(self.task)
+        model = task.gates_model
+        merged: dict[str, Any] = dict(task.default_gates)
         for key in ("default", tag.split("-")[0], tag):
             if key in self.gates:
                 merged.update({k: v for k, v in self.gates[key].model_dump().items() if v is not None})

@@ -16,13 +16,15 @@ __all__ = [
     "BatchRange", "BenchSettings", "BuildSettings", "CalibMethod", "CalibrationSettings",
     "BenchSize", "CalibrationStudySettings", "Candidate", "CheckSettings", "DataSpec", "EvaluationSettings",
     "ExportSettings", "FusedPreprocessSettings", "InputSpec", "ModelSpec", "NmsSettings", "PRECISIONS",
-    "Precision", "Preprocess", "QUANTIZED", "QuantizeOptions", "QuantizeSettings", "Strict",
+    "Int8Scheme", "OrtInt8", "Precision", "Preprocess", "QUANTIZED", "QuantizeOptions", "QuantizeSettings", "Strict",
     "Target", "TuningSettings",
 ]
 
 Precision = Literal["fp32", "int8", "fp8", "fp16", "bf16"]
 Target = Literal["tensorrt", "onnxruntime"]
 CalibMethod = Literal["max", "entropy", "percentile"]
+#: ONNX Runtime INT8 formats: activations x weights ("_7bit": weights in 7 bits, ORT's reduce_range)
+OrtInt8 = Literal["auto", "u8s8", "u8s8_7bit", "u8u8", "s8s8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8", "fp8", "fp16", "bf16")
 QUANTIZED = ("int8", "fp8")
 
@@ -146,9 +148,37 @@ class QuantizeOptions(Strict):
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
     high_precision: Literal["fp32", "fp16"] = "fp32"
+    ort_int8: OrtInt8 = Field(
+        default="auto", description="INT8 format of onnxruntime-target files: auto picks the one this CPU's "
+                                    "integer kernels compute exactly (see optim.qdq.scheme)")
     keep_head: bool | None = Field(
         default=None, description="keep the output head's decode (detection: DFL, sigmoid, box arithmetic, "
                                   "final Concat) unquantized; default: the task's choice (detection: yes)")
+
+
+class Int8Scheme(Strict):
+    """The integer format of an ``onnxruntime``-target INT8 file, as chosen for a CPU class
+    (``optim.qdq.scheme``). Part of the quantize settings, so of the file's cache key."""
+
+    format: Literal["u8s8", "u8s8_7bit", "u8u8", "s8s8"]
+    cpu_class: str = Field(description="the CPU class that decided it (the features that change the file)")
+    reason: str = ""
+
+    @property
+    def activations(self) -> str:
+        return "int8" if self.format == "s8s8" else "uint8"
+
+    @property
+    def weights(self) -> str:
+        return "uint8" if self.format == "u8u8" else "int8"
+
+    @property
+    def reduce_range(self) -> bool:
+        return self.format == "u8s8_7bit"
+
+    def label(self) -> str:
+        """"uint8 activations x int8 weights (7-bit)"."""
+        return f"{self.activations} activations x {self.weights} weights" + (" (7-bit)" if self.reduce_range else "")
 
 
 class QuantizeSettings(QuantizeOptions):
@@ -156,6 +186,8 @@ class QuantizeSettings(QuantizeOptions):
 
     precision: Precision
     target: Target = "tensorrt"
+    #: the INT8 format of an onnxruntime-target file, resolved for this CPU (None for the others)
+    int8_scheme: Int8Scheme | None = None
 
     @property
     def tag(self) -> str:
@@ -268,7 +300,8 @@ class TuningSettings(Strict):
     """Accuracy-aware quantization (the ``tuning`` key): per-node sensitivity and a budget.
 
     Runs on a tuning set (default: the calibration data, never the evaluation set,
-    so the evaluation numbers stay honest) for the entries placed for TensorRT.
+    so the evaluation numbers stay honest) for every INT8/FP8 entry of ``precisions``, whichever
+    backend it is placed for; each variant is scored on every CPU backend the run reports.
     """
 
     data: DataSpec | None = None

@@ -37,6 +37,7 @@ from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
 from optim.backends import cpu
 from optim.errors import BackendUnavailable, BuildError, ModelError, OptimError, first_line
 from optim.install import INSTALL
+from optim.qdq import scheme
 from optim.run_sizes import GPU, NOBUDGET, Sizes
 from optim.stages import bench, build, check, export, fuse, nms, quantize, report, study, tune
 from optim.stages.check import CheckResult, raise_on_failures
@@ -123,10 +124,13 @@ class Workflow:
     def quantize(self, qs: QuantizeSettings, fp32: Artifact) -> Artifact:
         tag = qs.tag + NOBUDGET if self.budgeted(qs) else qs.tag
         calibrated = qs.precision in ("int8", "fp8")
+        qs = scheme.resolve(qs)  # onnxruntime INT8: the format this CPU's integer kernels compute exactly
         if not calibrated:  # calibration options do not apply: keep them out of the key
             qs = qs.model_copy(update=_CALIB_DEFAULTS)
         else:
             qs = self.task_exclusions(qs, fp32)
+        if qs.int8_scheme is not None:
+            info(f"{qs.tag}: {qs.int8_scheme.label()}: {qs.int8_scheme.reason}")
         inputs = [fp32, self.calibration()] if calibrated else [fp32]
         return self.ex.step(quantize, tag, f"model.{tag}.onnx", inputs, qs, tag=tag)
 
@@ -141,9 +145,11 @@ class Workflow:
         """Sensitivity (+ budget) for one entry; the budgeted model, or None without a budget."""
         t = self.recipe.tuning
         budget = self.budgeted(qs)
+        # the budget holds on every CPU backend of the run; a ranking alone runs on ONNX Runtime
         s = tune.Settings(task=self.task.name, samples=t.samples, sensitivity=t.sensitivity,
                           sensitivity_samples=t.sensitivity_samples, max_drop=t.budget_for(qs.tag),
-                          metric=t.metric, max_excluded=t.max_excluded)
+                          metric=t.metric, max_excluded=t.max_excluded,
+                          backends=tuple(self.families) if budget else (cpu.PRIMARY,))
         name, rel = (qs.tag, f"model.{qs.tag}.onnx") if budget else (f"tune/{qs.tag}", f"tune/{qs.tag}.json")
         out = self.ex.step(tune, name, rel, [raw, fp32, self.tuning()], s, tag=qs.tag,
                            kind="onnx" if budget else "result")
@@ -311,6 +317,7 @@ class Workflow:
         info(f"[bold]optim run[/] {r.name} -> {self.ex.root}")
         fp32 = self.export()
         models = {"fp32": fp32}
+        self.families = self.cpu_families()  # the budget scores each variant on every one of them
         tuned = set(r.tuned_tags())
         for qs in (r.settings_for(c) for c in r.precisions if c.precision != "fp32"):
             raw = self.quantize(qs, fp32)
@@ -332,7 +339,6 @@ class Workflow:
                               f"iou {r.nms.iou:g}; outputs num_dets, det_boxes, det_scores, det_classes): "
                               f"{', '.join(self.nms_files.values())}; each gave optim's own decode + NMS, box for box, "
                               f"on the first {nms.CHECK_IMAGES} evaluation images. The table scores the raw-output files.")
-        self.families = self.cpu_families()
         results = [res for f in self.families for a in models.values()
                    if (res := self.check(a, fp32, evaluation, family=f)) is not None]
         self.bench_all(models, fp32, self.families)

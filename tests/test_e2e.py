@@ -14,7 +14,7 @@ from tests.test_cli import assert_one_line_error, optim
 pytestmark = pytest.mark.slow
 WEIGHTS = REPO / "optim/sources/weights/fashion_resnet.safetensors"
 TAGS = ["fp32", "int8-tensorrt", "int8-onnxruntime", "fp8-tensorrt", "fp16", "bf16",
-        "int8-tensorrt-nobudget", "fp8-tensorrt-nobudget"]
+        "int8-tensorrt-nobudget", "int8-onnxruntime-nobudget", "fp8-tensorrt-nobudget"]
 REDUCED = ["--eval-samples", "300", "--calib-samples", "64", "--bench-iterations", "3"]
 
 
@@ -110,9 +110,36 @@ def test_rerun_reuses_every_stage(default_run):
     # export, quantize, tune, calibration study, then check and bench on each CPU backend
     from optim.backends import cpu
 
-    assert p.stderr.count("cached ") == 1 + 5 + 2 + 1 + (8 + 8) * len(cpu.installed())
+    assert p.stderr.count("cached ") == 1 + 5 + 3 + 1 + (9 + 9) * len(cpu.installed())
     assert "done quantize" not in p.stderr
     assert time.perf_counter() - t0 < 60
+
+
+def test_default_recipe_on_the_avx2_only_class(tmp_path, monkeypatch):
+    """The AVX2-only CPU class (no AVX-512, no VNNI), forced on whatever CPU runs this: optim's decisions
+    through OPTIM_CPU_FEATURES, OpenVINO's kernels capped at AVX2 (ONEDNN_MAX_CPU_ISA). ONNX Runtime's
+    kernels cannot be pinned; tests/test_int8_kernels.py runs them on an emulated AVX2 CPU. The INT8
+    entries of the default recipe pass their gates on both backends, and the onnxruntime file has the
+    7-bit weights that class gets, said in the report."""
+    monkeypatch.setenv("OPTIM_CPU_FEATURES", "avx2 fma")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    p = optim("run", "recipes/fashion_resnet.yaml", "--out-root", tmp_path, "--precisions", "fp32,int8",
+              "--eval-samples", "500", "--calib-samples", "64", "--bench-iterations", "2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    run_dir = tmp_path / "fashion_resnet"
+    q = json.loads((run_dir / "quantize/int8-onnxruntime-nobudget.json").read_text())
+    assert q["int8_scheme"]["format"] == "u8s8_7bit" and "AVX2 without VNNI" in q["int8_scheme"]["reason"]
+    rep = json.loads((run_dir / "report.json").read_text())
+    rows = {(r["tag"], r["backend"]): r for r in rep["rows"]}
+    for tag in ("int8-onnxruntime", "int8-tensorrt"):
+        for backend in {b for _, b in rows}:
+            r = rows[(tag, backend)]
+            assert r["gates"].startswith("passed") and not r["disagrees"], (tag, backend, r["gates"])
+    assert rows[("int8-tensorrt", "onnxruntime")]["int8_scheme"] is None  # a TensorRT file: no CPU format
+    assert rows[("int8-onnxruntime", "onnxruntime")]["int8_scheme"].startswith("uint8 activations x int8 weights (7-bit)")
+    if ("int8-onnxruntime", "openvino") in rows:
+        assert "capped at AVX2" in rows[("int8-onnxruntime", "openvino")]["accuracy_method"]
+    assert "INT8 format: uint8 activations x int8 weights (7-bit)" in (run_dir / "report.md").read_text()
 
 
 def test_failed_gate_exits_nonzero_after_writing_report(tmp_path):

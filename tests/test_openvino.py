@@ -81,7 +81,9 @@ def test_this_machine_cpu_goes_into_host_info_and_doctor():
     assert host["cpu_features"] == (cpu.feature_list() if cpu.features_known else None)
     line = next(i for i in inventory(machine.Machine(cpu=_cpu("avx2", "avx512f", "avx512_bf16", model="X")))
                 if i.name == "CPU")
-    assert line.ok and line.value == "X, 2 logical CPUs; AVX2 AVX-512 AVX512_BF16; native: bf16"
+    assert line.ok and line.value.startswith("X, 2 logical CPUs; AVX2 AVX-512 AVX512_BF16; native: bf16; ")
+    # and the INT8 format onnxruntime-target files get on that CPU (no VNNI: 7-bit weights)
+    assert "ONNX Runtime INT8 here: uint8 activations x int8 weights (7-bit) (AVX-512 without VNNI" in line.value
     p = optim("doctor")
     assert p.returncode == 0, p.stderr
     assert "CPU" in p.stdout and cpu.model in p.stdout and "openvino" in p.stdout
@@ -357,3 +359,19 @@ def test_int8_concat_qdq_feeding_an_int8_conv_matches_onnxruntime(tmp_path):
     with OrtRunner(path) as ort_run, open_runner(path, backend="openvino") as ov_run:
         ref, got = ort_run.infer({"x": x})["y"], ov_run.infer({"x": x})["y"]
     assert np.abs(ref - got).max() < 0.05
+
+
+@needs_ov
+def test_openvino_ir_runs_like_its_onnx(tmp_path, tiny_onnx, calib_x):
+    """OpenVINO IR (``.xml``, NNCF's output in scripts/bench_openvino_peer.py) is read with read_model, the
+    only reader of IR: convert_model, which ONNX files go through, refuses it ("Cannot recognize input model")."""
+    import openvino as ov
+
+    from optim.backends.onnxruntime import OrtRunner
+    from optim.backends.openvino import OpenVinoRunner
+
+    xml = tmp_path / "tiny.xml"
+    ov.save_model(ov.convert_model(str(tiny_onnx)), str(xml), compress_to_fp16=False)
+    with OrtRunner(tiny_onnx) as ref_run, OpenVinoRunner(xml) as ir_run:
+        ref, got = ref_run.infer({"input": calib_x})["logits"], ir_run.infer({"input": calib_x})["logits"]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

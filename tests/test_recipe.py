@@ -401,7 +401,7 @@ def test_tuning_settings_and_budget_per_precision(tmp_path):
         precisions=["fp32", "int8", {"precision": "int8", "target": "onnxruntime"}, "fp8"],
         tuning={"max_drop": {"int8": 0.3, "fp8-tensorrt": 0.2}, "data": {"kind": "photos", "count": 3}},
         calibration_study={"methods": ["max"], "sizes": [2]})))
-    assert r.tuned_tags() == ["int8-tensorrt", "fp8-tensorrt"]  # never the onnxruntime placement
+    assert r.tuned_tags() == ["int8-tensorrt", "int8-onnxruntime", "fp8-tensorrt"]  # every placement
     assert r.tuning.budget_for("int8-tensorrt") == 0.3 and r.tuning.budget_for("fp8-tensorrt") == 0.2
     assert r.tuning.data.kind == "photos" and r.calibration_study.sizes == (2,)
 

@@ -131,13 +131,43 @@ def test_budget_is_deterministic(broken):
     assert BROKEN in [e["node"] for e in ra.excluded]
 
 
-def test_onnxruntime_placement_is_refused(tmp_path, tiny_onnx, calib_x):
+def test_onnxruntime_placement_is_reversible_with_fp32_weights(tmp_path, tiny_onnx, calib_x):
+    """optim's ORT-placed INT8 keeps Relu explicit; its integer weights computed from FP32's again
+    (unpack_weights) make every node reversible, so sensitivity and the budget run on it, and
+    packing gives back the very same integers."""
+    from optim.qdq.edit import pack_weights, unpack_weights
+
     q = tmp_path / "ort.onnx"
     quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", target="onnxruntime", method="max"), q, calib_x)
     with open_runner(tiny_onnx) as r:
         ref = r.infer({"input": calib_x})["logits"]
-    with pytest.raises(QuantizeError, match="tensorrt placement"):
-        node_sensitivity(onnx.load(str(q)), Evaluator(calib_x, ref, None))
+    packed = onnx.load(str(q))
+    model, names = unpack_weights(packed, onnx.load(str(tiny_onnx)))
+    assert names, "ORT stores its weights as integers: some must be unpacked"
+    with pytest.raises(QuantizeError, match="folds operators|no quantized"):  # without FP32's weights: refused
+        node_sensitivity(packed, Evaluator(calib_x, ref, None))
+    rep = node_sensitivity(model, Evaluator(calib_x, ref, None))
+    assert {r.op_type for r in rep.rows} >= {"Conv"}
+    again = {i.name: onnx.numpy_helper.to_array(i) for i in pack_weights(model, names).graph.initializer}
+    for i in packed.graph.initializer:
+        if i.name.endswith("_quantized"):
+            assert np.array_equal(again[i.name], onnx.numpy_helper.to_array(i)), i.name
+
+
+def test_onnxruntime_file_with_folded_relu_is_refused(tmp_path, tiny_onnx, calib_x, monkeypatch):
+    """A file whose quantizer folded Relu into the Q/DQ ranges cannot be taken back by removing Q/DQ."""
+    from optim.qdq.edit import unpack_weights
+    from optim.stages import quantize
+
+    monkeypatch.setattr(quantize, "KEEP_ACTIVATIONS", False)
+    q = tmp_path / "ort.onnx"
+    quantize.quantize_here(tiny_onnx, QuantizeSettings(precision="int8", target="onnxruntime", method="max"), q,
+                           calib_x)
+    with open_runner(tiny_onnx) as r:
+        ref = r.infer({"input": calib_x})["logits"]
+    model, _ = unpack_weights(onnx.load(str(q)), onnx.load(str(tiny_onnx)))
+    with pytest.raises(QuantizeError, match="folds operators"):
+        node_sensitivity(model, Evaluator(calib_x, ref, None))
 
 
 def test_top1_metric_needs_labels(broken):
@@ -216,7 +246,20 @@ def test_cli_sensitivity_and_quantize_with_budget(tmp_path, broken, broken_files
     assert f"kept in high precision: {BROKEN}" in p.stderr
     assert BROKEN not in {n.name for n in quantized_nodes(onnx.load(str(out)))}
 
-    p = optim("quantize", fp32, "--precision", "int8", "--target", "onnxruntime", "--calib", data,
-              "--max-drop", "1", "-o", tmp_path / "x.onnx")
-    assert_one_line_error(p, 2, "tensorrt")
+    # the onnxruntime placement gets the budget too: the same node is the culprit there, and the file
+    # keeps ORT's compact form (integer weights) for the nodes still quantized
+    out = tmp_path / "ort.onnx"
+    p = optim("quantize", fp32, "--precision", "int8", "--target", "onnxruntime", "--method", "max", "--calib",
+              data, "--calib-samples", "32", "--max-drop", "2", "--tune-data", data, "-o", out)
+    assert p.returncode == 0, p.stderr
+    assert "INT8 for ONNX Runtime: uint8 activations x int8 weights" in p.stderr
+    assert f"kept in high precision: {BROKEN}" in p.stderr
+    tuned = onnx.load(str(out))
+    assert BROKEN not in {n.name for n in quantized_nodes(tuned)} and quantized_nodes(tuned)
+    assert any(i.name.endswith("_quantized") and i.data_type == onnx.TensorProto.INT8 for i in tuned.graph.initializer)
+    used = {i for n in tuned.graph.node for i in n.input}
+    assert all(i.name in used for i in tuned.graph.initializer)  # FP32's biases only where a kept node reads them
+
+    p = optim("quantize", fp32, "--precision", "fp16", "--max-drop", "1", "-o", tmp_path / "x.onnx")
+    assert_one_line_error(p, 2, "INT8/FP8")
     assert not (tmp_path / "x.onnx").exists()

@@ -38,7 +38,9 @@ try:
     if os.environ.get("OPTIM_TEST_OV_PROBE_CRASH") == "1":
         os.kill(os.getpid(), signal.SIGSEGV)
     core = ov.Core()
-    compiled = core.compile_model(ov.convert_model(path), "CPU", props)  # not read_model: see openvino.load_model
+    # ONNX through convert_model, not read_model (see openvino.load_model); OpenVINO IR (.xml) is read_model's
+    model = core.read_model(path) if path.lower().endswith(".xml") else ov.convert_model(path)
+    compiled = core.compile_model(model, "CPU", props)
     ran = False
     if len(compiled.inputs) == 1:
         dims = list(compiled.inputs[0].get_partial_shape())

@@ -129,13 +129,16 @@ def _features_text(cpu: machine.CpuInfo) -> str:
 
 
 def load_model(path: Path):
-    """An ONNX file as an OpenVINO model, through ``openvino.convert_model``.
+    """An ONNX file as an OpenVINO model, through ``openvino.convert_model`` (OpenVINO IR, ``.xml``:
+    ``Core.read_model``, the only reader of IR).
 
-    Not ``Core.read_model``: on OpenVINO 2026.4 that path runs modelopt's signed INT8 Q/DQ on a
-    Concat output feeding an INT8 Conv with wrong values (the detector's mAP 76.3 -> 42.4; the same
+    Not ``Core.read_model`` for ONNX: on OpenVINO 2026.4 that path runs modelopt's signed INT8 Q/DQ on
+    a Concat output feeding an INT8 Conv with wrong values (the detector's mAP 76.3 -> 42.4; the same
     file in ONNX Runtime, or through ``convert_model``, which fuses each Q/DQ pair first: 76.3)."""
     import openvino as ov
 
+    if Path(path).suffix.lower() == ".xml":
+        return ov.Core().read_model(str(path))
     return ov.convert_model(str(path))
 
 class OpenVinoRunner(Runner):
@@ -174,7 +177,9 @@ class OpenVinoRunner(Runner):
                                          bfloat16=self.bfloat16, float16=self.float16)
         streams = (f"latency hint, {self.probe.streams} stream" if mode == "latency" else
                    f"throughput hint, {self.probe.streams} streams, {self.probe.requests} requests in flight")
-        self.method = (f"openvino {self.version} CPU ({self.cpu.model}; {_features_text(self.cpu)}), "
+        cap = os.environ.get("ONEDNN_MAX_CPU_ISA")  # oneDNN honours it: kernels no newer than that ISA
+        self.method = (f"openvino {self.version} CPU ({self.cpu.model}; {_features_text(self.cpu)}"
+                       + (f"; kernels capped at {cap} by ONEDNN_MAX_CPU_ISA" if cap else "") + "), "
                        f"{self.probe.threads or self.threads} threads, {streams}; {how}; "
                        f"{layer_summary(self.probe.layers)}")
 

@@ -12,8 +12,8 @@ from optim.errors import InputError
 
 
 def _gates(task, **given: float | None):
-    """The task's gates model from the gate options given (None: not given); an option the task
-    has no gate for is an InputError naming the task's gates."""
+    """The task's gates model from its default gates and the gate options given (None: not given);
+    an option the task has no gate for is an InputError naming the task's gates."""
     values = {k: v for k, v in given.items() if v is not None}
     known = list(task.gates_model.model_fields)
     foreign = [k for k in values if k not in known]
@@ -21,7 +21,7 @@ def _gates(task, **given: float | None):
         flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
         raise InputError(f"{flags} {'is not a gate' if len(foreign) == 1 else 'are not gates'} of task "
                          f"{task.name}; its gates: {', '.join('--' + k.replace('_', '-') for k in known)}")
-    return task.gates_model(**values)
+    return task.gates_model(**{**task.default_gates, **values})
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         max_abs_error: Annotated[Optional[float], typer.Option(help="Gate: largest absolute output error.")] = None,
         max_map_drop: Annotated[Optional[float], typer.Option(help="Gate (detection): most mAP@0.5:0.95 points the candidate may lose.")] = None,
         min_map: Annotated[Optional[float], typer.Option(help="Gate (detection): least mAP@0.5:0.95, in %.")] = None,
-        min_agreement: Annotated[Optional[float], typer.Option(help="Gate (detection): least mAP@0.5:0.95 against FP32's detections, in %.")] = None,
+        min_agreement: Annotated[Optional[float], typer.Option(help="Gate (detection): least mAP@0.5:0.95 against FP32's detections, in % (default 75; 0 turns it off).")] = None,
         task_name: Annotated[Optional[str], typer.Option("--task", help="classification or detection; default: the --recipe's task, else classification.")] = None,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")] = None,
         recipe: RecipeOpt = None,

@@ -95,6 +95,9 @@ def register(app: typer.Typer) -> None:
                                                          "classification); detection keeps its head's decode unquantized.")] = None,
         keep_head: Annotated[Optional[bool], typer.Option("--keep-head/--no-keep-head", help="Keep the task's output "
                                                           "head in high precision (default: the task's choice).")] = None,
+        ort_int8: Annotated[Optional[str], typer.Option(help="INT8 format for target onnxruntime: auto (what this CPU's "
+                                                        "integer kernels compute exactly), u8s8, u8s8_7bit, u8u8, s8s8. "
+                                                        "Default: the recipe's, else auto.")] = None,
     ) -> None:
         """Quantize (INT8/FP8, explicit Q/DQ) or convert (FP16/BF16) an FP32 ONNX model.
 
@@ -103,12 +106,13 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from optim.artifacts import check_output_file, stage_writes
+        from optim.qdq import scheme
         from optim.stages.quantize import quantize_file
         from optim.recipe import QuantizeSettings, RecipeError, validation_message
 
         r = _recipe(recipe)
         opts = r.quantize.model_dump() if r is not None else {}  # the recipe's options, flags win
-        given = {"method": method, "high_precision": high_precision, "keep_head": keep_head,
+        given = {"method": method, "high_precision": high_precision, "keep_head": keep_head, "ort_int8": ort_int8,
                  "exclude_nodes": _names(exclude_nodes) or None, "exclude_op_types": _names(exclude_op_types) or None}
         opts.update({k: v for k, v in given.items() if v is not None})
         try:
@@ -118,12 +122,15 @@ def register(app: typer.Typer) -> None:
         from optim.onnx_tools import load_onnx
 
         t = _task(task, r)
+        qs = scheme.resolve(qs)
+        if qs.int8_scheme is not None:
+            info(f"INT8 for ONNX Runtime: {qs.int8_scheme.label()}: {qs.int8_scheme.reason}")
         if qs.precision in ("int8", "fp8"):
             qs, head = t.keep_head(qs, load_onnx(onnx_path, check=False))
             if head:
                 info(f"task {t.name}: keeping its head's decode in high precision ({', '.join(head)}; --no-keep-head to quantize it)")
-        if max_drop is not None and (qs.precision not in ("int8", "fp8") or qs.target != "tensorrt"):
-            raise InputError("--max-drop works on INT8/FP8 models placed for tensorrt")
+        if max_drop is not None and qs.precision not in ("int8", "fp8"):
+            raise InputError("--max-drop works on INT8/FP8 models")
         out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
         check_output_file(out, "-o/--output" if output else "output (beside the input)")
         x = None

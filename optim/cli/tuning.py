@@ -28,7 +28,7 @@ def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensit
 
 
 def quantize_with_budget(fp32: Path, qs, out: Path, calib, data, s) -> None:
-    """INT8/FP8 for tensorrt (the caller checks): the quantize stage into a temporary folder, then the tune
+    """INT8/FP8 (the caller checks): the quantize stage into a temporary folder, then the tune
     stage (budget ``s.max_drop``) into ``out``:
     the same stage functions ``optim run`` uses."""
     from optim.artifacts import Artifact, Data
@@ -53,7 +53,7 @@ def quantize_with_budget(fp32: Path, qs, out: Path, calib, data, s) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def sensitivity(
-        quantized: Annotated[Path, typer.Argument(help="A Q/DQ ONNX model placed for TensorRT.")],
+        quantized: Annotated[Path, typer.Argument(help="A Q/DQ ONNX model (INT8/FP8).")],
         reference: Annotated[Path, typer.Option(help="The FP32 reference ONNX.")],
         data: Annotated[str, typer.Option(help="Tuning data: .npz/.npy, IDX, image folder, spec .yaml, photos:N.")],
         labels: Annotated[Optional[Path], typer.Option(help="Labels .npy/IDX file when the data carries none.")] = None,
@@ -75,7 +75,10 @@ def register(app: typer.Typer) -> None:
         r = load_recipe(recipe) if recipe else None
         s = _tuning_settings(metric, samples, None, samples, task=r.task if r is not None else "classification")
         x, y, ds = load_data(data, reference, r, samples, labels)
-        rep = node_sensitivity(load_onnx(quantized), Evaluator(x, reference_outputs(reference, x), y, s.metric))
+        from optim.qdq.edit import unpack_weights
+
+        model, _ = unpack_weights(load_onnx(quantized), load_onnx(reference))  # ORT's integer weights: FP32's again
+        rep = node_sensitivity(model, Evaluator(x, reference_outputs(reference, x), y, s.metric))
         print(f"{'rank':>4}  {'output error':>12}  {'max abs':>9}  {'Δ ' + rep.metric:>10}  node (op)")
         for i, row in enumerate(rep.rows[:top]):
             print(f"{i + 1:>4}  {row.output_error:>12.4g}  {row.max_abs_error:>9.4g}  "

@@ -48,10 +48,11 @@ class BudgetResult:
 
 
 def apply_budget(model: onnx.ModelProto, ev: Evaluator, max_drop: float,
-                 max_excluded: int | None = None,
-                 sensitivity: SensitivityReport | None = None) -> tuple[onnx.ModelProto, BudgetResult]:
+                 max_excluded: int | None = None, sensitivity: SensitivityReport | None = None,
+                 before: Fidelity | None = None) -> tuple[onnx.ModelProto, BudgetResult]:
+    """``before``: ``ev.score(model)`` where the caller has it already."""
     res = BudgetResult(max_drop, ev.metric)
-    res.before = ev.score(model)
+    res.before = before or ev.score(model)
     res.steps.append(BudgetStep("start", None, res.before.drop, res.before.drop <= max_drop))
     if res.before.drop <= max_drop:
         res.after = res.before

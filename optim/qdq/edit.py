@@ -97,14 +97,38 @@ def dequantize_nodes(model: onnx.ModelProto, names: set[str] | list[str]) -> onn
             q = prod.get(dq.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
                 node.input[k] = q.input[0]
+            elif _original(dq.input[0]) + FP32_SUFFIX in inits:  # FP32's own value, kept by unpack_weights
+                node.input[k] = _original(dq.input[0]) + FP32_SUFFIX
             else:  # integer (or fp8) weights stored pre-quantized
                 fname = f"{t}__float"
                 if fname not in new_inits:
                     new_inits[fname] = numpy_helper.from_array(_dequantized_value(dq, g, inits, prod), fname)
                 node.input[k] = fname
     g.initializer.extend(new_inits.values())
+    _drop_output_qdq(g, names)
     _prune(g)
     return m
+
+
+def _drop_output_qdq(g: onnx.GraphProto, names: set[str]) -> None:
+    """A named node whose output is quantized only to be a graph output (ORT's quantizer puts Q/DQ on
+    the last Gemm's output) writes that graph output directly: no other node takes that Q/DQ back."""
+    outputs = {o.name for o in g.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    for node in [n for n in g.node if n.name in names]:
+        for j, t in enumerate(node.output):
+            q = readers.get(t, [])
+            if t in outputs or len(q) != 1 or q[0].op_type != "QuantizeLinear":
+                continue
+            dq = readers.get(q[0].output[0], [])
+            if len(dq) == 1 and dq[0].op_type == "DequantizeLinear" and dq[0].output[0] in outputs \
+                    and not readers.get(dq[0].output[0]):
+                node.output[j] = dq[0].output[0]
+                g.node.remove(q[0])
+                g.node.remove(dq[0])
 
 
 def _prune(g: onnx.GraphProto) -> None:
@@ -123,3 +147,89 @@ def _prune(g: onnx.GraphProto) -> None:
     names = {o for n in g.node for o in n.output} | {i.name for i in g.initializer} | {i.name for i in g.input}
     for vi in [v for v in g.value_info if v.name not in names]:
         g.value_info.remove(vi)
+
+
+QUANTIZED_SUFFIX = "_quantized"  # ONNX Runtime's name for a weight it stored as integers
+FP32_SUFFIX = "__fp32"  # FP32's value of an int32 bias, beside it (unpack_weights)
+
+
+def unpack_weights(model: onnx.ModelProto, fp32: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` in which integer weights ONNX Runtime's quantizer stored pre-quantized
+    (``W_quantized`` -> DequantizeLinear) are computed from the FP32 model's own ``W`` through a
+    QuantizeLinear with the same scale and zero point, and the names of those ``W``.
+
+    The same integers result, but taking a node back to high precision (``dequantize_nodes``) now
+    gives it FP32's weights rather than their 8-bit values, so the budget can reach FP32 again.
+    int32 biases stay integers (no QuantizeLinear makes int32); FP32's values ride along as
+    unused initializers ``B__fp32``, which ``dequantize_nodes`` takes for a node it takes back."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    originals = {i.name: i for i in fp32.graph.initializer}
+    inits = {i.name: i for i in g.initializer}
+    done: list[str] = []
+    for dq in [n for n in g.node if n.op_type == "DequantizeLinear"]:
+        packed = inits.get(dq.input[0])
+        name = _original(dq.input[0])
+        src = originals.get(name) if name else None
+        if packed is None or src is None or packed.data_type not in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) \
+                or list(src.dims) != list(packed.dims) or name in inits:
+            continue
+        g.initializer.append(src)
+        q = onnx.helper.make_node("QuantizeLinear", [name, *dq.input[1:]], [f"{dq.input[0]}__unpacked"],
+                                  name=f"{name}_QuantizeLinear__unpacked")
+        q.attribute.extend(a for a in dq.attribute if a.name == "axis")
+        g.node.insert(list(g.node).index(dq), q)
+        dq.input[0] = q.output[0]
+        done.append(name)
+    _prune(g)
+    have = {i.name for i in g.initializer}
+    for dq in [n for n in g.node if n.op_type == "DequantizeLinear"]:  # int32 biases: FP32's values beside them
+        name = _original(dq.input[0])
+        if name and name in originals and name + FP32_SUFFIX not in have and dq.input[0] in have:
+            t = onnx.TensorProto()
+            t.CopyFrom(originals[name])
+            t.name = name + FP32_SUFFIX
+            g.initializer.append(t)
+            have.add(t.name)
+    return m, done
+
+
+def _original(name: str) -> str:
+    """``W`` for ONNX Runtime's ``W_quantized`` ("" for other names)."""
+    return name[: -len(QUANTIZED_SUFFIX)] if name.endswith(QUANTIZED_SUFFIX) else ""
+
+
+def pack_weights(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """The inverse of ``unpack_weights`` for the weights ``names`` still fed to a QuantizeLinear:
+    the integers computed once (round half to even, saturated, as QuantizeLinear does) and stored
+    as ``W_quantized``, so the file keeps ONNX Runtime's compact form."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    prod = _producers(g)
+    wanted = set(names)
+    for q in [n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] in wanted]:
+        w = numpy_helper.to_array(inits[q.input[0]]).astype(np.float32)
+        scale = _const(g, q.input[1], inits, prod)
+        zp = _const(g, q.input[2], inits, prod) if len(q.input) > 2 else None
+        if scale is None or zp is None:
+            continue
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
+        s, z = scale.astype(np.float32), zp.astype(np.float32)
+        if s.ndim == 1 and s.size > 1:
+            shape = [1] * w.ndim
+            shape[axis % w.ndim] = s.size
+            s, z = s.reshape(shape), z.reshape(shape)
+        info = np.iinfo(zp.dtype)
+        ints = np.clip(np.rint(w / s) + z, info.min, info.max).astype(zp.dtype)
+        packed = numpy_helper.from_array(ints, q.input[0] + QUANTIZED_SUFFIX)
+        for n in g.node:
+            for k, t in enumerate(n.input):
+                if t == q.output[0]:
+                    n.input[k] = packed.name
+        g.initializer.append(packed)
+        g.node.remove(q)
+    _prune(g)
+    return m

@@ -6,8 +6,10 @@ Two placements of Q/DQ, for two backends:
   form TensorRT's explicit-quantization builder fuses. Everything outside the
   quantized ops stays FP32 unless ``high_precision: fp16``. ONNX Runtime on CPU
   runs these files, but slower than FP32 (they are made for TensorRT).
-* ``onnxruntime``: ONNX Runtime's own static QDQ quantizer (per-channel weights,
-  uint8 activations), which ORT's CPU provider fuses into integer kernels. INT8 only.
+* ``onnxruntime``: ONNX Runtime's own static QDQ quantizer (per-channel weights), which ORT's
+  CPU provider fuses into integer kernels. INT8 only. The integer format (uint8 or int8
+  activations, 8- or 7-bit weights) is the one this CPU's integer kernels compute exactly
+  (``optim.qdq.scheme``); Relu/Clip stay explicit so the budget can take nodes back.
 
 FP16 and BF16 come from modelopt's AutoCast, keeping FP32 inputs and outputs.
 
@@ -41,10 +43,14 @@ from optim.console import info
 from optim.executor import StageOutput
 from optim.errors import OptimError, QuantizeError, first_line
 from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage, single_input
+from optim.qdq.scheme import ort_int8_scheme
 from optim.recipe import QuantizeSettings
 from optim.runlock import pid_alive
 
 CALIB_BATCH = 32
+#: ORT's quantizer keeps Relu/Clip after a quantized node (instead of folding them into the Q/DQ
+#: ranges), so taking a node back to high precision gives FP32 again (sensitivity and the budget)
+KEEP_ACTIVATIONS = True
 
 
 @dataclass
@@ -60,6 +66,8 @@ class QuantizeReport:
     seconds: float
     kept: list[str] = field(default_factory=list)  # nodes the exclusions kept in high precision
     kept_patterns: list[str] = field(default_factory=list)  # the exclude_nodes / exclude_op_types that did it
+    #: onnxruntime INT8: the integer format, the CPU class that chose it and why (``optim.qdq.scheme``)
+    int8_scheme: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +133,11 @@ def _ort_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name: str,
 
     method = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[s.method]
+    scheme = s.int8_scheme or ort_int8_scheme(choice=s.ort_int8)
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    extra = {"QDQKeepRemovableActivations": KEEP_ACTIVATIONS}
+    if s.method == "percentile":
+        extra["CalibPercentile"] = s.percentile
     model = onnx.load(str(src))
     excluded = [n.name for n in model.graph.node
                 if n.op_type in s.exclude_op_types or _matches(n.name, s.exclude_nodes)]
@@ -136,9 +149,9 @@ def _ort_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name: str,
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         quantize_static(
             str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=method, nodes_to_exclude=excluded or None,
-            extra_options={"CalibPercentile": s.percentile} if s.method == "percentile" else None,
+            activation_type=types[scheme.activations], weight_type=types[scheme.weights],
+            reduce_range=scheme.reduce_range, calibrate_method=method, nodes_to_exclude=excluded or None,
+            extra_options=extra,
         )
 
 
@@ -289,9 +302,14 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
         with atomic_path(out) as final_tmp:
             final_tmp.write_bytes(tmp.read_bytes())
     kept = [n.name for n in model.graph.node if n.op_type in s.exclude_op_types or _matches(n.name, s.exclude_nodes)]
+    scheme = None
+    if s.precision == "int8" and s.target == "onnxruntime":
+        sc = s.int8_scheme or ort_int8_scheme(choice=s.ort_int8)
+        scheme = {**sc.model_dump(mode="json"), "label": sc.label()}
     return QuantizeReport(str(out), s.tag, s.precision, s.target if s.precision in ("int8", "fp8") else "any",
                           tool, method, n_calib, coverage, round(time.perf_counter() - t0, 2), kept,
-                          [*s.exclude_nodes, *(f"op type {t}" for t in s.exclude_op_types)] if kept else [])
+                          [*s.exclude_nodes, *(f"op type {t}" for t in s.exclude_op_types)] if kept else [],
+                          scheme)
 
 
 NAME = "quantize"

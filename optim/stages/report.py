@@ -11,6 +11,7 @@ left blank or filled in.
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from optim.artifacts import write_json, write_text
 from optim.backends import cpu
 from optim.errors import InputError
 from optim.executor import StageOutput
+from optim.run_sizes import NOBUDGET
 from optim.stages import report_html, report_plot, report_sizes, report_tuning
 from optim.stages.bench import BatchTiming, BenchResult
 from optim.stages.check import CheckResult
@@ -43,6 +45,10 @@ class Row:
     primary: bool = True  # the entry's first row: it carries the GPU columns
     fastest: bool = False  # the fastest row of its precision and target that passed its gates
     timing_caveat: bool = False  # the backend said its timing is not this precision's speed
+    #: this backend computes the entry's file wrongly where another backend computes it right (one phrase)
+    disagrees: str | None = None
+    #: onnxruntime INT8: the integer format and why this CPU got it (``optim.qdq.scheme``)
+    int8_scheme: str | None = None
     size_bytes: int | None = None
     coverage: str | None = None
     checked: bool = False
@@ -108,7 +114,8 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
         _results(run_dir / "bench", BenchResult, "bench")
     for tag, t in _by_tag(run_dir / "tune").items():  # budgeted models: coverage after the budget
         if t.get("coverage"):
-            quant[tag] = {"coverage": t["coverage"]}
+            quant[tag] = {"coverage": t["coverage"],
+                          "int8_scheme": (quant.get(tag + NOBUDGET) or {}).get("int8_scheme")}
     gpu = [_by_tag(run_dir / "gpu" / "build"), _results(run_dir / "gpu" / "check", CheckResult, "check"),
            _results(run_dir / "gpu" / "bench", BenchResult, "bench")]
     # a run lists its entries; result files of entries a recipe no longer has are ignored
@@ -141,17 +148,60 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
             r.speedup_vs_fp32 = round(r.throughput / base.throughput, 3)
         if base and base.gpu_throughput and r.gpu_throughput:
             r.gpu_speedup_vs_fp32 = round(r.gpu_throughput / base.gpu_throughput, 3)
+    flag_backends(task, run, rows)
     _mark_fastest(rows)
     report_sizes.attach(run_dir, run, rows, _results)
     return run, rows
 
 
+#: how backends are named in a sentence
+BACKEND_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+#: an entry's row whose agreement with FP32 is this many points below another backend's on the
+#: same entry disagrees with the reference, gates or not
+AGREEMENT_GAP = 10.0
+
+
+def flag_backends(task: Task, run: dict, rows: list[Row]) -> None:
+    """Mark the rows whose backend computes the entry wrongly while another computes it right: their
+    gates failed where another backend's passed, or their agreement with FP32 is ``AGREEMENT_GAP``
+    points below another's. Where every backend fails, the file itself is off: nothing is marked."""
+    from optim.hostcpu import CpuInfo
+
+    feats = (run.get("host") or {}).get("cpu_features")
+    where = CpuInfo("", 1, frozenset(feats or ()), feats is not None).int8_label()
+    by_tag: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.checked:
+            by_tag.setdefault(r.tag, []).append(r)
+    for group in by_tag.values():
+        if len(group) < 2:
+            continue
+        agree = {id(r): r.accuracy.get(task.agreement) for r in group}
+        for r in group:
+            good = [o for o in group if o is not r and "FAILED" not in o.gates and
+                    (agree[id(o)] is None or agree[id(r)] is None or agree[id(o)] >= agree[id(r)])]
+            failed = "FAILED" in r.gates and good
+            gap = [o for o in good if agree[id(r)] is not None and agree[id(o)] is not None
+                   and agree[id(o)] - agree[id(r)] > AGREEMENT_GAP]
+            if not (failed or gap):
+                continue
+            other = (gap or good)[0]
+            what = "INT8" if r.precision == "int8" else r.precision.upper()
+            a, b = agree[id(r)], agree[id(other)]
+            nums = f": agreement {a:.1f}% ({BACKEND_LABELS.get(other.backend, other.backend)}, same entry: {b:.1f}%)" \
+                if a is not None and b is not None else f" ({BACKEND_LABELS.get(other.backend, other.backend)} passes)"
+            r.disagrees = f"{BACKEND_LABELS.get(r.backend, r.backend)} {what} kernels on {where} disagree with " \
+                          f"the reference{nums}"
+
+
 def _mark_fastest(rows: list[Row]) -> None:
     """Per precision and target: the row with the highest CPU throughput among those whose gates
-    passed, whose numbers mean something and whose timing is that precision's (no caveat)."""
+    passed, whose backend agrees with the others, whose numbers mean something and whose timing
+    is that precision's (no caveat)."""
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
-        if r.throughput is not None and "FAILED" not in r.gates and not r.notes and not r.timing_caveat:
+        if r.throughput is not None and "FAILED" not in r.gates and not r.notes and not r.timing_caveat \
+                and not r.disagrees:
             groups.setdefault((r.precision, r.target), []).append(r)
     for group in groups.values():
         max(group, key=lambda r: r.throughput).fastest = True
@@ -206,6 +256,9 @@ def _row(task: Task, tag: str, run_dir: Path, run: dict, q: dict | None, c: Chec
     cov = (q or {}).get("coverage")
     if cov:
         row.coverage = f"{cov['quantized']}/{cov['eligible']}"
+    scheme = (q or {}).get("int8_scheme")
+    if scheme:
+        row.int8_scheme = f"{scheme.get('label', scheme.get('format'))} ({scheme.get('reason', '')})"
     if c:
         row.checked, row.accuracy = True, task.row_values(c.outputs, c.accuracy)
         row.notes += [w for w in c.warnings if w not in row.notes]
@@ -250,7 +303,8 @@ def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]
             *[c.cell(r.accuracy.get(c.key), r.checked) for c in task.columns],
             _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3), _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2), *gpu,
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, 1),
-            r.coverage or "-", r.gates + (f"; GPU engine {r.gpu_gates}" if r.gpu_gates else ""),
+            r.coverage or "-", r.gates + (f"; GPU engine {r.gpu_gates}" if r.gpu_gates else "")
+            + (f"; {r.disagrees}" if r.disagrees else ""),
             "; ".join(r.notes) or "-",
         ])
     return head, body
@@ -275,8 +329,9 @@ def to_markdown(run: dict, rows: list[Row], extra: list[str] = (), pictures: lis
         out += ["", f"![{alt}]({name})"]
     out += ["", "## How each number was obtained", ""]
     for r in rows:
-        out.append(f"- **{cpu.result_name(r.tag, r.backend)}** (`{r.file}`): accuracy: {r.accuracy_method}; timing: {r.timing_method}; "
-                   f"GPU: {r.gpu_method}")
+        scheme = f"INT8 format: {r.int8_scheme}; " if r.int8_scheme else ""
+        out.append(f"- **{cpu.result_name(r.tag, r.backend)}** (`{r.file}`): {scheme}accuracy: {r.accuracy_method}; "
+                   f"timing: {r.timing_method}; GPU: {r.gpu_method}")
     if extra:
         out += [""] + list(extra)
     notes = _notes(run)
@@ -294,16 +349,22 @@ def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
     task = task_of(run)
     key, _ = report_plot.y_key(task, rows)
     head = task.column(key).header if any(c.key == key for c in task.columns) else key
-    out = [f"{'entry':<34}{head:>15}{'CPU ×fp32':>11}{'GPU ×fp32':>11}  gates"]
+    out = [f"{'entry':<38}{head:>15}{'CPU ×fp32':>11}{'GPU ×fp32':>11}  gates"]
     for r in rows:
         v = r.accuracy.get(key)
         acc = NOT_RUN if v is None else (f"{v:+.2f}" if key != task.agreement else f"{v:.2f}")
         gates = r.gates + (f"; GPU {r.gpu_gates}" if r.gpu_gates else "") + ("; NOT MEANINGFUL" if r.notes else "")
         name = cpu.result_name(r.tag, r.backend) + (" ★" if r.fastest and len({x.backend for x in rows}) > 1 else "")
         gpu = _fmt(r.gpu_speedup_vs_fp32, 2) if r.primary else ""
-        line = f"{name:<34}{acc:>15}{_fmt(r.speedup_vs_fp32, 2):>11}{gpu:>11}  {gates}"
+        line = f"{name:<38}{acc:>15}{_fmt(r.speedup_vs_fp32, 2):>11}{gpu:>11}  {gates}"
         out.append(line if len(line) <= width else line[:width - 3] + "...")
-    return out
+    extra = [f"{cpu.result_name(r.tag, r.backend)}: {r.disagrees}; not ★" for r in rows if r.disagrees]
+    schemes: dict[str, list[str]] = {}  # one line per INT8 format, naming the entries that have it
+    for r in rows:
+        if r.int8_scheme and r.primary:
+            schemes.setdefault(r.int8_scheme, []).append(r.tag)
+    extra += [f"{', '.join(tags)}: {text}" for text, tags in schemes.items()]
+    return out + [ln for e in extra for ln in textwrap.wrap(e, width, subsequent_indent="    ")]
 
 
 def write_report(run_dir: Path) -> dict[str, Path]:

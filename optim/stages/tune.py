@@ -9,7 +9,7 @@ Runs on the tuning data, never on the evaluation set that the report scores.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -19,10 +19,12 @@ from pydantic import Field
 from optim.artifacts import Artifact, Data, write_json
 from optim.backends import open_runner, run_batched
 from optim.console import info
+from rich.markup import escape
 from optim.executor import StageContext, StageOutput
 from optim.onnx_tools import load_onnx, quant_coverage, save_onnx
 from optim.qdq.budget import BudgetResult, apply_budget
-from optim.qdq.sensitivity import Evaluator, SensitivityReport, node_sensitivity
+from optim.qdq.edit import pack_weights, unpack_weights
+from optim.qdq.sensitivity import ORT, Evaluator, SensitivityReport, node_sensitivity, worst
 from optim.settings import Strict
 from optim.tasks import get_task
 
@@ -40,6 +42,9 @@ class Settings(Strict):
     max_drop: float | None = Field(default=None, ge=0)
     metric: str = "auto"
     max_excluded: int | None = Field(default=None, ge=0)
+    backends: tuple[str, ...] = Field(
+        default=("onnxruntime",), description="CPU backends every variant is scored on (its worst counts): "
+                                              "the backends the run reports the entry on")
 
 
 def reference_outputs(fp32: Path, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
@@ -54,6 +59,10 @@ class TuneResult:
     sensitivity: SensitivityReport | None = None
     budget: BudgetResult | None = None
     seconds: float = 0.0
+    backends: list[str] = field(default_factory=list)  # the budget holds on each of these
+    ranked_on: list[str] = field(default_factory=list)  # the backends the sensitivity ranking ran on
+    full: dict[str, float] = field(default_factory=dict)  # points lost on each backend, every node quantized
+    unusable: dict[str, str] = field(default_factory=dict)  # backends that could not run the model, and why
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -64,25 +73,41 @@ def tune_quantized(fp32: Path, quantized: Path, x: np.ndarray, labels: np.ndarra
     """Sensitivity ranking and (with ``s.max_drop``) the budget; the tuned model goes to ``out``."""
     t0 = time.perf_counter()
     task = get_task(s.task)
-    model = load_onnx(quantized)
+    # ONNX Runtime's quantizer stores weights as integers: compute them from FP32's weights instead
+    # (same integers), so a node taken back to high precision gets FP32's weights again
+    model, unpacked = unpack_weights(load_onnx(quantized), load_onnx(fp32))
     ref = reference_outputs(fp32, x)
     n = min(s.sensitivity_samples, len(x))
     sub_labels = None if labels is None else labels[:n]
-    res = TuneResult(tag or Path(quantized).stem, len(x))
+    res = TuneResult(tag or Path(quantized).stem, len(x), backends=list(s.backends))
+    ev = Evaluator(x, ref, labels, s.metric, task=task, backends=s.backends)
+    # the ranking runs where the budget is not met: on the backends that lose more than it with every
+    # node quantized (a backend that computes some node wrongly ranks that node first), else on ORT
+    ranking, before = (ORT,), None
+    if s.max_drop is not None and len(s.backends) > 1:
+        full = ev.score_each(model, tolerate=True)
+        res.full = {b: round(f.drop, 4) for b, f in full.items()}
+        res.backends, res.unusable = list(ev.backends), ev.unusable
+        for b, why in ev.unusable.items():
+            info(f"  [yellow]note[/]: the budget is not checked on {b}: {escape(why)}")
+        ranking = tuple(b for b, f in full.items() if f.drop > s.max_drop) or ranking
+        before = worst(full.values())
+    res.ranked_on = list(ranking)
     if s.sensitivity or s.max_drop is not None:
         sub_ref = {k: v[:n] for k, v in ref.items()}
-        res.sensitivity = node_sensitivity(model, Evaluator(x[:n], sub_ref, sub_labels, s.metric, task=task))
-        info(f"  sensitivity of {len(res.sensitivity.rows)} nodes: {res.sensitivity.evaluations} "
-             f"evaluations of {n} samples in {res.sensitivity.seconds:.1f} s")
+        res.sensitivity = node_sensitivity(model, Evaluator(x[:n], sub_ref, sub_labels, s.metric, task=task,
+                                                            backends=ranking))
+        info(f"  sensitivity of {len(res.sensitivity.rows)} nodes on {' and '.join(ranking)}: "
+             f"{res.sensitivity.evaluations} evaluations of {n} samples in {res.sensitivity.seconds:.1f} s")
     if s.max_drop is not None:
-        ev = Evaluator(x, ref, labels, s.metric, task=task)
-        tuned, res.budget = apply_budget(model, ev, s.max_drop, s.max_excluded, res.sensitivity)
+        tuned, res.budget = apply_budget(model, ev, s.max_drop, s.max_excluded, res.sensitivity, before)
         b = res.budget
-        info(f"  budget {s.max_drop:g} pts ({b.metric}): drop {b.before.drop:.3f} -> {b.after.drop:.3f} "
-             f"with {len(b.excluded)} node(s) in high precision; {b.evaluations} evaluations, "
-             f"{b.seconds:.1f} s")
+        on_ = lambda f: f" (worst: {f.backend})" if f.backend else ""  # noqa: E731
+        info(f"  budget {s.max_drop:g} pts ({b.metric}, on {' and '.join(s.backends)}): drop "
+             f"{b.before.drop:.3f}{on_(b.before)} -> {b.after.drop:.3f}{on_(b.after)} with "
+             f"{len(b.excluded)} node(s) in high precision; {b.evaluations} evaluations, {b.seconds:.1f} s")
         if out is not None:
-            save_onnx(tuned, out)
+            save_onnx(pack_weights(tuned, unpacked), out)
     res.seconds = round(time.perf_counter() - t0, 2)
     return res
 

@@ -38,6 +38,7 @@ class Fidelity:
     agreement: float  # the task's agreement with FP32, in % (classification: same top-1 class)
     score: float | None = None  # the task's labelled metric (classification: top-1 %); None without labels
     drop: float = 0.0  # points lost in the budget's metric
+    backend: str = ""  # the backend that scored worst, where several ran the variant (``Evaluator.backends``)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +79,8 @@ class Task(abc.ABC):
     name: ClassVar[str]
     #: the gates this task understands (a pydantic model, every field optional)
     gates_model: ClassVar[type[BaseModel]]
+    #: gates that hold unless a recipe or flag sets them otherwise (a value of 0 turns a minimum off)
+    default_gates: ClassVar[dict[str, float]] = {}
     #: budget metrics: the first needs labels, the last works without them (agreement with FP32)
     budget_metrics: ClassVar[tuple[str, ...]]
     #: what each budget metric is called in reports
