@@ -154,6 +154,24 @@ def test_bench_preprocess_counts_bytes_and_says_gpu_not_run():
     assert r.h2d_bytes_host_path == 3 * 24 * 24 * 4 and r.h2d_bytes_fused == 48 * 64 * 3
     assert r.host_ms_numpy > 0 and r.host_ms_cpu_library is not None and r.host_ms_cpu_library > 0
     assert r.gpu_kernel_ms is None and r.gpu_note.startswith("not run")
+    assert r.kernel_bytes_per_image == 48 * 64 * 3 + 3 * 24 * 24 * 4  # frame read + output written
+    assert r.gpu_timings == [] and r.gpu_baseline_ms is None and r.peak_fraction is None
+
+
+def test_cli_bench_preprocess_writes_json(tmp_path):
+    import json
+
+    from tests.test_cli import assert_one_line_error, optim
+
+    out = tmp_path / "bench.json"
+    p = optim("bench-preprocess", "--frame", "36x48", "--size", "16x16", "--out-dtype", "float16", "--batch", "3",
+              "--iterations", "2", "--json", out)
+    assert p.returncode == 0, p.stderr
+    assert "GPU kernel time: not run" in p.stdout
+    r = json.loads(out.read_text())
+    assert r["batch"] == 3 and r["kernel_bytes_per_image"] == 36 * 48 * 3 + 3 * 16 * 16 * 2
+    assert r["gpu_kernel_ms"] is None and r["gpu_timings"] == [] and r["gpu_note"].startswith("not run")
+    assert_one_line_error(optim("bench-preprocess", "--batch", "0"), 2, "--batch")
 
 
 def test_cli_check_feeds_frames_to_a_fused_model(tmp_path, fused, tiny_onnx):

@@ -103,17 +103,40 @@ OPTIM_HD inline int64_t input_channel(int64_t oc, int64_t c, int32_t bgr) {
 }
 
 // Source coordinate of output index o along one axis (half-pixel centres, clamped).
-struct AxisTap {
-  int64_t i0, i1;
+// I is int64_t here and int32_t in the v2 kernels (preprocess_rows.h, sizes checked to fit);
+// the float arithmetic is the same, and so are the results.
+template <typename I>
+struct Tap {
+  I i0, i1;
   float frac;
 };
-OPTIM_HD inline AxisTap axis_tap(int64_t o, int64_t in_size, int64_t out_size) {
-  float s = sub(mul(add((float)o, 0.5f), div((float)in_size, (float)out_size)), 0.5f);
+using AxisTap = Tap<int64_t>;
+
+// in_size / out_size, the step of axis_tap_at.
+OPTIM_HD inline float axis_ratio(int64_t in_size, int64_t out_size) {
+  return div((float)in_size, (float)out_size);
+}
+
+template <typename I>
+OPTIM_HD inline Tap<I> axis_tap_at(I o, I in_size, float ratio) {
+  float s = sub(mul(add((float)o, 0.5f), ratio), 0.5f);
   s = s > 0.f ? s : 0.f;
-  int64_t i0 = (int64_t)floorf(s);
+  I i0 = (I)floorf(s);
   i0 = i0 < 0 ? 0 : (i0 > in_size - 1 ? in_size - 1 : i0);
-  const int64_t i1 = i0 + 1 < in_size - 1 ? i0 + 1 : in_size - 1;
-  return AxisTap{i0, i1, sub(s, (float)i0)};
+  const I i1 = i0 + 1 < in_size - 1 ? i0 + 1 : in_size - 1;
+  return Tap<I>{i0, i1, sub(s, (float)i0)};
+}
+
+OPTIM_HD inline AxisTap axis_tap(int64_t o, int64_t in_size, int64_t out_size) {
+  return axis_tap_at<int64_t>(o, in_size, axis_ratio(in_size, out_size));
+}
+
+// (1-fy)*((1-fx)*p00 + fx*p01) + fy*((1-fx)*p10 + fx*p11): the bilinear blend of the four
+// taps, shared by sample() and the v2 kernels (preprocess_rows.h).
+OPTIM_HD inline float bilinear(float p00, float p01, float p10, float p11, float fx, float fy) {
+  const float top = add(mul(sub(1.f, fx), p00), mul(fx, p01));
+  const float bottom = add(mul(sub(1.f, fx), p10), mul(fx, p11));
+  return add(mul(sub(1.f, fy), top), mul(fy, bottom));
 }
 
 // Value (0..255 as float) of output pixel (oy, ox), input channel ic, of one NHWC image.
@@ -129,11 +152,7 @@ OPTIM_HD inline float sample(const T* img, int64_t h, int64_t w, int64_t c, int6
   const float p01 = (float)img[(ty.i0 * w + tx.i1) * c + ic];
   const float p10 = (float)img[(ty.i1 * w + tx.i0) * c + ic];
   const float p11 = (float)img[(ty.i1 * w + tx.i1) * c + ic];
-  const float fy = ty.frac, fx = tx.frac;
-  // (1-fy)*((1-fx)*p00 + fx*p01) + fy*((1-fx)*p10 + fx*p11)
-  const float top = add(mul(sub(1.f, fx), p00), mul(fx, p01));
-  const float bottom = add(mul(sub(1.f, fx), p10), mul(fx, p11));
-  return add(mul(sub(1.f, fy), top), mul(fy, bottom));
+  return bilinear(p00, p01, p10, p11, tx.frac, ty.frac);
 }
 
 // (v*scale - mean) / std, exactly that expression in float32.

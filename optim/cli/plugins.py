@@ -39,10 +39,12 @@ def register(app: typer.Typer) -> None:
         size: Annotated[str, typer.Option(help="The model's input size HxW.")] = "224x224",
         channels: Annotated[int, typer.Option(help="1 or 3.")] = 3,
         out_dtype: Annotated[str, typer.Option(help="float32 or float16.")] = "float32",
-        batch: Annotated[int, typer.Option(help="Frames per call.")] = 8,
-        iterations: Annotated[int, typer.Option(help="Timed calls.")] = 20,
+        batch: Annotated[int, typer.Option(help="Frames per call (the kernels are also timed at batch 1).")] = 16,
+        iterations: Annotated[int, typer.Option(help="Timed calls (GPU: samples per kernel and batch).")] = 20,
+        json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON here.")] = None,
     ) -> None:
-        """Per image: bytes copied to the GPU and host CPU time, host preprocessing vs the fused op."""
+        """Per image: bytes copied to the GPU, host CPU time, and the CUDA kernels (v2 vs the v1 baseline)."""
+        from optim.artifacts import check_output_file, write_json
         from optim.ops.bench_preprocess import bench_preprocess
         from optim.ops.preprocess import PreprocessOp
 
@@ -50,6 +52,10 @@ def register(app: typer.Typer) -> None:
         fh, fw = _hw(frame, "--frame")
         if channels not in (1, 3):
             raise InputError("--channels must be 1 or 3")
+        if batch < 1 or iterations < 1:
+            raise InputError("--batch and --iterations must be at least 1")
+        if json_out is not None:
+            check_output_file(json_out, "--json")
         op = PreprocessOp(out_h=oh, out_w=ow, out_dtype=out_dtype, mean=(0.45,) * channels,
                           std=(0.225,) * channels)
         r = bench_preprocess((fh, fw, channels), op, batch, iterations)
@@ -59,10 +65,24 @@ def register(app: typer.Typer) -> None:
               f"(median of {iterations} calls of {batch}):")
         print(f"  host preprocessing: copies {r.h2d_bytes_host_path:,} B to the GPU; host CPU "
               f"{r.host_ms_numpy:.3f} ms (NumPy), {lib}")
-        kernel = r.gpu_note if r.gpu_kernel_ms is None else f"{r.gpu_kernel_ms:.4f} ms on {r.gpu_note}"
+        kernel = r.gpu_note if r.gpu_kernel_ms is None else f"{r.gpu_kernel_ms * 1e3:.2f} us on {r.gpu_note}"
         print(f"  fused op:           copies {r.h2d_bytes_fused:,} B to the GPU "
               f"({r.h2d_bytes_fused / r.h2d_bytes_host_path:.2f}x); no host preprocessing; GPU kernel time: "
               f"{kernel}")
+        if r.gpu_timings:
+            peak = f"{r.peak_gb_per_s:,.0f} GB/s" if r.peak_gb_per_s else "unknown"
+            print(f"  GPU kernels, per image: {r.kernel_bytes_per_image:,} B moved (frame read + output "
+                  f"written); device peak DRAM bandwidth {peak}")
+            print(f"    {'kernel':<16}{'batch':>6}{'us/image':>11}{'GB/s':>9}{'of peak':>9}")
+            for t in r.gpu_timings:
+                name = t.kernel + (" (baseline)" if t.kernel == "v1" else
+                                   " (default)" if t.kernel == r.gpu_kernel else "")
+                frac = f"{t.peak_fraction:.0%}" if t.peak_fraction is not None else "-"
+                print(f"    {name:<16}{t.batch:>6}{t.ms_per_image * 1e3:>11.2f}{t.gb_per_s:>9,.0f}{frac:>9}")
+            if r.speedup_vs_baseline:
+                print(f"  {r.gpu_kernel} vs v1 at batch {batch}: {r.speedup_vs_baseline:.2f}x faster")
+        if json_out is not None:
+            write_json(json_out, r.as_dict())
 
     @app.command("fuse-preprocess")
     def fuse_preprocess(

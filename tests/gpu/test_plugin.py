@@ -1,6 +1,7 @@
 """On a GPU: the csrc/ preprocessing kernel and TensorRT plugin against the CPU op.
 
-- the CUDA kernel (liboptim_preprocess_cuda.so) gives the CPU library's bits;
+- the CUDA kernel (liboptim_preprocess_cuda.so) gives the CPU library's bits: each kernel (v1,
+  and v2's direct and tiled) on realistic and awkward shapes, unaligned pointers, float16 edges;
 - an engine of just the OptimPreprocess node (the TensorRT plugin) gives the CPU op's values;
 - an engine of a model with the fused op, fed raw frames, matches the engine of the plain
   model fed frames preprocessed on the host.
@@ -62,6 +63,116 @@ def test_cuda_kernel_gives_the_cpu_library_bits(out_dtype, in_float):
     got = dst.cpu().numpy()
     assert got.view(np.uint16 if out_dtype == "float16" else np.uint32).tobytes() == \
         want.view(np.uint16 if out_dtype == "float16" else np.uint32).tobytes()
+
+
+# The v2 kernels (csrc/preprocess/preprocess_rows.h) on the device: every kernel the plan can
+# run for the shape (auto, direct, tiled; v1 too for uint8 frames) against the CPU library, bit
+# for bit, into poisoned (all-NaN) outputs. Ids with "small" are quick: the GPU check runs them
+# under compute-sanitizer memcheck and racecheck.
+KERNELS = {"auto": 0, "v1": 1, "direct": 2, "tiled": 3}  # OPTIM_PP_KERNEL_* of preprocess_api.h
+SHAPES = {  # n, h, w, c, out_h, out_w, bgr
+    "1080p-640": (2, 1080, 1920, 3, 640, 640, 1),
+    "480p-224": (3, 480, 640, 3, 224, 224, 0),
+    "odd-small": (2, 37, 53, 3, 19, 29, 1),
+    "tail-small": (3, 21, 27, 3, 16, 13, 1),
+    "gray-up-small": (2, 9, 6, 1, 14, 23, 0),
+    "copy-small": (2, 33, 45, 3, 33, 45, 1),
+    "up-small": (1, 13, 17, 3, 40, 61, 0),
+    "wide-small": (1, 4, 2000, 3, 2, 1100, 1),
+    "huge-downscale-small": (1, 6, 40000, 1, 3, 8, 0),
+}
+
+
+def _kernel_lib():
+    _need("cuda", trt=False)
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU visible to torch")
+    lib = ctypes.CDLL(str(find("cuda")))
+    lib.optim_preprocess_cuda_kernel.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_int32,
+                                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]
+    lib.optim_preprocess_cuda_baseline.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_void_p,
+                                                   ctypes.c_void_p]
+    lib.optim_preprocess_cuda_kernel_for.argtypes = [ctypes.POINTER(Params), ctypes.c_int32]
+    return lib, torch
+
+
+def _check_kernels(frames: np.ndarray, op: PreprocessOp, shifts=((0, 0), (1, 1))) -> list[str]:
+    """Every kernel that can run these sizes, at 16-byte aligned pointers and at (src, dst) shifted by
+    the given elements; asserts the CPU library's bits; returns what ran."""
+    lib, torch = _kernel_lib()
+    from optim.ops.preprocess_cpu import make_params, run_cpu
+
+    want = run_cpu(frames, op)
+    bits = np.uint16 if op.out_dtype == "float16" else np.uint32
+    want_bytes = want.view(bits).tobytes()
+    in_float = frames.dtype == np.float32
+    p = make_params(frames.shape, op)
+    ran = []
+    for src_shift, dst_shift in shifts:
+        src_raw = torch.zeros(frames.nbytes + 64, dtype=torch.uint8, device="cuda")
+        src_at = src_shift * frames.itemsize
+        src_raw[src_at:src_at + frames.nbytes].copy_(torch.from_numpy(frames.view(np.uint8).reshape(-1)).cuda())
+        for name, kernel in KERNELS.items():
+            if name == "v1" and in_float:
+                continue
+            dst_raw = torch.full((want.nbytes + 64,), 0xFF, dtype=torch.uint8, device="cuda")  # NaN everywhere
+            dst_at = dst_shift * want.itemsize
+            rc = lib.optim_preprocess_cuda_kernel(p, src_raw.data_ptr() + src_at, int(in_float),
+                                                  dst_raw.data_ptr() + dst_at, None, kernel)
+            if rc == -5:  # OPTIM_PP_ERR_KERNEL: this kernel cannot run these sizes
+                assert name == "tiled", f"{name} refused"
+                continue
+            assert rc == 0, f"{name}: rc {rc}"
+            torch.cuda.synchronize()
+            got = dst_raw.cpu().numpy()
+            assert got[dst_at:dst_at + want.nbytes].tobytes() == want_bytes, \
+                f"{name} (src +{src_shift}, dst +{dst_shift}): not the CPU library's bits"
+            assert (got[:dst_at] == 0xFF).all() and (got[dst_at + want.nbytes:] == 0xFF).all(), \
+                f"{name}: wrote outside its output"
+            ran.append(f"{name}+{src_shift}/{dst_shift}")
+        if not in_float:  # the exported v1 entry point
+            dst_raw = torch.full((want.nbytes,), 0xFF, dtype=torch.uint8, device="cuda")
+            assert lib.optim_preprocess_cuda_baseline(p, src_raw.data_ptr() + src_at, dst_raw.data_ptr(), None) == 0
+            torch.cuda.synchronize()
+            assert dst_raw.cpu().numpy().tobytes() == want_bytes
+    return ran
+
+
+@pytest.mark.parametrize("out_dtype", ["float32", "float16"])
+@pytest.mark.parametrize("in_float", [False, True], ids=["u8", "f32in"])
+@pytest.mark.parametrize("shape", SHAPES, ids=list(SHAPES))
+def test_v2_kernels_give_the_cpu_library_bits(shape, in_float, out_dtype):
+    n, h, w, c, oh, ow, bgr = SHAPES[shape]
+    frames = np.random.default_rng(list(SHAPES).index(shape)).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+    if in_float:
+        frames = frames.astype(np.float32)
+    op = PreprocessOp(out_h=oh, out_w=ow, channel_order="BGR" if bgr else "RGB", out_dtype=out_dtype,
+                      mean=(0.485, 0.456, 0.406)[:c], std=(0.229, 0.224, 0.225)[:c])
+    ran = _check_kernels(frames, op, shifts=((0, 0),) if n * h * w > 10**6 else ((0, 0), (1, 1), (3, 0)))
+    assert any(r.startswith("auto") for r in ran) and any(r.startswith("direct") for r in ran), ran
+
+
+def test_v2_kernels_float16_edges_small():
+    """Subnormals (std 3e6), overflow to inf (std 1e-3), -0 (v == mean, std < 0): the hardware
+    float16 conversion gives the CPU library's software bits."""
+    frames = np.random.default_rng(3).integers(0, 256, (1, 6, 5, 3), dtype=np.uint8)
+    frames[0, 0, 0, 2] = 128
+    for oh, ow in ((6, 5), (4, 9)):
+        op = PreprocessOp(out_h=oh, out_w=ow, scale=1.0, mean=(0.0, 0.0, 128.0), std=(3e6, 1e-3, -1.0),
+                          out_dtype="float16")
+        _check_kernels(frames, op)
+
+
+def test_v2_auto_kernel_small():
+    """The v2 plan (OPTIM_PP_KERNEL_AUTO): tiled for the issue's shapes (the rows fit in shared memory)."""
+    lib, _ = _kernel_lib()
+    from optim.ops.preprocess_cpu import make_params
+
+    for out_dtype in ("float32", "float16"):
+        op = PreprocessOp(out_h=640, out_w=640, out_dtype=out_dtype)
+        assert lib.optim_preprocess_cuda_kernel_for(make_params((16, 1080, 1920, 3), op), 0) == KERNELS["tiled"]
+        assert lib.optim_preprocess_cuda_kernel_for(make_params((16, 1080, 1920, 3), op), 1) == KERNELS["tiled"]
 
 
 def _engine(tmp_path, model: onnx.ModelProto, name: str, sample_shape):
