@@ -154,15 +154,24 @@ def test_onnxruntime_placement_is_reversible_with_fp32_weights(tmp_path, tiny_on
             assert np.array_equal(again[i.name], onnx.numpy_helper.to_array(i)), i.name
 
 
-def test_onnxruntime_file_with_folded_relu_is_refused(tmp_path, tiny_onnx, calib_x, monkeypatch):
+def test_onnxruntime_file_with_folded_relu_is_refused(tmp_path, tiny_onnx, calib_x):
     """A file whose quantizer folded Relu into the Q/DQ ranges cannot be taken back by removing Q/DQ."""
-    from optim.qdq.edit import unpack_weights
-    from optim.stages import quantize
+    import subprocess
+    import sys
 
-    monkeypatch.setattr(quantize, "KEEP_ACTIVATIONS", False)
-    q = tmp_path / "ort.onnx"
-    quantize.quantize_here(tiny_onnx, QuantizeSettings(precision="int8", target="onnxruntime", method="max"), q,
-                           calib_x)
+    from optim.qdq.edit import unpack_weights
+
+    # ORT's quantizer in a fresh process (as optim's worker does: modelopt, run in this one by earlier
+    # tests, patches ORT's calibrators), told to fold Relu as ORT does by default
+    q, calib = tmp_path / "ort.onnx", tmp_path / "calib.npy"
+    np.save(calib, calib_x)
+    code = ("import sys, numpy as np; from pathlib import Path; import optim.stages.quantize as Q; "
+            "from optim.recipe import QuantizeSettings; Q.KEEP_ACTIVATIONS = False; "
+            "Q.quantize_here(Path(sys.argv[1]), QuantizeSettings(precision='int8', target='onnxruntime', "
+            "method='max'), Path(sys.argv[2]), np.load(sys.argv[3]))")
+    p = subprocess.run([sys.executable, "-c", code, str(tiny_onnx), str(q), str(calib)], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
     with open_runner(tiny_onnx) as r:
         ref = r.infer({"input": calib_x})["logits"]
     model, _ = unpack_weights(onnx.load(str(q)), onnx.load(str(tiny_onnx)))
