@@ -160,8 +160,10 @@ class Workflow:
         if r.calibration_study is None:
             return
         # the study sets the calibration method itself: the recipe's is not part of its key
-        s = study.Settings(task=self.task.name, study=r.calibration_study,
-                           quantize=r.quantize.model_copy(update=_CALIB_DEFAULTS))
+        opts = r.quantize.model_copy(update=_CALIB_DEFAULTS)
+        if r.calibration_study.target == "onnxruntime":  # the INT8 format this CPU class gets, in the key
+            opts = opts.model_copy(update={"ort_int8": scheme.ort_int8_scheme(choice=opts.ort_int8).format})
+        s = study.Settings(task=self.task.name, study=r.calibration_study, quantize=opts)
         self.ex.step(study, "study/calibration", "study/calibration.json",
                      [fp32, self.calibration(), self.tuning()], s, kind="result")
 
