@@ -51,13 +51,17 @@ class CpuInfo:
         """The features it has, in ``CPU_FEATURES`` order."""
         return [f for f in CPU_FEATURES if f in self.features]
 
+    def vnni_label(self) -> str:
+        """The instructions that sum INT8 products in 32 bits here ("AMX-INT8/AVX512_VNNI"; "" for none)."""
+        return "/".join(FEATURE_LABELS[f] for f in NATIVE["int8-vnni"] if f in self.features)
+
     def int8_label(self) -> str:
         """What computes INT8 here: "AVX512_VNNI", "AMX-INT8/AVX512_VNNI", "AVX2 without VNNI", ..."""
         if not self.features_known:
             return "a CPU of unknown features"
-        vnni = [FEATURE_LABELS[f] for f in NATIVE["int8-vnni"] if f in self.features]
+        vnni = self.vnni_label()
         if vnni:
-            return "/".join(vnni)
+            return vnni
         return ("AVX-512" if "avx512f" in self.features else "AVX2" if "avx2" in self.features else "no AVX2") + \
             " without VNNI"
 

@@ -105,7 +105,7 @@ def describe(asked: str | None, probe_: Probe, cpu: machine.CpuInfo, *, float8: 
             notes.append(f"this CPU has no {_NEEDS[prec]}: OpenVINO's {prec} layers run without native "
                          f"{_UPPER[prec]} instructions, so timings are not {_UPPER[prec]} speed")
     if int8:
-        vnni = "/".join(machine.FEATURE_LABELS[f] for f in machine.NATIVE["int8-vnni"] if cpu.has(f))
+        vnni = cpu.vnni_label()
         parts.append(f"int8 kernels {'with ' + vnni if vnni else 'without VNNI/AMX-INT8 (slower integer path)'}")
     if float8:
         parts.append("FP8 Q/DQ computed as float (no FP8 kernels on CPU)")

@@ -63,15 +63,20 @@ def _dequantized_value(dq: onnx.NodeProto, g, inits, prod) -> np.ndarray:
     zp = _const(g, dq.input[2], inits, prod) if len(dq.input) > 2 else None
     if q is None or scale is None:
         raise QuantizeError(f"cannot read the constant inputs of {dq.name or dq.output[0]}")
-    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
     q = q.astype(np.float32)
-    scale = scale.astype(np.float32)
-    zp = np.zeros_like(scale) if zp is None else zp.astype(np.float32)
-    if scale.ndim == 1 and scale.size > 1:  # per-channel along `axis`
-        shape = [1] * q.ndim
-        shape[axis % q.ndim] = scale.size
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    scale, zp = _per_axis(dq, scale, np.zeros_like(scale) if zp is None else zp, q.ndim)
     return ((q - zp) * scale).astype(np.float32)
+
+
+def _per_axis(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A Q/DQ node's scale and zero point as float32, shaped to broadcast against an ``ndim`` tensor
+    (per-channel along the node's ``axis``, default 1)."""
+    scale, zp = scale.astype(np.float32), zp.astype(np.float32)
+    if scale.ndim == 1 and scale.size > 1:
+        shape = [1] * ndim
+        shape[next((a.i for a in node.attribute if a.name == "axis"), 1) % ndim] = scale.size
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return scale, zp
 
 
 def dequantize_nodes(model: onnx.ModelProto, names: set[str] | list[str]) -> onnx.ModelProto:
@@ -216,12 +221,7 @@ def pack_weights(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
         zp = _const(g, q.input[2], inits, prod) if len(q.input) > 2 else None
         if scale is None or zp is None:
             continue
-        axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
-        s, z = scale.astype(np.float32), zp.astype(np.float32)
-        if s.ndim == 1 and s.size > 1:
-            shape = [1] * w.ndim
-            shape[axis % w.ndim] = s.size
-            s, z = s.reshape(shape), z.reshape(shape)
+        s, z = _per_axis(q, scale, zp, w.ndim)
         info = np.iinfo(zp.dtype)
         ints = np.clip(np.rint(w / s) + z, info.min, info.max).astype(zp.dtype)
         packed = numpy_helper.from_array(ints, q.input[0] + QUANTIZED_SUFFIX)

@@ -43,7 +43,7 @@ from optim.console import info
 from optim.executor import StageOutput
 from optim.errors import OptimError, QuantizeError, first_line
 from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage, single_input
-from optim.qdq.scheme import ort_int8_scheme
+from optim.qdq.scheme import resolve
 from optim.recipe import QuantizeSettings
 from optim.runlock import pid_alive
 
@@ -133,7 +133,7 @@ def _ort_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name: str,
 
     method = {"max": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[s.method]
-    scheme = s.int8_scheme or ort_int8_scheme(choice=s.ort_int8)
+    scheme = s.int8_scheme  # set by quantize_here (scheme.resolve)
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     extra = {"QDQKeepRemovableActivations": KEEP_ACTIVATIONS}
     if s.method == "percentile":
@@ -268,6 +268,8 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
     """``quantize_onnx`` without the worker process (modelopt's ORT patches stay here)."""
     if s.precision == "fp32":
         raise QuantizeError("fp32 is the reference: nothing to quantize")
+    if s.int8_scheme is None:  # a caller that did not resolve it: this CPU's format (onnxruntime INT8 only)
+        s = resolve(s)
     model = load_onnx(src)
     input_name, _, _ = single_input(graph_inputs(model), str(src))
     t0 = time.perf_counter()
@@ -302,10 +304,8 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
         with atomic_path(out) as final_tmp:
             final_tmp.write_bytes(tmp.read_bytes())
     kept = [n.name for n in model.graph.node if n.op_type in s.exclude_op_types or _matches(n.name, s.exclude_nodes)]
-    scheme = None
-    if s.precision == "int8" and s.target == "onnxruntime":
-        sc = s.int8_scheme or ort_int8_scheme(choice=s.ort_int8)
-        scheme = {**sc.model_dump(mode="json"), "label": sc.label()}
+    sc = s.int8_scheme
+    scheme = {**sc.model_dump(mode="json"), "label": sc.label()} if sc is not None else None
     return QuantizeReport(str(out), s.tag, s.precision, s.target if s.precision in ("int8", "fp8") else "any",
                           tool, method, n_calib, coverage, round(time.perf_counter() - t0, 2), kept,
                           [*s.exclude_nodes, *(f"op type {t}" for t in s.exclude_op_types)] if kept else [],
