@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -165,6 +165,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
         raise write_failed(final, exc) from exc
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
+        if _exists(tmp) and not tmp.is_dir():  # a planted link would have the write land at its target
+            tmp.unlink()
         yield tmp
         os.replace(tmp, final)
     except OSError as exc:
@@ -250,6 +252,10 @@ class Artifact:
     @classmethod
     def of_file(cls, path: Path, name: str = "", kind: str = "file", tag: str = "") -> Artifact:
         path = Path(path)
+        if path.is_dir():
+            raise InputError(f"{path} is a directory, not a file: give the {kind} file itself")
+        if not path.is_file():
+            raise InputError(f"file not found: {path}")
         return cls(name or path.name, path, sha256_file(path), kind, tag)
 
 
@@ -304,32 +310,87 @@ class Manifest(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+# -- a run folder's files against its manifest (optim.verify reads a whole folder with these) ----
+def confined(root: Path, rel: str) -> str | None:
+    """Why ``rel`` (a manifest path) is not a file inside ``root``; None when it is."""
+    p = PurePosixPath(str(rel).replace("\\", "/"))
+    if not str(rel) or p.is_absolute() or ".." in p.parts or Path(str(rel)).is_absolute():
+        return f"names {rel!r}, which is not a path inside the run folder"
+    root = Path(root)
+    try:
+        inside = (root / rel).resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    return None if inside else f"{rel} leads outside the run folder (a symbolic link)"
+
+
+def record_problem(root: Path, rec: ArtifactRecord) -> str | None:
+    """One line when the file of ``rec`` is outside the run folder, missing or not what was recorded."""
+    why = confined(root, rec.path)
+    if why:
+        return f"manifest entry {rec.name} {why}"
+    p = Path(root) / rec.path
+    if p.is_symlink() or not p.is_file():
+        return f"{rec.path} is missing" if not os.path.lexists(p) else f"{rec.path} is not a regular file"
+    if p.stat().st_size != rec.bytes or sha256_file(p) != rec.sha256:
+        return f"{rec.path} does not match the manifest"
+    return None
+
+
+def load_manifest(root: Path) -> Manifest | None:
+    """The run folder's manifest; None when it has none; InputError (saying what works) when it is broken."""
+    path = Path(root) / MANIFEST
+    if not os.path.lexists(path):
+        return None
+    try:
+        if path.is_symlink() or not path.is_file():
+            raise ValueError("not a regular file")
+        return Manifest.model_validate_json(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InputError(broken_manifest(path, exc)) from None
+
+
+def broken_manifest(path: Path, exc: BaseException) -> str:
+    return (f"{path} is not a valid optim manifest ({exc.__class__.__name__}): `optim run RECIPE --force` redoes "
+            "every stage and writes a new one")
+
+
 class RunDir:
     """A run's output folder and its manifest."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, reset: bool = False) -> None:
+        """``reset`` (``--force``): a broken manifest is replaced by a new one instead of refused."""
         self.root = Path(root)
         self.manifest_path = self.root / MANIFEST
         self.manifest = Manifest()
-        if self.manifest_path.exists():
-            try:
-                self.manifest = Manifest.model_validate_json(self.manifest_path.read_text())
-            except ValueError as exc:
-                raise InputError(
-                    f"{self.manifest_path} is not a valid optim manifest ({exc.__class__.__name__}); "
-                    "delete it or run with --force"
-                ) from None
+        try:
+            self.manifest = load_manifest(self.root) or Manifest()
+        except InputError:
+            if not reset:
+                raise
+            from optim.console import info
+
+            info(f"{self.manifest_path} is not a valid optim manifest: starting a new one (--force)")
+            if self.manifest_path.is_symlink() or self.manifest_path.is_dir():
+                raise InputError(f"{self.manifest_path} is not a regular file: delete it and rerun") from None
 
     def path(self, rel: str) -> Path:
         return self.root / rel
 
-    def cached(self, name: str, key: str) -> ArtifactRecord | None:
-        """The recorded artifact if its cache key matches and its file is intact."""
+    def stale(self, name: str, key: str) -> str | None:
+        """Why the recorded ``name`` with this cache key cannot be reused (None: it can, or it is not recorded
+        with this key, which is no surprise): its path leaves the run folder, or its file changed."""
         rec = self.manifest.artifacts.get(name)
         if rec is None or rec.cache_key != key:
             return None
-        p = self.path(rec.path)
-        if not p.is_file() or sha256_file(p) != rec.sha256:
+        sides = [r for r in self.manifest.artifacts.values()  # its side outputs (quantize/TAG.json, ...)
+                 if r.parents == [name] and r.stage == rec.stage and not r.cache_key]
+        return next((why for r in (rec, *sides) if (why := record_problem(self.root, r))), None)
+
+    def cached(self, name: str, key: str) -> ArtifactRecord | None:
+        """The recorded artifact if its cache key matches and its file is intact and inside the run folder."""
+        rec = self.manifest.artifacts.get(name)
+        if rec is None or rec.cache_key != key or self.stale(name, key):
             return None
         return rec
 
@@ -337,14 +398,34 @@ class RunDir:
                settings: dict[str, Any] | None = None, key: str = "",
                seconds: float = 0.0, kind: str = "", tag: str = "") -> ArtifactRecord:
         p = self.path(rel)
+        why = confined(self.root, rel) or (f"{rel} is a symbolic link" if p.is_symlink() else None)
+        if why:
+            raise OutputPathError(f"{self.root}: {why}; optim writes only inside the run folder: remove the link")
         rec = ArtifactRecord(
             name=name, path=rel, stage=stage, sha256=sha256_file(p), bytes=p.stat().st_size,
             parents=parents or [], settings=settings or {}, cache_key=key, kind=kind, tag=tag,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=round(seconds, 3),
         )
+        old = self.manifest.artifacts.get(name)
         self.manifest.artifacts[name] = rec
-        self.save()
+        try:
+            self.save()
+        except WriteError:
+            self._unrecord(name, old, p)
+            raise
         return rec
+
+    def _unrecord(self, name: str, old: ArtifactRecord | None, p: Path) -> None:
+        """After a failed manifest write: remove the file it could not record (which frees its space)
+        and write the manifest without it, so that the manifest stays true to the folder."""
+        self.manifest.artifacts.pop(name, None)
+        if old is not None and old.path != p.relative_to(self.root).as_posix():
+            self.manifest.artifacts[name] = old  # its own file is still there
+        try:
+            p.unlink(missing_ok=True)
+            self.save()
+        except (OSError, WriteError):
+            pass  # the disk is still full: the next run finds the file unrecorded and redoes it
 
     def save(self) -> None:
         self.manifest.tools = tool_versions()

@@ -25,6 +25,8 @@ from pydantic import BaseModel
 
 from optim.artifacts import Artifact, RunDir, sha256_json, tool_versions
 from optim.console import info, skipped
+from optim.process import doing
+from rich.markup import escape
 
 
 @dataclass
@@ -72,7 +74,7 @@ def settings_dump(settings: BaseModel | dict | None) -> Any:
 
 class Executor:
     def __init__(self, root: Path, *, force: bool = False) -> None:
-        self.rd = RunDir(Path(root))
+        self.rd = RunDir(Path(root), reset=force)
         self.force = force
         self.versions = tool_versions()
         self.events: list[Event] = []
@@ -113,11 +115,14 @@ class Executor:
                 info(f"[dim]cached[/] {stage.NAME} {name} ({rel})")
                 self.events.append(Event(stage.NAME, name, "cached"))
                 return hit
+            why = self.rd.stale(name, key)
+            if why:  # a file of the run folder changed behind optim's back: say so, then redo it
+                info(f"[yellow]{escape(why)}[/]: redoing {stage.NAME} {name.removeprefix(stage.NAME + '/')}")
         ctx = StageContext(self.root, self.rd.path(rel), name, self.memo)
         t0 = time.perf_counter()
         from optim.artifacts import stage_writes
 
-        with stage_writes(stage.NAME, name):  # a failed write names this stage and the path
+        with doing(f"{stage.NAME} {name}"), stage_writes(stage.NAME, name):  # a failed write names the stage
             out = stage.run(list(inputs), settings, ctx)
             seconds = time.perf_counter() - t0
             parents = [a.name for a in inputs if a.kind != "data"]

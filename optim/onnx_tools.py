@@ -22,10 +22,15 @@ FLOAT8_TYPES = {
 def load_onnx(path: Path, *, check: bool = True) -> onnx.ModelProto:
     """Load and (optionally) check an ONNX file; any failure is a one-line ModelError."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not an ONNX file: give the .onnx file itself")
     if not path.is_file():
         raise ModelError(f"ONNX file not found: {path}")
     try:
         model = onnx.load(str(path))
+    except onnx.checker.ValidationError as exc:  # external data that lies outside the model's folder
+        raise ModelError(f"{path}: {first_line(exc).rstrip('.')}; optim reads a model's external data only from its own "
+                         "folder: move the data file beside the model and fix its location") from None
     except (DecodeError, ValueError, RuntimeError, OSError) as exc:
         raise ModelError(f"{path} is not a readable ONNX model (corrupt or truncated?): "
                          f"{first_line(exc)}") from None

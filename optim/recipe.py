@@ -243,17 +243,68 @@ def validation_message(where: str, exc: ValidationError) -> str:
     return f"{where}: {msg}{more}"
 
 
+#: bounds on a YAML file before anything expands it: its size, its aliases (``*name``), and the
+#: number of values it stands for with every alias expanded (an "alias bomb" is small on disk only)
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, limit: int) -> int:
+    """How many values ``node`` stands for with its aliases expanded; stops counting past ``limit``."""
+    memo: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) in memo:
+            return memo[id(n)]
+        memo[id(n)] = limit + 1  # a node inside itself (a recursive alias) is unbounded
+        if isinstance(n, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in n.value)
+        else:
+            total = 1
+        memo[id(n)] = total = min(total, limit + 1)
+        return total
+
+    return size(node)
+
+
+def _bounded_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` that refuses, before building anything, a document too large once expanded."""
+    if len(text) > MAX_YAML_BYTES:
+        raise RecipeError(f"{path}: {len(text)} characters; optim reads YAML files of at most "
+                          f"{MAX_YAML_BYTES >> 20} MiB")
+    aliases = sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader))
+    if aliases > MAX_YAML_ALIASES:
+        raise RecipeError(f"{path}: {aliases} YAML aliases (*name); optim allows at most {MAX_YAML_ALIASES}: "
+                          "write the values out")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_YAML_NODES) > MAX_YAML_NODES:
+            raise RecipeError(f"{path}: its aliases expand to more than {MAX_YAML_NODES:,} values (an alias "
+                              "bomb?); optim refuses it: write the values out")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise RecipeError(f"file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text())
+        return _bounded_yaml(path.read_text(), path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     except UnicodeDecodeError:
         raise RecipeError(f"{path}: not a text file (expected YAML text)") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply to be a recipe") from None
 
 
 _DATA_SPEC_FORM = "a mapping with kind and path, or the path of a .yaml data spec file"

@@ -12,10 +12,12 @@ rest: complete files are reused, the others redone).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -70,12 +72,31 @@ class RunLock:
         except (OSError, ValueError):
             return {"pid": "?"}  # being written this instant, or not ours: someone holds it
 
-    def acquire(self) -> RunLock:
+    def _open(self) -> int:
+        """The lock file, never through a link (a planted link would have optim rewrite its target)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except (NotADirectoryError, FileExistsError, PermissionError, IsADirectoryError) as exc:
-            raise OutputPathError(f"cannot use {self.root} as a run folder: {exc.strerror or exc}") from None
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP or os.path.islink(self.path):
+                raise OutputPathError(f"{self.path} is a symbolic link; optim follows no links in a run folder: "
+                                      "delete the link and rerun") from None
+            if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EISDIR):
+                raise OutputPathError(f"cannot use {self.root} as a run folder: {exc.strerror or exc}") from None
+            raise self._write_failed(exc) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OutputPathError(f"{self.path} is not a regular file (a device or pipe): delete it and rerun")
+        return fd
+
+    def _write_failed(self, exc: OSError):
+        from optim.artifacts import write_failed
+
+        err = write_failed(self.path, exc)
+        return type(err)(f"taking the lock of run folder {self.root}: {err}")
+
+    def acquire(self) -> RunLock:
+        self._fd = self._open()
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -93,8 +114,12 @@ class RunLock:
         _remove_orphan_partials(self.root)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "command": " ".join(["optim", *sys.argv[1:]])[:200]}
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, json.dumps(me).encode(), 0)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, json.dumps(me).encode(), 0)
+        except OSError as exc:  # a full or read-only disk: say which, and drop the lock
+            self._close()
+            raise self._write_failed(exc) from None
         return self
 
     def release(self) -> None:

@@ -340,5 +340,5 @@ def test_disk_full_outside_optims_writers_is_exit_4(tmp_path, monkeypatch, capsy
         cli.main()
     assert info.value.code == 4
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: a write failed")
+    assert len(lines) == 1 and lines[0].startswith("error: a write in the temporary folder ")
     assert "[ENOSPC]" in lines[0] and "TMPDIR" in lines[0] and "internal error" not in lines[0]

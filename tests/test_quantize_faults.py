@@ -89,7 +89,7 @@ def test_kill_9_of_the_parent_takes_the_worker_with_it(tmp_path, tiny_onnx):
     assert not any(_alive(w) for w in workers), "the worker outlived its parent by 10 s"
     time.sleep(2)
     assert not out.exists() and not (out.parent.exists() and list(out.parent.iterdir()))
-    assert list(tmp.glob(f"{JOB_PREFIX}{parent.pid}-*"))  # the killed parent could not clean up...
+    assert list(tmp.rglob(f"{JOB_PREFIX}{parent.pid}-*"))  # the killed parent could not clean up...
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert not list(tmp.glob(f"{JOB_PREFIX}*"))  # ...the next quantization did
+    assert not list(tmp.iterdir())  # ...the next optim process did (its own temporary folder included)

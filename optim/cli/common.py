@@ -59,7 +59,11 @@ def _load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: P
     if labels is not None:
         spec = spec.model_copy(update={"labels": labels.resolve()})
     ispec = _input_spec_from_onnx(onnx_path)
-    return prepare(spec, _preprocess_for(ispec, recipe), ispec, samples)
+    pp = _preprocess_for(ispec, recipe)
+    if recipe is None and spec.kind == "photos" and len(ispec.shape) == 3 and ispec.shape[1] == ispec.shape[2]:
+        side = ispec.shape[1]  # the photos are 256x256: bring them to the model's input, as a recipe would
+        pp = pp.model_copy(update={"resize": side, "crop": side})
+    return prepare(spec, pp, ispec, samples)
 
 
 def _fused_op(path: Path):

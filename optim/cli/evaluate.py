@@ -11,9 +11,20 @@ from optim.cli.common import RecipeOpt, _fused_op, _ints, _load_data, _load_fram
 from optim.errors import InputError
 
 
-def _gates(task, **given: float | None):
-    """The task's gates model from its default gates and the gate options given (None: not given);
-    an option the task has no gate for is an InputError naming the task's gates."""
+def _recipe_gates(r, candidate: Path) -> dict | None:
+    """The --recipe's gates for the candidate's entry (named in its file name, model.TAG.onnx; else the
+    recipe's 'default'), as gate values; None without a recipe."""
+    if r is None:
+        return None
+    tags = sorted((r.settings_for(c).tag for c in r.precisions), key=len, reverse=True)
+    tag = next((t for t in tags if f".{t}." in f".{candidate.name}"), "default")
+    return r.gates_for(tag).model_dump()
+
+
+def _gates(task, base: dict | None = None, **given: float | None):
+    """The task's gates model from ``base`` (the recipe's gates; default: the task's default gates) and the
+    gate options given (None: not given); an option the task has no gate for is an InputError naming
+    the task's gates."""
     values = {k: v for k, v in given.items() if v is not None}
     known = list(task.gates_model.model_fields)
     foreign = [k for k in values if k not in known]
@@ -21,7 +32,7 @@ def _gates(task, **given: float | None):
         flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
         raise InputError(f"{flags} {'is not a gate' if len(foreign) == 1 else 'are not gates'} of task "
                          f"{task.name}; its gates: {', '.join('--' + k.replace('_', '-') for k in known)}")
-    return task.gates_model(**{**task.default_gates, **values})
+    return task.gates_model(**{**(task.default_gates if base is None else base), **values})
 
 
 def register(app: typer.Typer) -> None:
@@ -63,7 +74,7 @@ def register(app: typer.Typer) -> None:
         backend_for(candidate, backend)  # an unknown name, or one that does not run this file: exit 2 now
         r = _recipe(recipe)
         task = get_task(_task_name(task_name, r))
-        gates = _gates(task, max_top1_drop=max_top1_drop, min_cosine=min_cosine,
+        gates = _gates(task, _recipe_gates(r, candidate), max_top1_drop=max_top1_drop, min_cosine=min_cosine,
                        min_top1_agreement=min_top1_agreement, max_abs_error=max_abs_error,
                        max_map_drop=max_map_drop, min_map=min_map, min_agreement=min_agreement)
         fused = None if candidate.suffix in (".plan", ".engine") else _fused_op(candidate)

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         from optim.artifacts import check_output_file, stage_writes
         from optim.stages.export import onnx_from_torch
         from optim.recipe import BatchRange, ExportSettings, InputSpec
-        from optim.sources import load_model
+        from optim.sources import load_model, trained_weights_reason
 
         check_output_file(output, "-o/--output")
         r = _recipe(recipe)
@@ -63,8 +63,11 @@ def register(app: typer.Typer) -> None:
                  "no PyTorch to verify against)")
             return
         loaded = load_model(model, weights, **kwargs)
-        if not loaded.trained:
-            info("[yellow]note[/]: no trained weights given; the model has random weights")
+        reason = trained_weights_reason(model, weights)
+        if reason:  # what a run's report says too (its "not meaningful" column)
+            info(f"[yellow]note[/]: {reason}")
+        elif not loaded.trained:  # a factory may load its own weights: optim cannot tell
+            info("[yellow]note[/]: no --weights given; the model has whatever weights its factory gives it")
         with stage_writes("export"):
             rep = onnx_from_torch(loaded, spec, settings, output)
         info(f"wrote {output}: opset {rep.opset}, {rep.nodes} nodes, dynamic batch "

@@ -39,6 +39,22 @@ def register(app: typer.Typer) -> None:
             print(f"wrote {p}")
 
     @app.command()
+    def verify(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. artifacts/NAME.")]) -> None:
+        """Check a run folder against its manifest: every hash, every path inside the folder, no stray
+        files. One line per problem and exit 2; run it after restoring a cached run folder."""
+        from rich.markup import escape
+
+        from optim.console import console
+        from optim.verify import problems
+
+        found = problems(run_dir)
+        for line in found:
+            console.print("[red]problem:[/] " + escape(line))
+        if found:
+            raise typer.Exit(2)
+        print(f"{run_dir}: every file matches its manifest")
+
+    @app.command()
     def run(
         recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/fashion_resnet.yaml.")],
         force: Annotated[bool, typer.Option(help="Redo every stage, ignoring the cache.")] = False,

@@ -92,8 +92,15 @@ def load_state_dict(path: Path) -> dict[str, Any]:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types; none of them runs code
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        why = next((ln for ln in lines if ln.startswith("Unsupported")),
-                   "it holds Python objects, not just tensors")
+        unsupported = next((ln for ln in lines if "Unsupported" in ln), "")
+        if "global" in unsupported.lower():  # a class or function the file would run
+            why = f"it holds Python objects, not just tensors: {unsupported}"
+        elif unsupported:
+            why = f"not a PyTorch checkpoint: {unsupported}"
+        elif "zip archive" in str(exc):
+            why = "not a complete PyTorch checkpoint: corrupt or truncated"
+        else:
+            why = f"{type(exc).__name__}: {lines[0] if lines else 'unreadable'}"
         raise ModelError(f"{path} was refused by the safe loader (torch.load weights_only=True), "
                          f"so nothing in it ran ({why[:200]}); save a plain state dict "
                          "(torch.save(model.state_dict(), ...)) or a .safetensors file") from None

@@ -21,6 +21,7 @@ import numpy as np
 
 from optim.artifacts import write_json
 from optim.errors import OptimError, first_line
+from optim.recipe import QuantizeSettings
 
 
 PR_SET_PDEATHSIG = 1
@@ -43,11 +44,23 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _os_error(exc: OSError, settings: dict) -> str:
+    """One line for an OSError of the tools: the path it names, else the temporary folder (TMPDIR)."""
+    import errno
+    import tempfile
+
+    tag = QuantizeSettings(**settings).tag
+    code = errno.errorcode.get(exc.errno or -1, "")
+    where = exc.filename or f"a temporary file under {tempfile.gettempdir()}"
+    hint = "; free some space there or set TMPDIR to a larger disk" if exc.errno in (errno.ENOSPC, errno.EDQUOT) \
+        else ""
+    return f"quantize {tag}: writing {where}: {exc.strerror or first_line(exc)}" + (f" [{code}]" if code else "") + hint
+
+
 def main(job_dir: Path) -> None:
     job = json.loads((job_dir / "job.json").read_text())
     die_with_parent(int(job["parent"]))
     from optim.stages.quantize import quantize_here
-    from optim.recipe import QuantizeSettings
 
     calib = np.load(job_dir / "calib.npy", allow_pickle=False) if job["calib"] else None
     try:
@@ -55,6 +68,8 @@ def main(job_dir: Path) -> None:
         result = {"ok": True, "report": rep.as_dict()}
     except OptimError as exc:
         result = {"ok": False, "type": type(exc).__name__, "message": str(exc)}
+    except OSError as exc:
+        result = {"ok": False, "type": "QuantizeError", "message": _os_error(exc, job["settings"])}
     except Exception as exc:  # reported as a QuantizeError by the parent
         first = first_line(str(exc))  # may be empty: the type name is already there
         result = {"ok": False, "type": "QuantizeError", "message": f"{type(exc).__name__}: {first}"}

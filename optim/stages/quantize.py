@@ -45,7 +45,7 @@ from optim.errors import OptimError, QuantizeError, first_line
 from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage, single_input
 from optim.qdq.scheme import resolve
 from optim.recipe import QuantizeSettings
-from optim.runlock import pid_alive
+from optim.process import doing, sweep
 
 CALIB_BATCH = 32
 #: ORT's quantizer keeps Relu/Clip after a quantized node (instead of folding them into the Q/DQ
@@ -178,14 +178,8 @@ JOB_PREFIX = "optim-quant-job-"
 
 
 def sweep_jobs(tmp: Path | None = None) -> list[Path]:
-    """Remove job folders left by optim processes that died (``kill -9``); returns them."""
-    gone = []
-    for d in Path(tmp or tempfile.gettempdir()).glob(f"{JOB_PREFIX}*-*"):
-        pid = d.name[len(JOB_PREFIX):].split("-", 1)[0]
-        if d.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
-            gone.append(d)
-    return gone
+    """Remove the temporary folders (job folders included) of optim processes that died (``kill -9``)."""
+    return sweep(Path(tmp or tempfile.gettempdir()))
 
 
 def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
@@ -200,10 +194,16 @@ def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
     """
     if s.precision == "fp32":
         raise QuantizeError("fp32 is the reference: nothing to quantize")
+    with doing(f"quantize {s.tag}"):
+        return _quantize_in_worker(src, s, out, calib)
+
+
+def _quantize_in_worker(src: Path, s: QuantizeSettings, out: Path, calib: np.ndarray | None) -> QuantizeReport:
     load_onnx(src)  # fail fast, in this process, on a missing or corrupt file
     sweep_jobs()
     job = Path(tempfile.mkdtemp(prefix=f"{JOB_PREFIX}{os.getpid()}-"))
     try:
+        (job / "tmp").mkdir()  # the worker's (and its tools') temporary files: they go with the job folder
         if calib is not None:
             np.save(job / "calib.npy", np.ascontiguousarray(calib), allow_pickle=False)
         (job / "job.json").write_text(json.dumps({
@@ -213,7 +213,7 @@ def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
         with open(log, "wb") as lf:
             proc = subprocess.run([sys.executable, "-m", "optim.stages._quantize_worker", str(job)],
                                   stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env={**os.environ, "TQDM_DISABLE": "1"})
+                                  env={**os.environ, "TQDM_DISABLE": "1", "TMPDIR": str(job / "tmp")})
         result = job / "result.json"
         detail = log.read_text(errors="replace")[-4000:]
         if not result.is_file():

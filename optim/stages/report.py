@@ -10,7 +10,7 @@ left blank or filled in.
 
 from __future__ import annotations
 
-import json
+import os
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +26,7 @@ from optim.stages import report_html, report_plot, report_sizes, report_tuning
 from optim.stages.bench import BatchTiming, BenchResult
 from optim.stages.check import CheckResult
 from optim.tasks import Task, get_task
+from optim.verify import Trust, current_trust, mark_unverified, read_result, reading
 
 NOT_RUN = "not run"
 ORDER = ("fp32", "fp16", "bf16", "int8", "fp8")
@@ -77,19 +78,17 @@ class Row:
     gpu_method: str = NOT_RUN
     # timings at the recipe's other input sizes (``bench.sizes``), by size label: see report_sizes
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read result file {path}: {exc}") from None
+    #: a file of this row did not match the run's manifest (one line naming it): never ★, never "passed"
+    unverified: str | None = None
 
 
 def _by_tag(folder: Path) -> dict[str, dict[str, Any]]:
+    """The result files of a folder by stem; those that do not match the manifest are left out
+    (``optim.verify``: the rows that needed them are marked unverified)."""
     if not folder.is_dir():
         return {}
-    return {p.stem: _load(p) for p in sorted(folder.glob("*.json"))}
+    found = {p.stem: read_result(p) for p in sorted(folder.glob("*.json"))}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _results(folder: Path, kind: type, what: str) -> dict[str, Any]:
@@ -105,10 +104,21 @@ def task_of(run: dict[str, Any]) -> Task:
 
 
 def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
+    """The run's rows, read through the run's manifest (``optim.verify``): a result file that does not
+    match it is not read, and the rows that needed it say so (``Row.unverified``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run folder not found: {run_dir}")
-    run = _load(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    if current_trust() is None:
+        with reading(Trust(run_dir)):
+            return collect(run_dir)
+    trust = current_trust()
+    run = {}
+    if (run_dir / "run.json").is_file() or os.path.lexists(run_dir / "run.json"):
+        run = read_result(run_dir / "run.json")
+        if run is None:
+            raise InputError(f"{trust.untrusted['run.json']}: `optim run RECIPE` redoes it; "
+                             f"`optim verify {run_dir}` lists every problem")
     task = task_of(run)
     quant, checks, benches = _by_tag(run_dir / "quantize"), _results(run_dir / "check", CheckResult, "check"), \
         _results(run_dir / "bench", BenchResult, "bench")
@@ -149,8 +159,9 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
         if base and base.gpu_throughput and r.gpu_throughput:
             r.gpu_speedup_vs_fp32 = round(r.gpu_throughput / base.gpu_throughput, 3)
     flag_backends(task, run, rows)
-    _mark_fastest(rows)
     report_sizes.attach(run_dir, run, rows, _results)
+    mark_unverified(trust, run_dir, rows)
+    _mark_fastest(rows)
     return run, rows
 
 
@@ -201,7 +212,7 @@ def _mark_fastest(rows: list[Row]) -> None:
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         if r.throughput is not None and "FAILED" not in r.gates and not r.notes and not r.timing_caveat \
-                and not r.disagrees:
+                and not r.disagrees and not r.unverified:
             groups.setdefault((r.precision, r.target), []).append(r)
     for group in groups.values():
         max(group, key=lambda r: r.throughput).fastest = True
@@ -303,11 +314,16 @@ def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]
             *[c.cell(r.accuracy.get(c.key), r.checked) for c in task.columns],
             _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3), _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2), *gpu,
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, 1),
-            r.coverage or "-", r.gates + (f"; GPU engine {r.gpu_gates}" if r.gpu_gates else "")
-            + (f"; {r.disagrees}" if r.disagrees else ""),
+            r.coverage or "-", _gates_text(r),
             "; ".join(r.notes) or "-",
         ])
     return head, body
+
+
+def _gates_text(r: Row) -> str:
+    if r.unverified:
+        return f"UNVERIFIED: {r.unverified}"
+    return r.gates + (f"; GPU engine {r.gpu_gates}" if r.gpu_gates else "") + (f"; {r.disagrees}" if r.disagrees else "")
 
 
 def _notes(run: dict) -> list[str]:
@@ -354,6 +370,7 @@ def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
         v = r.accuracy.get(key)
         acc = NOT_RUN if v is None else (f"{v:+.2f}" if key != task.agreement else f"{v:.2f}")
         gates = r.gates + (f"; GPU {r.gpu_gates}" if r.gpu_gates else "") + ("; NOT MEANINGFUL" if r.notes else "")
+        gates = f"UNVERIFIED: {r.unverified}" if r.unverified else gates
         name = cpu.result_name(r.tag, r.backend) + (" ★" if r.fastest and len({x.backend for x in rows}) > 1 else "")
         gpu = _fmt(r.gpu_speedup_vs_fp32, 2) if r.primary else ""
         line = f"{name:<38}{acc:>15}{_fmt(r.speedup_vs_fp32, 2):>11}{gpu:>11}  {gates}"
@@ -369,7 +386,15 @@ def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
 
 def write_report(run_dir: Path) -> dict[str, Path]:
     run_dir = Path(run_dir)
+    with reading(Trust(run_dir)) as trust:
+        return _write_report(run_dir, trust)
+
+
+def _write_report(run_dir: Path, trust: Trust) -> dict[str, Path]:
     run, rows = collect(run_dir)
+    if not trust.checked:
+        run = {**run, "notes": [f"UNVERIFIED: {run_dir} has no manifest.json; nothing in this report was checked "
+                                "against one", *run.get("notes", [])]}
     task = task_of(run)
     tuning = report_tuning.collect_tuning(run_dir, [r.tag for r in rows])
     paths = {k: run_dir / f"report.{k}" for k in ("md", "html", "json", "png")}

@@ -6,29 +6,29 @@ renders Markdown lines, HTML fragments and a bar chart of per-node sensitivity.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from optim.artifacts import atomic_path
 from optim.tasks import Task
+from optim.verify import read_result
 
 TOP = 10
 
 
 def collect_tuning(run_dir: Path, tags: list[str] | None = None) -> dict[str, Any]:
     """Tuning results of the run's entries (``tags``; all files when None)."""
-    tune = {p.stem: json.loads(p.read_text()) for p in sorted((Path(run_dir) / "tune").glob("*.json"))
-            if tags is None or p.stem in tags}
+    tune = {p.stem: t for p in sorted((Path(run_dir) / "tune").glob("*.json"))
+            if (tags is None or p.stem in tags) and (t := read_result(p)) is not None}
     study_p = Path(run_dir) / "study" / "calibration.json"
     kept = {}
     for p in sorted((Path(run_dir) / "quantize").glob("*.json")):
-        q = json.loads(p.read_text())
+        q = read_result(p) or {}  # None: it does not match the run's manifest (optim.verify)
         if q.get("kept") and (tags is None or p.stem in tags or p.stem.removesuffix("-nobudget") in tags):
             # the budgeted entry starts from the -nobudget model: name the entry
             kept[p.stem.removesuffix("-nobudget")] = {"nodes": q["kept"], "patterns": q.get("kept_patterns", [])}
     return {"tune": tune, "kept": kept,
-            "study": json.loads(study_p.read_text()) if study_p.is_file() else None}
+            "study": read_result(study_p) if study_p.is_file() else None}
 
 
 def _kept_lines(t: dict[str, Any], task: Task) -> list[str]:
