@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from optim.backends.engine_compat import (SUPPORTED_MAJORS, TargetGpu, build_blocker, major_implies, tensorrt_major,
-                                         tensorrt_unsupported)
+from optim.backends.engine_compat import (SUPPORTED_MAJORS, TARGETS, TargetGpu, build_blocker, major_implies,
+                                         tensorrt_major, tensorrt_unsupported)
+from optim.backends.trt_flavour import TENSORRT_RTX
 from optim.install import INSTALL
 from optim.machine import Machine, gpu_missing, ort_conflict, tensorrt_missing
 
@@ -58,6 +59,7 @@ def inventory(m: Machine) -> list[Item]:
                    f"{', '.join(m.ort_providers) or 'none'}") if ort else "not installed",
              bool(ort) and not conflict, INSTALL["ort-conflict"] if conflict else INSTALL["base"]),
         _tensorrt_item(m),
+        _tensorrt_rtx_item(m),
         Item("openvino", f"{_pkg(m, 'openvino')} (CPU backends openvino, openvino-bf16, openvino-f16)"
              if _pkg(m, "openvino") else f"not installed (optional CPU backend; install: {INSTALL['openvino']})", True),
         _cpu_item(m),
@@ -90,12 +92,23 @@ def _tensorrt_item(m: Machine) -> Item:
     return Item("TensorRT", f"{m.tensorrt} ({major_implies(tensorrt_major(m.tensorrt))})", True)
 
 
+def _tensorrt_rtx_item(m: Machine) -> Item:
+    """TensorRT-RTX: builds engines here without a GPU; they run only on its GPUs."""
+    if m.tensorrt_rtx is None:
+        return Item("TensorRT-RTX", f"not importable ({m.tensorrt_rtx_error or 'not installed'})", False,
+                    INSTALL["tensorrt_rtx"])
+    return Item("TensorRT-RTX", f"{m.tensorrt_rtx}: builds engines on this machine without a GPU; they run only "
+                f"on {TENSORRT_RTX.runs_on}", True)
+
+
 def tensorrt_info(m: Machine) -> dict:
     major = None
     if m.tensorrt is not None and not tensorrt_unsupported(m):
         major = tensorrt_major(m.tensorrt)
     return {"version": m.tensorrt, "major": major, "implies": major_implies(major) if major else None,
-            "supported_majors": list(SUPPORTED_MAJORS)}
+            "supported_majors": list(SUPPORTED_MAJORS),
+            "rtx": {"version": m.tensorrt_rtx, "builds_without_gpu": True, "targets": TENSORRT_RTX.sms,
+                    "runs_on": TENSORRT_RTX.runs_on}}
 
 
 def stages(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> list[StageStatus]:
@@ -117,6 +130,9 @@ def stages(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> li
     blocker = build_blocker(m, t, hardware_compatibility) or ""
     rows.append(StageStatus(f"build TensorRT engines for {t.name} ({t.sm})", not blocker, blocker))
     rows.append(StageStatus("check, bench engines on the GPU", not blocker, blocker))
+    rtx = TARGETS["rtx"]
+    rtx_why = build_blocker(m, rtx) or ""
+    rows.append(StageStatus(f"build TensorRT-RTX engines for {rtx.sm} (no GPU needed)", not rtx_why, rtx_why))
     for backend, provider in (("ort-cuda", "CUDAExecutionProvider"), ("ort-tensorrt", "TensorrtExecutionProvider")):
         why = gpu_missing(m) or ("" if provider in m.ort_providers else
                                  f"ONNX Runtime has no {provider}: {INSTALL['onnxruntime-gpu']}")
@@ -139,8 +155,10 @@ def render(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> st
     for r in rows:
         out.append(f"  {r.stage:<{w}}{'yes' if r.ok else 'NO: ' + r.why}")
     blocker = build_blocker(m, t, hardware_compatibility)
+    rtx = "" if build_blocker(m, TARGETS["rtx"]) else f"; TensorRT-RTX engines for {TARGETS['rtx'].sm} are built"
     out += ["", "optim run here: " + ("every stage, including TensorRT engines and GPU bench" if blocker is None
-                                       else f"CPU stages only; build and GPU bench are skipped ({blocker})")]
+                                       else f"CPU stages only{rtx}; {t.name} build and GPU bench are skipped "
+                                            f"({blocker})")]
     return "\n".join(out) + "\n"
 
 

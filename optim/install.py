@@ -4,6 +4,8 @@ Plain data with no imports, so any module may use it without an import circle.""
 
 INSTALL = {
     "tensorrt": "bash scripts/setup_gpu.sh (TensorRT 11; --tensorrt 10 for TensorRT 10; README: On a GPU machine)",
+    "tensorrt_rtx": ".venv/bin/pip install tensorrt-rtx-cu12==1.7.1.116 "
+                    "(pinned in requirements.txt; bash scripts/setup.sh installs it)",
     "onnxruntime-gpu": "bash scripts/setup_gpu.sh (swaps onnxruntime for onnxruntime-gpu; never both)",
     "ort-conflict": ".venv/bin/pip uninstall -y onnxruntime onnxruntime-gpu && .venv/bin/pip install "
                     "--no-deps --force-reinstall onnxruntime-gpu==1.24.4 (or onnxruntime==1.24.4 on CPU)",

@@ -44,6 +44,8 @@ class Machine:
     ort_providers: list[str] = field(default_factory=list)
     tensorrt: str | None = None  # version when `import tensorrt` works
     tensorrt_error: str = ""
+    tensorrt_rtx: str | None = None  # version when `import tensorrt_rtx` works (builds without a GPU)
+    tensorrt_rtx_error: str = ""
     torch_cuda: str | None = None  # the CUDA version torch was built with
     cuda_error: str = ""
     gpus: list[Gpu] = field(default_factory=list)
@@ -72,10 +74,10 @@ def _packages() -> dict[str, str]:
     return {**found, **installed_versions(_OPTIONAL)}
 
 
-def _tensorrt() -> tuple[str | None, str]:
+def _tensorrt(flavour: str = "tensorrt") -> tuple[str | None, str]:
     from optim.backends.tensorrt_api import installed_version  # the one module that touches tensorrt
 
-    return installed_version()
+    return installed_version(flavour)
 
 
 def cuda_gpus() -> tuple[str | None, list[Gpu], str]:
@@ -147,10 +149,12 @@ def onnxruntime_providers() -> list[str]:
 
 def probe() -> Machine:
     trt_version, trt_error = _tensorrt()
+    rtx_version, rtx_error = _tensorrt("tensorrt_rtx")
     torch_cuda, gpus, cuda_error = cuda_gpus()
     return Machine(
         python=platform.python_version(), packages=_packages(), ort_providers=onnxruntime_providers(),
-        tensorrt=trt_version, tensorrt_error=trt_error, torch_cuda=torch_cuda, cuda_error=cuda_error,
+        tensorrt=trt_version, tensorrt_error=trt_error, tensorrt_rtx=rtx_version, tensorrt_rtx_error=rtx_error,
+        torch_cuda=torch_cuda, cuda_error=cuda_error,
         gpus=gpus, driver=driver_version(), nvcc=_nvcc(), plugin_sources=(REPO / "csrc").is_dir(),
         plugin_libraries=find_plugin_libraries(), cpu=cpu_info(),
     )

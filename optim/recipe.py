@@ -129,6 +129,10 @@ class Recipe(Strict):
         unknown = sorted(set(self.build.precisions or ()) - set(tags))
         if unknown:
             raise ValueError(f"build.precisions names {unknown}, not precisions of this recipe {tags}")
+        ort = sorted(t for t in self.build.precisions or () if t.endswith("-onnxruntime"))
+        if ort:
+            raise ValueError(f"build.precisions names {ort}, placed for ONNX Runtime on CPU: TensorRT's parser refuses "
+                             "their int32-bias Q/DQ; list the entry placed for TensorRT (target: tensorrt) instead")
         return self
 
     def build_tags(self) -> list[str]:

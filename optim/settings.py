@@ -210,6 +210,11 @@ class NmsSettings(Strict):
     max_det: int = Field(default=100, ge=1, le=3840, description="boxes kept per image (TensorRT TopK: <= 3840)")
     conf: float = Field(default=0.25, ge=0.0, lt=1.0, description="keep boxes whose class score is above this")
     iou: float = Field(default=0.7, ge=0.0, le=1.0, description="class-aware NMS IoU threshold")
+    form: Literal["ops", "nms_op"] = Field(
+        default="ops", description="ops: greedy NMS from elementary ops (ONNX Runtime, TensorRT, TensorRT-RTX); "
+        "nms_op: the ONNX NonMaxSuppression op (not buildable by TensorRT-RTX)")
+    max_candidates: int = Field(default=1024, ge=1, le=3840, description="form ops: the best boxes above conf "
+                                "that enter NMS, per image (TensorRT TopK: <= 3840)")
 
 
 class BenchSize(Strict):
@@ -263,9 +268,11 @@ class BenchSettings(Strict):
 
 
 class BuildSettings(Strict):
-    """TensorRT engine build for the recipe's ``target_gpu`` (the ``build`` key).
+    """TensorRT engine build for the recipe's ``target_gpu`` and its ``extra_targets`` (the ``build`` key).
 
-    Runs only where TensorRT and a GPU are; elsewhere ``optim run`` says why and skips it.
+    The ``target_gpu`` (H100) build runs only where TensorRT and a GPU are; elsewhere ``optim run``
+    says why and skips it. ``extra_targets`` (TensorRT-RTX) build on any machine where their
+    builder is installed.
     Q/DQ (INT8/FP8) and AutoCast (FP16/BF16) models build as strongly typed networks:
     their ONNX types decide the precision and no precision builder flag is set.
     """
@@ -284,6 +291,10 @@ class BuildSettings(Strict):
     version_compatible: bool = Field(default=False, description="engines later TensorRT versions can load")
     plugins: tuple[Path, ...] = Field(default=(), description="plugin libraries loaded before parsing")
     timing_cache: bool = Field(default=True, description="keep timing.cache in the run folder and reuse it")
+    extra_targets: tuple[Literal["rtx"], ...] = Field(
+        default=("rtx",),
+        description="engine targets built besides target_gpu whose builder needs no GPU: rtx = TensorRT-RTX engines "
+                    "for RTX/workstation GPUs (sm86/89/120), built wherever tensorrt-rtx is installed; [] for none")
 
 
 class CalibrationSettings(Strict):

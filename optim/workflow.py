@@ -7,13 +7,16 @@ Layout of ``artifacts/<recipe name>/``::
     model.<tag>.h100.plan (+ .plan.json manifest, .layers.json)   TensorRT engines, where
     gpu/build/<tag>.json  gpu/check/<tag>.json  gpu/bench/<tag>.json  TensorRT and a GPU are
     model.<tag>.nms.onnx                      with decode + NMS in the graph (a detection recipe's nms)
+    model.<tag>.rtx.plan (+ .plan.json)  engines/rtx/<name>.json   TensorRT-RTX engines (build.extra_targets),
+    model.<tag>.nms.rtx.plan  sizes/<size>/model.<tag>[.nms].rtx.plan   built without a GPU
     sizes/<size>/model.<tag>.onnx  bench/<size>/<tag>.json   at the other input sizes (bench.sizes)
     timing.cache  study/calibration.json  run.json  report.{md,html,json,png}
     manifest.json                             sha256, stage, parents, settings, versions, host
 
 This module only decides which stage gets which inputs and settings; the executor
 derives every cache key and records every file. Without TensorRT or a GPU the
-engine stages are skipped with one line saying why.
+H100 engine stages are skipped with one line saying why; TensorRT-RTX engines are built
+wherever tensorrt-rtx is installed (``optim.run_engines``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from optim.backends import cpu
 from optim.errors import BackendUnavailable, BuildError, ModelError, OptimError, first_line
 from optim.install import INSTALL
 from optim.qdq import scheme
+from optim.run_engines import OfflineEngines
 from optim.run_sizes import GPU, NOBUDGET, Sizes
 from optim.stages import bench, build, check, export, fuse, nms, quantize, report, study, tune
 from optim.stages.check import CheckResult, raise_on_failures
@@ -59,6 +63,7 @@ class Workflow:
         self.families: list[str] = [cpu.PRIMARY]
         self.cpu_not_run: dict[str, str] = {}  # result name (TAG@family) -> why that backend did not run it
         self.sizes = Sizes(self)  # the recipe's other input sizes (bench.sizes)
+        self.offline = OfflineEngines(self)  # engines built without a GPU (build.extra_targets: TensorRT-RTX)
         self.nms_files: dict[str, str] = {}  # entry -> its deployable with decode + NMS in the graph
         self._data: dict[str, Data] = {}
 
@@ -257,8 +262,18 @@ class Workflow:
                                  "is not built: TENSORRT_ROOT=/path/to/TensorRT bash scripts/build_plugins.sh")
             s = s.model_copy(update={"plugins": (*s.plugins, lib)})
             shape = (*r.fused_preprocess.frame, r.input.shape[0])
+        s = s.model_copy(update={"extra_targets": ()})  # which targets are built is not an engine's setting
         return build.Settings(build=s, precision=precision, batch=r.input.batch, target=r.target_gpu,
                               sample_shape=shape)
+
+    def not_built_reason(self, tag: str) -> str:
+        """Why an entry gets no TensorRT engine (it is not in ``Recipe.build_tags``)."""
+        if tag.endswith("-onnxruntime"):
+            return ("placed for ONNX Runtime on CPU: TensorRT's parser refuses its int32-bias Q/DQ, so no builder "
+                    "is given this file")
+        if tag.endswith(NOBUDGET):
+            return "the entry without its budget is a comparison, not a deployable"
+        return "not in build.precisions"
 
 
     def engines(self, models: dict[str, Artifact], fp32: Artifact, evaluation: Data,
@@ -266,8 +281,7 @@ class Workflow:
         """Build, check and bench an engine per entry where TensorRT and a GPU are; else say why, once."""
         r = self.recipe
         wanted = r.build_tags()
-        not_run = {t: ("placed for ONNX Runtime on CPU, not built (add it to build.precisions to build it)"
-                       if t.endswith("-onnxruntime") else "not in build.precisions") for t in models if t not in wanted}
+        not_run = {t: self.not_built_reason(t) for t in models if t not in wanted}
         m = machine.probe()
         why = build_blocker(m, target(r.target_gpu), r.build.hardware_compatibility)
         if why:
@@ -335,8 +349,10 @@ class Workflow:
             info(f"fused preprocessing: every model takes uint8 frames "
                  f"{list(r.fused_preprocess.frame) + [r.input.shape[0]]} (NHWC) through OptimPreprocess")
         evaluation = self.data("evaluation", r.evaluation.data, r.evaluation.samples)
+        nms_models: dict[str, Artifact] = {}
         if r.nms:
-            self.nms_files = {t: self.with_nms(a, evaluation).path.name for t, a in models.items()}
+            nms_models = {t: self.with_nms(a, evaluation) for t, a in models.items()}
+            self.nms_files = {t: a.path.name for t, a in nms_models.items()}
             self.notes.append(f"Deployables with decode + NMS in the graph (max_det {r.nms.max_det}, conf {r.nms.conf:g}, "
                               f"iou {r.nms.iou:g}; outputs num_dets, det_boxes, det_scores, det_classes): "
                               f"{', '.join(self.nms_files.values())}; each gave optim's own decode + NMS, box for box, "
@@ -346,6 +362,7 @@ class Workflow:
         self.bench_all(models, fp32, self.families)
         sized = self.sizes.bench(models, fp32, self.families)
         gpu_results, gpu_not_run, build_failures = self.engines(models, fp32, evaluation, sized)
+        build_failures += self.offline.build_all(models, nms_models, sized, evaluation)
         self.notes.append(f"CPU timings ({', '.join(self.families)}) are measured side by side in one run on "
                           "this host's CPU; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
                           "TensorRT run slower than FP32 in ONNX Runtime on a CPU by design.")
@@ -371,6 +388,7 @@ class Workflow:
             "backends": self.families, "cpu_not_run": self.cpu_not_run,
             "sizes": [z.label for z in r.bench.sizes], "size_not_run": self.sizes.not_run,
             "nms_files": self.nms_files, "nms": r.nms.model_dump() if r.nms else None,
+            "engines": self.offline.cells,
             "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": "manifest.json",
         })
         self.ex.rd.record("run", "run.json", "run", kind="result")

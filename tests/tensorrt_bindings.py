@@ -46,7 +46,12 @@ RETURNS = {
 PARAM_TYPES = {"engine": "ICudaEngine"}
 #: getattr(trt.<Enum>, ...) takes its member names from these EnginePlan fields
 PLAN_NAMES = {"BuilderFlag": ("flags_on", "flags_off"), "NetworkDefinitionCreationFlag": ("network_flags",),
-              "HardwareCompatibilityLevel": ("hardware_compatibility",)}
+              "HardwareCompatibilityLevel": ("hardware_compatibility",), "ComputeCapability": ("compute_capabilities",)}
+#: names only one flavour has, reached only through a plan field only that flavour's plans fill
+#: (TensorRT-RTX's compute-capability targets: ``plan.compute_capabilities`` is empty on TensorRT 10/11,
+#: which tests/test_tensorrt_api_check.py checks against every plan)
+FLAVOUR_ONLY = {("", "ComputeCapability"): "tensorrt_rtx", ("IBuilderConfig", "num_compute_capabilities"): "tensorrt_rtx",
+                ("IBuilderConfig", "set_compute_capability"): "tensorrt_rtx"}
 MODULE = "<module>"
 
 
@@ -259,11 +264,13 @@ def collect_uses(path: Path = API_MODULE) -> list[Use]:
     return sorted(set(w.uses), key=lambda u: (u.line, u.cls, u.name or "", u.how))
 
 
-def problems(api: Api, uses: list[Use], plan_names: dict[str, set[str]]) -> list[str]:
+def problems(api: Api, uses: list[Use], plan_names: dict[str, set[str]], flavour: str = "tensorrt") -> list[str]:
     """What ``uses`` (and the names the plans pass) need that ``api`` lacks, one line each."""
     out = []
-    where = f"TensorRT {api.version}"
+    where = f"{'TensorRT-RTX' if flavour == 'tensorrt_rtx' else 'TensorRT'} {api.version}"
     for u in uses:
+        if FLAVOUR_ONLY.get((u.cls, u.name or ""), flavour) != flavour:
+            continue
         label = f"{'tensorrt' if u.cls == '' else u.cls}.{u.name} (tensorrt_api.py:{u.line})"
         if u.how == "dynamic":
             if u.cls not in PLAN_NAMES:
@@ -289,3 +296,33 @@ def problems(api: Api, uses: list[Use], plan_names: dict[str, set[str]]) -> list
         if api.kind(cls, name) is None or api.kind("", ret) != "class":
             out.append(f"{where} has no {cls or 'tensorrt'}.{name} returning {ret} (tests/tensorrt_bindings.RETURNS)")
     return out
+
+
+def live_api(module) -> Api:
+    """The Python API of an installed module (TensorRT-RTX's real bindings), read by introspection:
+    classes and enums with their methods, properties (settable or not) and enum values."""
+    import enum
+    import inspect
+
+    api = Api(str(getattr(module, "__version__", "?")))
+    for name, obj in vars(module).items():
+        if name.startswith("_"):
+            continue
+        if inspect.isclass(obj):
+            is_enum = hasattr(obj, "__members__") or issubclass(obj, enum.Enum)
+            api.module[name] = "enum" if is_enum else "class"
+            members = api.members.setdefault(name, {})
+            for m in getattr(obj, "__members__", {}):
+                members[m] = "value"
+            for m, attr in inspect.getmembers(obj):
+                if m.startswith("__") and m != "__init__" or m in members:
+                    continue
+                if isinstance(attr, property):
+                    members[m] = "property" if attr.fset is not None else "readonly"
+                elif callable(attr):
+                    members[m] = "init" if m == "__init__" else "method"
+                else:
+                    members[m] = "value"
+        elif callable(obj):
+            api.module[name] = "function"
+    return api

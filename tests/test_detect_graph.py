@@ -3,6 +3,7 @@ the NumPy reference ``detect_ops.decode``."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,9 +14,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from optim.errors import InputError, ModelError
-from optim.tasks.detect_graph import OUTPUTS, raw_output, with_nms
+from optim.tasks.detect_graph import FORMS, METADATA_KEY, OUTPUTS, raw_output, with_nms
 from optim.tasks.detect_ops import decode
 from tests.conftest import REPO
+
+forms = pytest.mark.parametrize("form", FORMS)  # "ops" (the default) and "nms_op"
 
 
 def identity_model(channels: int, anchors, *, dtype=TensorProto.FLOAT, opset: int = 17,
@@ -62,9 +65,11 @@ def raw_scene(rng, n: int, nc: int, anchors: int, empty: tuple[int, ...] = ()) -
     return x
 
 
-def assert_matches_decode(out: dict, raw: np.ndarray, conf: float, iou: float, max_det: int) -> list[int]:
-    """The graph's outputs equal decode() image by image; returns the kept counts."""
-    ref = decode(raw, conf, iou, max_det)
+def assert_matches_decode(out: dict, raw: np.ndarray, conf: float, iou: float, max_det: int,
+                          max_nms: int | None = None) -> list[int]:
+    """The graph's outputs equal decode() (keeping ``max_nms`` candidates, default its own cap)
+    image by image; returns the kept counts."""
+    ref = decode(raw, conf, iou, max_det) if max_nms is None else decode(raw, conf, iou, max_det, max_nms=max_nms)
     n = len(raw)
     assert out["num_dets"].shape == (n, 1) and out["num_dets"].dtype == np.int32
     assert out["det_boxes"].shape == (n, max_det, 4) and out["det_boxes"].dtype == np.float32
@@ -77,7 +82,7 @@ def assert_matches_decode(out: dict, raw: np.ndarray, conf: float, iou: float, m
         np.testing.assert_allclose(out["det_boxes"][i, :k], d.boxes, atol=1e-4, rtol=0)
         np.testing.assert_array_equal(out["det_scores"][i, :k], d.scores)
         np.testing.assert_array_equal(out["det_classes"][i, :k], d.classes)
-        assert np.all(np.diff(out["det_scores"][i, :k]) < 0)  # best first
+        assert np.all(np.diff(out["det_scores"][i, :k]) <= 0)  # best first (equal scores: see the cap test)
         for name in OUTPUTS[1:]:
             assert not out[name][i, k:].any(), f"{name}: padding rows of image {i} are not zero"
         counts.append(k)
@@ -89,10 +94,11 @@ def assert_matches_decode(out: dict, raw: np.ndarray, conf: float, iou: float, m
     (300, 7, 0.7),     # more kept boxes than max_det: the best 7
     (40, 100, 0.45),   # fewer anchors than max_det: the padded TopK path
 ])
-def test_graph_matches_decode_on_raw_outputs(anchors, max_det, iou):
+@forms
+def test_graph_matches_decode_on_raw_outputs(anchors, max_det, iou, form):
     nc, conf = 4, 0.25
     raw = raw_scene(np.random.default_rng(anchors + max_det), 3, nc, anchors, empty=(1,))
-    m = with_nms(identity_model(4 + nc, anchors), max_det=max_det, conf=conf, iou=iou)
+    m = with_nms(identity_model(4 + nc, anchors), max_det=max_det, conf=conf, iou=iou, form=form)
     out = run(m, {"raw": raw})
     assert list(out) == list(OUTPUTS)  # raw output dropped by default
     counts = assert_matches_decode(out, raw, conf, iou, max_det)
@@ -106,11 +112,13 @@ def test_graph_matches_decode_on_raw_outputs(anchors, max_det, iou):
 
 
 @pytest.mark.parametrize("channels", [7, "channels"])
-def test_symbolic_anchors_and_dynamic_batch(channels):
+@forms
+def test_symbolic_anchors_and_dynamic_batch(channels, form):
     """Symbolic anchor (and class) axes, read at run time, and batch sizes 1 and 5 in one session."""
     nc = 3
-    m = with_nms(identity_model(channels, "anchors"), max_det=20, conf=0.3, iou=0.6)
-    assert ("Range" in {n.op_type for n in m.graph.node}) == (channels == "channels")
+    m = with_nms(identity_model(channels, "anchors"), max_det=20, conf=0.3, iou=0.6, form=form)
+    if form == "nms_op":  # the class ids 0 .. nc-1 it needs come from the scores' shape
+        assert ("Range" in {n.op_type for n in m.graph.node}) == (channels == "channels")
     assert [d.dim_param for d in m.graph.output[1].type.tensor_type.shape.dim[:1]] == ["batch"]
     s = session(m)
     for n, a in ((1, 8), (5, 64)):
@@ -119,14 +127,15 @@ def test_symbolic_anchors_and_dynamic_batch(channels):
         assert sum(assert_matches_decode(out, raw, 0.3, 0.6, 20)) > 0
 
 
-def test_nms_is_class_aware():
+@forms
+def test_nms_is_class_aware(form):
     """Identical boxes: of one class only the best survives; of another class it is kept."""
     a = 8  # anchors 4.. are empty (scores 0)
     raw = np.zeros((1, 6, a), np.float32)
     raw[0, :4] = np.array([[50, 50, 20, 20]] * 3 + [[120, 120, 10, 10]] * 5, np.float32).T
     raw[0, 4, :4] = [0.9, 0.8, 0.1, 0.1]  # class 0
     raw[0, 5, :4] = [0.1, 0.2, 0.7, 0.2]  # class 1: anchor 2 coincides with anchors 0 and 1
-    out = run(with_nms(identity_model(6, a), max_det=10, conf=0.25, iou=0.5), {"raw": raw})
+    out = run(with_nms(identity_model(6, a), max_det=10, conf=0.25, iou=0.5, form=form), {"raw": raw})
     assert int(out["num_dets"][0, 0]) == 2
     np.testing.assert_array_equal(out["det_scores"][0, :2], np.array([0.9, 0.7], np.float32))
     np.testing.assert_array_equal(out["det_classes"][0, :2], [0, 1])
@@ -134,12 +143,80 @@ def test_nms_is_class_aware():
     assert_matches_decode(out, raw, 0.25, 0.5, 10)
 
 
-def test_fp16_output_keep_raw_and_other_outputs_kept():
+@forms
+def test_suppression_chain_is_followed_to_its_end(form):
+    """Boxes in a row, each overlapping only its neighbours, scores falling along the row: greedy
+    NMS keeps every other box. Box i is kept only once box i - 1 is known to be dropped, so a
+    fixed number of suppression rounds short of the chain's length would keep the wrong ones."""
+    a = 300
+    raw = np.zeros((1, 5, a), np.float32)
+    raw[0, 0], raw[0, 1], raw[0, 2:4] = 100 + 6 * np.arange(a), 50, 10  # neighbours' IoU 40 / 160 = 0.25
+    raw[0, 4] = np.linspace(0.9, 0.3, a)
+    out = run(with_nms(identity_model(5, a), max_det=a, conf=0.25, iou=0.2, form=form), {"raw": raw})
+    assert assert_matches_decode(out, raw, 0.25, 0.2, a) == [a // 2]
+    np.testing.assert_array_equal(out["det_boxes"][0, : a // 2, 0], raw[0, 0, ::2] - 5)
+
+
+def test_candidate_cap_and_equal_scores():
+    """Form ops keeps the ``max_candidates`` best boxes above conf (equal scores: lower anchor
+    first), as decode does with the same cap; here every box is above conf, with many equal
+    scores (near 0.5, like a randomly initialised detector's)."""
+    rng = np.random.default_rng(11)
+    a, nc = 3000, 3
+    raw = np.zeros((2, 4 + nc, a), np.float32)
+    raw[:, 0:2], raw[:, 2:4] = rng.uniform(0, 640, (2, 2, a)), rng.uniform(10, 80, (2, 2, a))
+    raw[:, 4:] = np.round(0.5 + rng.normal(0, 0.02, (2, nc, a)), 2)  # about 20 distinct values
+    for cap, max_det in ((64, 100), (1024, 1000)):
+        m = with_nms(identity_model(4 + nc, a), max_det=max_det, conf=0.25, iou=0.5, max_candidates=cap)
+        assert json.loads(onnx_meta(m))["max_candidates"] == cap
+        out = run(m, {"raw": raw})
+        counts = assert_matches_decode(out, raw, 0.25, 0.5, max_det, max_nms=cap)
+        uncapped = [len(d) for d in decode(raw, 0.25, 0.5, max_det)]
+        assert all(0 < c < u for c, u in zip(counts, uncapped))  # the cap changed the result
+
+
+def test_stage_verify_uses_the_graphs_candidate_cap(tmp_path):
+    """The nms stage checks a form-ops file against decode with the same cap: a file made with
+    another cap than the settings say is refused (more boxes above conf than the file's cap)."""
+    from optim.settings import NmsSettings
+    from optim.stages.nms import verify
+
+    raw = raw_scene(np.random.default_rng(2), 2, 4, 400)
+    src, capped = tmp_path / "raw.onnx", tmp_path / "nms.onnx"
+    onnx.save(identity_model(8, 400), str(src))
+    s = NmsSettings(max_det=100, conf=0.05, iou=0.5, max_candidates=48)
+    assert NmsSettings().form == "ops" and NmsSettings().max_candidates == 1024
+    onnx.save(with_nms(onnx.load(str(src)), max_det=100, conf=0.05, iou=0.5, max_candidates=48), str(capped))
+    assert 0 < verify(src, capped, raw, s) <= 2 * 48
+    with pytest.raises(ModelError, match="in-graph NMS kept"):
+        verify(src, capped, raw, s.model_copy(update={"max_candidates": 1024}))
+
+
+def onnx_meta(m: onnx.ModelProto) -> str:
+    return next(p.value for p in m.metadata_props if p.key == METADATA_KEY)
+
+
+def test_form_is_recorded_and_default_is_ops():
+    m = identity_model(14, 525)
+    ops, nms_op = with_nms(m), with_nms(m, form="nms_op")
+    assert "Loop" in {n.op_type for n in ops.graph.node}
+    assert "NonMaxSuppression" not in {n.op_type for n in ops.graph.node}
+    assert "NonMaxSuppression" in {n.op_type for n in nms_op.graph.node}
+    meta, meta_op = json.loads(onnx_meta(ops)), json.loads(onnx_meta(nms_op))
+    assert (meta["form"], meta["max_candidates"], meta["candidates"]) == ("ops", 1024, 525)
+    assert "TensorRT-RTX" in meta["builders"] and "not TensorRT-RTX" in meta_op["builders"]
+    assert (meta_op["form"], meta_op["max_candidates"]) == ("nms_op", None)
+    assert json.loads(onnx_meta(with_nms(identity_model(14, 2000), max_candidates=300)))["candidates"] == 300
+    onnx.checker.check_model(ops, full_check=True)
+
+
+@forms
+def test_fp16_output_keep_raw_and_other_outputs_kept(form):
     nc, a = 2, 50
     m16 = identity_model(4 + nc, a, dtype=TensorProto.FLOAT16)
     m16.graph.node.append(helper.make_node("Identity", ["raw"], ["extra"]))
     m16.graph.output.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT16, ["batch", 4 + nc, a]))
-    m = with_nms(m16, max_det=30, keep_raw=True)
+    m = with_nms(m16, max_det=30, keep_raw=True, form=form)
     onnx.checker.check_model(m, full_check=True)
     raw = raw_scene(np.random.default_rng(3), 2, nc, a).astype(np.float16)
     out = run(m, {"raw": raw})
@@ -162,7 +239,8 @@ def test_refuses_what_is_not_a_raw_detection_output(model, fragment):
 
 def test_refuses_bad_parameters_and_double_nms():
     m = identity_model(14, 525)
-    for kw in ({"max_det": 0}, {"max_det": 5000}, {"conf": 1.0}, {"conf": -0.1}, {"iou": 1.5}):
+    for kw in ({"max_det": 0}, {"max_det": 5000}, {"conf": 1.0}, {"conf": -0.1}, {"iou": 1.5}, {"form": "efficient"},
+               {"max_candidates": 0}, {"max_candidates": 5000}):
         with pytest.raises(InputError):
             with_nms(m, **kw)
     with pytest.raises(ModelError, match="no output 'boxes'"):
@@ -188,11 +266,12 @@ def detector_onnx(tmp_path_factory):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_bundled_detector_with_nms_matches_decode(detector_onnx, batch):
+@forms
+def test_bundled_detector_with_nms_matches_decode(detector_onnx, batch, form):
     from optim.data.scenes import make_scenes
 
     conf, iou, max_det = 0.25, 0.7, 100
-    m = with_nms(onnx.load(str(detector_onnx)), max_det=max_det, conf=conf, iou=iou, keep_raw=True)
+    m = with_nms(onnx.load(str(detector_onnx)), max_det=max_det, conf=conf, iou=iou, keep_raw=True, form=form)
     onnx.checker.check_model(m, full_check=True)
     assert [o.name for o in m.graph.output] == [*OUTPUTS, "output0"]
     images = make_scenes("eval", 4).images[:batch]

@@ -171,6 +171,18 @@ def test_run_times_every_entry_at_the_other_size(tmp_path):
     nms_model = onnx.load(root / run_info["nms_files"]["int8-onnxruntime"])
     assert [o.name for o in nms_model.graph.output] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
     assert "decode + NMS in the graph" in md
+    # TensorRT-RTX (where installed) builds every TensorRT entry, its NMS deployable, and both at 128
+    from optim.backends.tensorrt_api import installed_version
+
+    rtx = run_info["engines"]["rtx"]
+    if installed_version("tensorrt_rtx")[0] is not None:
+        for t in ("fp32", "fp16"):
+            for name in (f"{t}.rtx", f"{t}.nms.rtx", f"{t}.rtx@128", f"{t}.nms.rtx@128"):
+                assert rtx[name].startswith("built (RTX "), (name, rtx)
+        assert (root / "sizes" / "128" / "model.fp16.nms.rtx.plan").is_file()
+        assert (root / "sizes" / "128" / "model.fp16.nms.onnx").is_file()  # the NMS file made at that size
+        assert rtx["int8-onnxruntime.rtx"].startswith("not built: placed for ONNX Runtime")
+        assert "- `fp16.nms.rtx@128`: built (RTX " in md
     # Triton gets the NMS models where the run has them (--raw: the raw-output ones)
     from optim.deploy.triton import Options, plan_repository
     from optim.errors import InputError

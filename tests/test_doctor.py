@@ -16,14 +16,14 @@ CPU = ["AzureExecutionProvider", "CPUExecutionProvider"]
 
 def _cpu_box() -> Machine:
     return Machine(python="3.11.7", packages={**BASE, "onnxruntime": "1.24.4"}, ort_providers=CPU,
-                   tensorrt_error="No module named 'tensorrt'", torch_cuda="13.0", cuda_error="torch sees no CUDA device",
-                   nvcc="13.0 (/usr/local/bin/nvcc)")
+                   tensorrt_error="No module named 'tensorrt'", tensorrt_rtx="1.7.1.116", torch_cuda="13.0",
+                   cuda_error="torch sees no CUDA device", nvcc="13.0 (/usr/local/bin/nvcc)")
 
 
 def _h100_box() -> Machine:
     return Machine(python="3.11.7", packages={**BASE, "onnxruntime-gpu": "1.24.4", "tensorrt-cu13": "10.16.1.11"},
                    ort_providers=["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-                   tensorrt="10.16.1.11", torch_cuda="13.0", gpus=[Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0), 81559)],
+                   tensorrt="10.16.1.11", tensorrt_rtx="1.7.1.116", torch_cuda="13.0", gpus=[Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0), 81559)],
                    driver="580.65.06", nvcc="13.0 (/usr/local/cuda/bin/nvcc)")
 
 
@@ -38,8 +38,20 @@ def test_cpu_machine_runs_cpu_stages_and_says_how_to_get_tensorrt():
     assert not build.ok and "TensorRT is not importable" in build.why and "scripts/setup_gpu.sh" in build.why
     assert "no CUDA GPU" in rows["bench --backend ort-cuda"].why
     text = render(_cpu_box(), H100)
-    assert "CPU stages only; build and GPU bench are skipped" in text
+    assert "CPU stages only; TensorRT-RTX engines for sm86/89/120 are built; H100 build and GPU bench are skipped" in text
     assert "-> bash scripts/setup_gpu.sh" in text  # the install command under the missing piece
+    # TensorRT-RTX builds here without a GPU, and doctor says its engines run only on its GPUs
+    assert rows["build TensorRT-RTX engines for sm86/89/120 (no GPU needed)"].ok
+    assert "1.7.1.116: builds engines on this machine without a GPU; they run only on RTX and workstation GPUs" in text
+
+
+def test_without_tensorrt_rtx_doctor_says_how_to_install_it():
+    m = _cpu_box()
+    m.tensorrt_rtx, m.tensorrt_rtx_error = None, "No module named 'tensorrt_rtx'"
+    row = _by_stage(m)["build TensorRT-RTX engines for sm86/89/120 (no GPU needed)"]
+    assert not row.ok and "pip install tensorrt-rtx-cu12==1.7.1.116" in row.why
+    text = render(m, H100)
+    assert "CPU stages only; H100 build" in text and "-> .venv/bin/pip install tensorrt-rtx-cu12" in text
 
 
 def test_h100_machine_with_tensorrt_runs_everything():

@@ -40,6 +40,33 @@ def test_default_recipe_runs_end_to_end(default_run):
     assert "s in all" in p.stdout.splitlines()[-1]
 
 
+def test_default_recipe_builds_real_tensorrt_rtx_engines(default_run, tmp_path):
+    """TensorRT-RTX (pinned in requirements.txt) builds an engine for every TensorRT entry on this CPU-only
+    machine; the report and run.json say so; `optim deploy rtx` places them, Triton never gets them."""
+    run_dir, p = default_run
+    info = json.loads((run_dir / "run.json").read_text())
+    cells = info["engines"]["rtx"]
+    for t in ("fp32", "int8-tensorrt", "fp8-tensorrt", "fp16", "bf16"):
+        assert cells[f"{t}.rtx"].startswith("built (RTX 1.7.1.116, sm"), cells
+        assert (run_dir / f"model.{t}.rtx.plan").stat().st_size > 100_000
+        man = json.loads((run_dir / f"model.{t}.rtx.plan.json").read_text())
+        assert man["engine_sha256"] == sha256_file(run_dir / f"model.{t}.rtx.plan")
+    assert "sm89/120" in cells["fp8-tensorrt.rtx"] and "sm86/89/120" in cells["int8-tensorrt.rtx"]
+    assert cells["int8-onnxruntime.rtx"].startswith("not built: placed for ONNX Runtime on CPU")
+    assert "RTX engines: 5 built" in p.stdout
+    md = (run_dir / "report.md").read_text()
+    assert "| RTX engine |" in md and "## RTX engines (built here without a GPU" in md
+    rows = {r["tag"]: r for r in json.loads((run_dir / "report.json").read_text())["rows"] if r["primary"]}
+    assert rows["fp16"]["engines"]["rtx"] == cells["fp16.rtx"] and rows["fp16"]["gpu_method"].startswith("not run")
+    d = optim("deploy", "rtx", run_dir, "-o", tmp_path / "rtx")
+    assert d.returncode == 0, d.stderr
+    readme = (tmp_path / "rtx" / "README.md").read_text()
+    assert readme.count(".rtx.plan` (recipe size)") == 5 and "| fp8 | sm89/120 |" in readme
+    t = optim("deploy", "triton", run_dir, "-o", tmp_path / "triton")
+    assert t.returncode == 0, t.stderr
+    assert ".rtx.plan" not in (tmp_path / "triton" / "deploy.json").read_text()
+
+
 def test_manifest_hashes_match_files(default_run):
     run_dir, _ = default_run
     m = json.loads((run_dir / "manifest.json").read_text())
@@ -107,10 +134,11 @@ def test_rerun_reuses_every_stage(default_run):
     t0 = time.perf_counter()
     p = optim("run", "recipes/fashion_resnet.yaml", "--out-root", run_dir.parent, *REDUCED)
     assert p.returncode == 0, p.stderr[-2000:]
-    # export, quantize, tune, calibration study, then check and bench on each CPU backend
+    # export, quantize, tune, calibration study, check and bench on each CPU backend, the 5 RTX engines
     from optim.backends import cpu
 
-    assert p.stderr.count("cached ") == 1 + 5 + 3 + 1 + (9 + 9) * len(cpu.installed())
+    assert p.stderr.count("cached ") == 1 + 5 + 3 + 1 + (9 + 9) * len(cpu.installed()) + 5
+    assert p.stderr.count("cached build ") == 5 and "done build" not in p.stderr
     assert "done quantize" not in p.stderr
     assert time.perf_counter() - t0 < 60
 

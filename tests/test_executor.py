@@ -17,6 +17,7 @@ import yaml
 
 from optim.artifacts import Artifact, Data
 from optim.executor import Executor
+from optim.backends.tensorrt_api import installed_version
 from optim.recipe import load_recipe
 from optim.workflow import Workflow
 
@@ -37,13 +38,16 @@ TINY = {
 }
 BENCH = {"bench/fp32", "bench/int8-tensorrt", "bench/fp16"}
 CHECK = {"check/fp32", "check/int8-tensorrt", "check/fp16"}
-INT8 = {"int8-tensorrt", "tune/int8-tensorrt", "check/int8-tensorrt"}
-EVERYTHING = {"fp32", "int8-tensorrt", "fp16", "tune/int8-tensorrt", "study/calibration"} | CHECK | BENCH
+#: TensorRT-RTX engines (built without a GPU wherever tensorrt-rtx is installed), keyed like any stage
+RTX = {"fp32.rtx", "int8-tensorrt.rtx", "fp16.rtx"} if installed_version("tensorrt_rtx")[0] else set()
+INT8 = {"int8-tensorrt", "tune/int8-tensorrt", "check/int8-tensorrt"} | (RTX & {"int8-tensorrt.rtx"})
+EVERYTHING = {"fp32", "int8-tensorrt", "fp16", "tune/int8-tensorrt", "study/calibration"} | CHECK | BENCH | RTX
 
 # (recipe key path, new value, outputs that must be made again); benches are measured side
 # by side, so any bench that reruns makes every bench rerun
 CASES = [
-    ("export.simplify", False, EVERYTHING),
+    # (the fp16 and int8 files it remakes come out byte for byte the same: their engines are reused)
+    ("export.simplify", False, EVERYTHING - (RTX - {"fp32.rtx"})),
     # keys hash contents: an export setting that leaves the file as it was reruns the export only
     ("export.verify_batches", [1, 3], {"fp32"}),
     ("quantize.method", "entropy", INT8 | BENCH),
@@ -54,6 +58,8 @@ CASES = [
     ("check.batch_size", 8, CHECK),
     ("gates", {"fp16": {"min_cosine": 0.5}}, {"check/fp16"}),
     ("bench.iterations", 3, BENCH),
+    ("build.optimization_level", 5, RTX),  # every engine, nothing else
+    ("build.extra_targets", [], set()),  # no engine is built (nothing to redo)
     # a second CPU backend: its checks and benches, and every bench again (side by side)
     ("backends", ["onnxruntime", "openvino"], BENCH | {n + "@openvino" for n in CHECK | BENCH}),
 ]
@@ -220,13 +226,13 @@ def test_toy_task_and_backend(tmp_path):
         (tmp_path / "run/run.json").write_text(json.dumps({
             "recipe": "toy", "task": "toy-count", "tags": ["fp32", "cand"],
             "files": {"fp32": ref_file.name, "cand": cand_file.name}}))
+        ex.rd.record("run", "run.json", "run", kind="result")  # as the workflow does: the report verifies it
         md = ex.step(report, "report.md", "report.md", [ref, cand], None, kind="report", cache=False).path
         lines = md.read_text().splitlines()
         assert lines[2].startswith("| precision | target | count error | same count % | p50 b2 ms |")
         err = res["accuracy"]["error"]
         assert f"| cand | any | {err:.3f} | 0.0 |" in md.read_text()
         assert "| fp32 | reference | 0.000 | 100.0 |" in md.read_text()
-        ex.rd.record("run", "run.json", "run", kind="result")  # as the workflow does: the report verifies it
         assert "| GPU count error |" in lines[2]
     finally:
         unregister_task("toy-count")

@@ -42,7 +42,7 @@ def _run(recipe_path, monkeypatch, capsys, m: Machine):
     monkeypatch.setattr(machine, "probe", lambda: m)
     Workflow(load_recipe(recipe_path), recipe_path, out_root=recipe_path.parent / "art").run()
     err = capsys.readouterr().err
-    return recipe_path.parent / "art" / "tiny", [ln for ln in err.splitlines() if ln.startswith("skipped build")]
+    return recipe_path.parent / "art" / "tiny", [ln for ln in err.splitlines() if ln.startswith(SKIP_LINE)]
 
 
 def test_no_tensorrt_one_line_and_not_run_rows(tiny_recipe, monkeypatch, capsys):
@@ -61,6 +61,29 @@ def test_no_tensorrt_one_line_and_not_run_rows(tiny_recipe, monkeypatch, capsys)
     assert not list(run.glob("*.plan")) and not (run / "gpu").exists()
     gpu = json.loads((run / "run.json").read_text())["gpu"]
     assert gpu["target"] == "h100" and set(gpu["not_run"]) == {"fp32", "fp16"}
+    # no TensorRT-RTX either (the probe says so): one more line, and the RTX column says why
+    engines = json.loads((run / "run.json").read_text())["engines"]["rtx"]
+    assert set(engines) == {"fp32.rtx", "fp16.rtx"}
+    assert all(c.startswith("not built: TensorRT-RTX is not importable here") for c in engines.values())
+    assert "RTX / workstation GPUs engines: not built: TensorRT-RTX is not importable" in md
+
+
+def test_tensorrt_rtx_builds_every_entry_without_a_gpu(tiny_recipe, monkeypatch, capsys):
+    """A CPU-only machine with TensorRT-RTX (the real one, where installed): both entries get an engine."""
+    from optim.backends.tensorrt_api import installed_version
+
+    version, why = installed_version("tensorrt_rtx")
+    if version is None:
+        pytest.skip(f"TensorRT-RTX is not installed here ({why})")
+    m = Machine(tensorrt_error="No module named 'tensorrt'", tensorrt_rtx=version, cuda_error="no GPU")
+    run, lines = _run(tiny_recipe, monkeypatch, capsys, m)
+    assert len(lines) == 1 and "TensorRT is not importable" in lines[0]  # the H100 build is still skipped
+    engines = json.loads((run / "run.json").read_text())["engines"]["rtx"]
+    assert all(engines[f"{t}.rtx"].startswith(f"built (RTX {version}, sm86/89/120, ") for t in ("fp32", "fp16"))
+    assert (run / "model.fp16.rtx.plan").stat().st_size > 1000
+    rows = {r["tag"]: r for r in json.loads((run / "report.json").read_text())["rows"] if r["primary"]}
+    assert rows["fp16"]["engines"] == {"rtx": engines["fp16.rtx"]}
+    assert rows["fp16"]["gpu_method"].startswith("not run: TensorRT is not importable")  # no GPU numbers
 
 
 def test_tensorrt_without_gpu_says_so(tiny_recipe, monkeypatch, capsys):

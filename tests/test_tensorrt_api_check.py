@@ -46,15 +46,15 @@ def _options(field: str) -> tuple:
     return (False, True) if ann is bool else typing.get_args(ann)
 
 
-def plan_names(major: int) -> dict[str, set[str]]:
-    """Every enum member name any plan for ``major`` hands to TensorRT (``PLAN_NAMES`` fields)."""
+def plan_names(major: int, flavour: str = "tensorrt") -> dict[str, set[str]]:
+    """Every enum member name any plan for ``major`` (of ``flavour``) hands to TensorRT (``PLAN_NAMES`` fields)."""
     prof = profile_for([TensorInfo("x", ("n", 8), 1)], BatchRange())
     out: dict[str, set[str]] = {enum: set() for enum in PLAN_NAMES}
     fields = ("tf32", "version_compatible", "hardware_compatibility")
     for model, want, values in itertools.product(PRECISIONS, (None, *PRECISIONS),
                                                  itertools.product(*map(_options, fields))):
         try:
-            plan = plan_engine(model, want, BuildSettings(**dict(zip(fields, values))), prof, major)
+            plan = plan_engine(model, want, BuildSettings(**dict(zip(fields, values))), prof, major, flavour)
         except OptimError:
             continue
         d = plan.as_dict()
@@ -87,6 +87,29 @@ def test_version_specific_names_reach_tensorrt_only_through_the_plan_of_their_ma
     assert not {("BuilderFlag", f) for f in gone} & static  # never named in code, only by a plan
     assert plan_names(10)["NetworkDefinitionCreationFlag"] == {"STRONGLY_TYPED"}
     assert plan_names(11)["NetworkDefinitionCreationFlag"] == set()  # deprecated there: never set
+
+
+def test_compute_capability_names_reach_only_tensorrt_rtx():
+    """The RTX-only names (tests/tensorrt_bindings.FLAVOUR_ONLY) sit behind plan.compute_capabilities,
+    which no TensorRT 10/11 plan fills: so skipping them in the 10/11 check is sound."""
+    for major in SUPPORTED_MAJORS:
+        assert plan_names(major)["ComputeCapability"] == set()
+    assert plan_names(1, "tensorrt_rtx")["ComputeCapability"] == {"SM86", "SM89", "SM120"}
+    assert plan_names(1, "tensorrt_rtx")["BuilderFlag"] <= {"TF32", "VERSION_COMPATIBLE"}  # no FP16/BF16 flags
+    assert plan_names(1, "tensorrt_rtx")["NetworkDefinitionCreationFlag"] == set()  # always strongly typed
+
+
+def test_every_name_optim_uses_exists_in_the_installed_tensorrt_rtx():
+    """The same check against the real TensorRT-RTX bindings (introspected, not parsed), where installed."""
+    rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed (pip install tensorrt-rtx-cu12)")
+    from tests.tensorrt_bindings import live_api
+
+    api = live_api(rtx)
+    major = int(api.version.split(".")[0])
+    assert problems(api, collect_uses(), plan_names(major, "tensorrt_rtx"), "tensorrt_rtx") == []
+    # the check can fail: a name TensorRT-RTX lacks (it has no FP16 builder flag) is found
+    assert problems(api, collect_uses(), {"BuilderFlag": {"FP16"}}, "tensorrt_rtx") == [
+        f"TensorRT-RTX {api.version} has no BuilderFlag.FP16 (an engine plan for TensorRT {api.version} uses it)"]
 
 
 def test_the_collector_follows_every_object_and_every_dynamic_name():
@@ -195,6 +218,6 @@ def test_only_tensorrt_api_imports_tensorrt():
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(n == "tensorrt" or n.startswith("tensorrt.") for n in names):
+            if any(n in ("tensorrt", "tensorrt_rtx") or n.startswith(("tensorrt.", "tensorrt_rtx.")) for n in names):
                 importers.append(str(path.relative_to(REPO)))
-    assert importers == [str(API_MODULE.relative_to(REPO))]
+    assert set(importers) == {str(API_MODULE.relative_to(REPO))}

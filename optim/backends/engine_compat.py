@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optim.backends.trt_flavour import FLAVOURS, TENSORRT, TENSORRT_RTX
 from optim.errors import InputError
+from optim.install import INSTALL
 from optim.machine import Gpu, Machine, gpu_missing, tensorrt_missing
 
 
@@ -28,14 +30,17 @@ from optim.machine import Gpu, Machine, gpu_missing, tensorrt_missing
 class TargetGpu:
     key: str
     name: str
-    compute_capability: tuple[int, int]
+    compute_capability: tuple[int, int]  # the (first) compute capability its engines run on
+    flavour: str = TENSORRT.key  # which builder makes its engines (optim.backends.trt_flavour)
 
     @property
     def sm(self) -> str:
-        return f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
+        fl = FLAVOURS[self.flavour]
+        return fl.sms or f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
 
 
-TARGETS = {"h100": TargetGpu("h100", "H100", (9, 0))}
+TARGETS = {"h100": TargetGpu("h100", "H100", (9, 0)),
+           "rtx": TargetGpu("rtx", "RTX / workstation GPUs", (8, 6), TENSORRT_RTX.key)}
 AMPERE = (8, 0)
 
 # -- TensorRT majors -------------------------------------------------------------------------
@@ -61,8 +66,12 @@ def tensorrt_major(version: str | int) -> int:
     return int(head)
 
 
-def major_implies(major: int) -> str:
-    """One line: what building with this TensorRT major means for optim."""
+def major_implies(major: int, flavour: str = TENSORRT.key) -> str:
+    """One line: what building with this TensorRT major (of ``flavour``) means for optim."""
+    if flavour == TENSORRT_RTX.key:
+        return (f"{TENSORRT_RTX.label} {major}: every network strongly typed (precision from the ONNX types), "
+                f"built ahead of time without a GPU for {TENSORRT_RTX.sms}; its engines run on "
+                f"{TENSORRT_RTX.runs_on}")
     if major in _IMPLIES:
         return _IMPLIES[major]
     return f"TensorRT {major}: not supported by optim (it supports {unsupported_hint()})"
@@ -107,6 +116,11 @@ def target_problem(t: TargetGpu, gpu: Gpu, hardware_compatibility: str) -> str |
 
 def build_blocker(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> str | None:
     """The one reason engines for ``t`` cannot be built here, or None."""
+    if t.flavour == TENSORRT_RTX.key:  # builds on any machine where it imports
+        if m.tensorrt_rtx is None:
+            return (f"{TENSORRT_RTX.label} is not importable here ({m.tensorrt_rtx_error or 'not installed'}); "
+                    f"install: {INSTALL['tensorrt_rtx']}")
+        return None
     return (tensorrt_missing(m) or tensorrt_unsupported(m) or gpu_missing(m)
             or target_problem(t, m.gpu, hardware_compatibility))  # type: ignore[arg-type]
 
@@ -117,6 +131,11 @@ def _version(v: str) -> tuple[int, ...]:
 
 def engine_problem(manifest: dict[str, Any], tensorrt_here: str, gpu: Gpu) -> str | None:
     """Why an engine with this manifest must not run with this TensorRT on this GPU (None: it may)."""
+    flavour = manifest.get("flavour", TENSORRT.key)
+    if flavour != TENSORRT.key:
+        fl = FLAVOURS.get(flavour)
+        return (f"engine was built by {fl.label if fl else flavour} for {fl.sms if fl else '?'}; it runs with that "
+                f"runtime on {fl.runs_on if fl else 'its GPUs'}, not with TensorRT {tensorrt_here}")
     plan = manifest.get("plan", {})
     built = str(manifest.get("tensorrt", "?"))
     rebuild = f"rebuild it here: optim build {manifest.get('onnx', 'MODEL.onnx')} --target {manifest.get('target', '?')}"

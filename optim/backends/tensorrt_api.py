@@ -1,11 +1,16 @@
 """The one module that calls TensorRT. Everything else talks to ``TensorRT`` / ``EngineSession``.
 
-The ``tensorrt`` module is passed in (``TensorRT(module)``), so CPU tests inject a
-recording fake; ``TensorRT.load()`` imports the real one or raises BackendUnavailable
-with the install command. Written for the TensorRT 10 and 11 Python APIs: every name
+The ``tensorrt`` module is passed in (``TensorRT(module, flavour)``), so CPU tests inject a
+recording fake; ``TensorRT.load(flavour)`` imports the real one (``tensorrt``, or
+``tensorrt_rtx`` for TensorRT-RTX, which shares these names and builds without a GPU) or
+raises BackendUnavailable with the install command. What the flavours do differently
+(timing cache, compute-capability targets, weak typing) is data in
+``optim.backends.trt_flavour``. Written for the TensorRT 10 and 11 Python APIs: every name
 below exists in both (tests/test_tensorrt_api_check.py collects them from this file's
-code and checks them against both versions' binding sources), except the names that
-an ``EnginePlan`` passes for its major (builder flags, network creation flags):
+code and checks them against both versions' binding sources, and against the installed
+TensorRT-RTX bindings), except the names that an ``EnginePlan`` passes for its major
+(builder flags, network creation flags) and the TensorRT-RTX-only compute-capability
+names, reached only through ``plan.compute_capabilities`` (empty in every TensorRT 10/11 plan):
 
 module ``tensorrt``
     ``__version__``, ``ILogger`` (subclassed; ``ILogger.INTERNAL_ERROR``/``ERROR``/``WARNING``),
@@ -22,9 +27,11 @@ module ``tensorrt``
     ``create_network(flags)``, ``create_builder_config()``, ``create_optimization_profile()``,
     ``build_serialized_network(network, config)`` (returns None on failure)
 ``OnnxParser``
-    ``parse_from_file(path)``, ``num_errors``, ``get_error(i)``
+    ``parse_from_file(path)``, ``num_errors``, ``get_error(i)`` (a ParserError: ``desc()``,
+    ``node_name()``, ``node_operator()``)
 ``IBuilderConfig``
     ``set_flag(f)``, ``clear_flag(f)``, ``set_memory_pool_limit(pool, bytes)``,
+    ``num_compute_capabilities`` and ``set_compute_capability(ComputeCapability.<name>, i)`` (TensorRT-RTX),
     ``builder_optimization_level``, ``hardware_compatibility_level``, ``profiling_verbosity``,
     ``create_timing_cache(bytes)``, ``set_timing_cache(cache, ignore_mismatch)``,
     ``get_timing_cache()``, ``add_optimization_profile(profile)``
@@ -53,26 +60,60 @@ removed them, with every network strongly typed).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from optim.errors import BackendUnavailable, BuildError, ModelError  # noqa: F401  (BuildError re-exported)
+from optim.backends.trt_flavour import FLAVOURS, Flavour
 from optim.install import INSTALL
 
 
-def _import() -> tuple[Any, str]:
+def _import(flavour: str = "tensorrt") -> tuple[Any, str]:
+    if flavour not in FLAVOURS:
+        raise BackendUnavailable(f"unknown TensorRT flavour '{flavour}'; known: {', '.join(FLAVOURS)}")
     try:
-        import tensorrt
+        if flavour == "tensorrt_rtx":
+            import tensorrt_rtx as module
+        else:
+            import tensorrt as module
+        return module, ""
     except Exception as exc:  # a stub wheel fails with OSError deep in its __init__
         return None, (str(exc).strip() or type(exc).__name__).splitlines()[0][:160]
-    return tensorrt, ""
 
 
-def installed_version() -> tuple[str | None, str]:
-    """The importable TensorRT's version, or None and why ``import tensorrt`` fails."""
-    trt, why = _import()
+def installed_version(flavour: str = "tensorrt") -> tuple[str | None, str]:
+    """The importable flavour's version (``tensorrt`` or ``tensorrt_rtx``), or None and why its import fails."""
+    trt, why = _import(flavour)
     return (str(trt.__version__), "") if trt is not None else (None, why)
+
+
+_WHERE = re.compile(r"\s+In \w+ at [/\w].*$")
+_PREFIX = re.compile(r"^\s*(\[[^\]]*\]\s*|[\w:]+:\s+(?=\S)|Error Code \d+:\s*[^(]*\()")
+
+
+def one_line(message: str) -> str:
+    """A TensorRT log or parser message cut to what a user reads: no ``[file::func::line] Error Code N:
+    Kind (`` prefix, no `` In func at /_src/...)`` suffix, no Assertion text, first line only."""
+    first = (message.strip().splitlines() or [""])[0]
+    text = first
+    while _PREFIX.match(text):  # "IBuilder::x: Error Code 1: Myelin ([pass.cpp:1500: run_passes] ..."
+        text = _PREFIX.sub("", text, count=1)
+    text = _WHERE.sub("", text).strip()
+    text = re.sub(r"^Assertion .*? failed\.\s*", "", text)
+    return (text or first)[:300]
+
+
+def parser_error(err: Any) -> str:
+    """One line from an ``OnnxParser`` error: the node, its op and the reason the parser gives."""
+    desc = str(err.desc()) if hasattr(err, "desc") else str(err)
+    node, op = (err.node_name(), err.node_operator()) if hasattr(err, "node_name") else ("", "")
+    reasons = [ln for ln in desc.splitlines() if "Error Code" in ln and "cudaError" not in ln]
+    reason = one_line(reasons[0]) if reasons else one_line(desc)
+    if node and reason.startswith(f"{node}: "):
+        reason = reason[len(node) + 2:]
+    return f"node {node} ({op}): {reason}" if node else reason
 
 
 def _make_logger(trt: Any) -> Any:
@@ -102,19 +143,20 @@ class IOTensor:
 
 
 class TensorRT:
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: Any, flavour: str = "tensorrt") -> None:
         self.trt = module
+        self.flavour: Flavour = FLAVOURS[flavour]
         self.logger = _make_logger(module)
         self._plugins_loaded: set[str] = set()
         self._runtimes: list[Any] = []  # a runtime must outlive the engines it deserialized
 
     @classmethod
-    def load(cls) -> TensorRT:
-        trt, why = _import()
+    def load(cls, flavour: str = "tensorrt") -> TensorRT:
+        trt, why = _import(flavour)
         if trt is None:
-            raise BackendUnavailable(f"TensorRT is not installed here ({why}); on a GPU machine run "
-                                     f"{INSTALL['tensorrt']}")
-        return cls(trt)
+            raise BackendUnavailable(f"{FLAVOURS[flavour].label} is not installed here ({why}); "
+                                     f"install: {INSTALL[flavour]}")
+        return cls(trt, flavour)
 
     @property
     def version(self) -> str:
@@ -164,9 +206,9 @@ class TensorRT:
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):
-            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["unknown parser error"]
+            errors = [parser_error(parser.get_error(i)) for i in range(parser.num_errors)] or ["unknown parser error"]
             more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise BuildError(f"TensorRT cannot parse {onnx_path}: {errors[0].splitlines()[0][:300]}{more}")
+            raise BuildError(f"{self.flavour.label} cannot parse {Path(onnx_path).name}: {errors[0]}{more}")
         config = builder.create_builder_config()
         for name in plan.flags_on:
             config.set_flag(getattr(trt.BuilderFlag, name))
@@ -177,14 +219,18 @@ class TensorRT:
         config.builder_optimization_level = plan.optimization_level
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, plan.hardware_compatibility)
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        for i, cc in enumerate(plan.compute_capabilities):  # TensorRT-RTX: the GPUs the engine is for
+            if i == 0:
+                config.num_compute_capabilities = len(plan.compute_capabilities)
+            config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
         cache_used = False
-        if timing_cache:
+        if timing_cache and self.flavour.timing_cache:
             try:
                 cache = config.create_timing_cache(timing_cache)
                 cache_used = cache is not None and bool(config.set_timing_cache(cache, False))
             except Exception:  # corrupt bytes: a cache is an optimisation, never a reason to fail
                 cache_used = False
-        if not cache_used:  # none yet, or another GPU / TensorRT version wrote it: start a new one
+        if self.flavour.timing_cache and not cache_used:  # none yet, or another GPU / version wrote it
             config.set_timing_cache(config.create_timing_cache(b""), False)
         profile = builder.create_optimization_profile()
         p = plan.profile
@@ -192,8 +238,10 @@ class TensorRT:
         config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
-            raise BuildError(f"TensorRT could not build {onnx_path}: {self._last_error('no engine returned')}")
-        return bytes(serialized), bytes(config.get_timing_cache().serialize()), cache_used
+            raise BuildError(f"{self.flavour.label} could not build {Path(onnx_path).name}: "
+                             f"{one_line(self._last_error('no engine returned'))}")
+        cache_out = bytes(config.get_timing_cache().serialize()) if self.flavour.timing_cache else b""
+        return bytes(serialized), cache_out, cache_used
 
     def deserialize(self, data: bytes, *, host_code: bool = False, what: str = "engine") -> Any:
         runtime = self.trt.Runtime(self.logger)

@@ -58,6 +58,23 @@ def triton_cmd(
     deploy_triton(run_dir, out, opts, force=force, wait=not no_wait)
 
 
+@deploy_app.command("rtx")
+def rtx_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. artifacts/NAME.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The folder to write the engines to.")],
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists and is not empty.")] = False,
+) -> None:
+    """Copy the run's TensorRT-RTX engines (RTX/workstation GPUs) with their manifests and a README."""
+    from rich.markup import escape
+
+    from optim.console import info
+    from optim.deploy.rtx import deploy_rtx
+
+    index = deploy_rtx(run_dir, out, force=force)
+    info(escape(f"wrote {out} ({len(index['engines'])} TensorRT-RTX engines with their manifests); which GPUs each "
+                f"runs on: {out / 'README.md'}"))
+
+
 @ci_app.command("github")
 def github_cmd(
     recipes: Annotated[list[Path], typer.Argument(help="Recipe YAML files (one model each).")],

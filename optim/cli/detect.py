@@ -21,13 +21,16 @@ def register(app: typer.Typer) -> None:
         iou: Annotated[float, typer.Option("--iou", help="NMS IoU threshold: a box overlapping a kept box of its class by more is dropped.")] = 0.7,
         output_name: Annotated[str | None, typer.Option("--output-name", help="The raw detection output (default: the first output).")] = None,
         keep_raw: Annotated[bool, typer.Option("--keep-raw", help="Keep the raw output as well (after the four NMS outputs).")] = False,
+        form: Annotated[str, typer.Option("--form", help="ops: exact greedy NMS in plain ops (TensorRT-RTX builds it); nms_op: the ONNX NonMaxSuppression op (TensorRT 10/11 only).")] = "ops",
+        max_candidates: Annotated[int, typer.Option("--max-candidates", help="--form ops: the best anchors above conf that NMS considers (1..3840).")] = 1024,
     ) -> None:
         """Append decode + class-aware NMS to a detector's ONNX graph.
 
         Outputs num_dets [N, 1] int32, det_boxes [N, max-det, 4] (x1, y1, x2, y2 in input
         pixels), det_scores [N, max-det] and det_classes [N, max-det] int32, the layout of
         TensorRT's EfficientNMS; rows past num_dets are zero. Standard ONNX ops only, so
-        ONNX Runtime and TensorRT both run the file. The raw output is dropped unless --keep-raw."""
+        ONNX Runtime and TensorRT (--form ops: TensorRT-RTX too) take the file. The raw output is
+        dropped unless --keep-raw."""
         import onnx
 
         from optim.artifacts import atomic_path, check_output_file, stage_writes
@@ -35,10 +38,11 @@ def register(app: typer.Typer) -> None:
         from optim.tasks.detect_graph import OUTPUTS, check_params, raw_output, with_nms
 
         check_output_file(out, "OUT")
-        check_params(max_det, conf, iou)
+        check_params(max_det, conf, iou, form=form, max_candidates=max_candidates)
         m = load_onnx(model)
         raw = raw_output(m, output_name)
-        new = with_nms(m, max_det=max_det, conf=conf, iou=iou, output=output_name, keep_raw=keep_raw)
+        new = with_nms(m, max_det=max_det, conf=conf, iou=iou, output=output_name, keep_raw=keep_raw, form=form,
+                       max_candidates=max_candidates)
         with stage_writes("add-nms"), atomic_path(out) as tmp:
             onnx.save(new, str(tmp))
             try:
@@ -50,4 +54,5 @@ def register(app: typer.Typer) -> None:
         layout = f"[N, {raw.classes + 4}, {anchors}] ({raw.classes} classes)" if raw.classes is not None \
             else f"[N, 4 + classes, {anchors}]"
         info(f"wrote {out}: NMS after {raw.name!r} {layout} -> "
-             f"{', '.join(OUTPUTS)}{' + raw' if keep_raw else ''}; max-det {max_det}, conf {conf:g}, iou {iou:g}")
+             f"{', '.join(OUTPUTS)}{' + raw' if keep_raw else ''}; max-det {max_det}, conf {conf:g}, iou {iou:g}; "
+             f"form {form}" + (f" (up to {max_candidates} candidates)" if form == "ops" else " (not TensorRT-RTX)"))

@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def build(
         onnx_path: Annotated[Path, typer.Argument(metavar="ONNX", help="ONNX model: FP32, INT8/FP8 Q/DQ or FP16/BF16 AutoCast.")],
-        target: Annotated[str, typer.Option(help="Target GPU.")] = "h100",
+        target: Annotated[str, typer.Option(help="Target GPU: h100 (TensorRT, on an H100) or rtx (TensorRT-RTX, sm86/89/120, built without a GPU).")] = "h100",
         output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Engine file (default: beside the ONNX, .TARGET.plan).")] = None,
         precision: Annotated[Optional[str], typer.Option(help="FP32 ONNX only: fp16 or bf16 by builder flag (weakly typed; TensorRT 10 only, 11 removed the flags: build the AutoCast ONNX instead). Other models take theirs from the graph.")] = None,
         batch: Annotated[Optional[str], typer.Option(help="Optimization profile batch sizes min,opt,max (default 1,1,256).")] = None,
@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         timing_cache: Annotated[Optional[Path], typer.Option(help="Timing cache file (default: timing.cache beside the engine).")] = None,
         recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Take the build settings and batch range from this recipe.")] = None,
     ) -> None:
-        """Build a TensorRT engine (.plan) for the target GPU, with its manifest and per-layer JSON."""
+        """Build a TensorRT engine (.plan) for the target GPU, with its manifest (and per-layer JSON where a GPU loads it)."""
         from pydantic import ValidationError
 
         from optim.artifacts import check_output_file, stage_writes
@@ -65,13 +65,15 @@ def register(app: typer.Typer) -> None:
         m = rep.manifest
         plan, summary = m["plan"], m["layer_summary"]
         typing = "strongly typed" if plan["strongly_typed"] else "builder flags " + "+".join(plan["flags_on"])
-        info(escape(f"wrote {out} ({m['bytes'] / 1024:.1f} KB, {rep.seconds:.1f} s): TensorRT {m['tensorrt']} "
-                    f"(major {m['tensorrt_major']}) on "
-                    f"{m['gpu']['name']}, {plan['precision']} {typing}, profile {plan['profile']['min'][0]}/"
-                    f"{plan['profile']['opt'][0]}/{plan['profile']['max'][0]}"))
-        info(escape(f"layers by input precision: {summary.get('by_input_precision')} ({m['layers']}); manifest "
-                    f"{out.name}.json; timing cache {cache} "
-                    f"({'reused' if (m['timing_cache'] or {}).get('reused') else 'new'})"))
+        where = f"on {m['gpu']['name']}" if m.get("gpu") else f"for {', '.join(m['compute_capabilities'])} (no GPU needed)"
+        info(escape(f"wrote {out} ({m['bytes'] / 1024:.1f} KB, {rep.seconds:.1f} s): {m.get('flavour', 'tensorrt')} "
+                    f"{m['tensorrt']} (major {m['tensorrt_major']}) {where}, {plan['precision']} {typing}, profile "
+                    f"{plan['profile']['min'][0]}/{plan['profile']['opt'][0]}/{plan['profile']['max'][0]}"))
+        cache_note = (f"; timing cache {cache} ({'reused' if (m['timing_cache'] or {}).get('reused') else 'new'})"
+                      if m["timing_cache"] else "")
+        layers = (f"layers by input precision: {summary.get('by_input_precision')} ({m['layers']})" if m["layers"]
+                  else f"layers: {summary.get('note')}")
+        info(escape(f"{layers}; manifest {out.name}.json{cache_note}; runs on {m['runs_on']}"))
         for note in rep.notes:
             info(f"[yellow]note[/]: {escape(note)}")
 

@@ -148,12 +148,20 @@ class Run:
                 if not (self.exclude and self.exclude in p.resolve().parents)]
 
     def engines(self, tag: str) -> list[tuple[str, str]]:
-        """(relative path, manifest name) of each engine built for ``tag``."""
-        recs = [(r.path, r.name) for r in self.manifest.artifacts.values() if r.kind == "engine" and r.tag == tag]
+        """(relative path, manifest name) of each TensorRT engine built for ``tag`` at the recipe's size.
+        TensorRT-RTX plans are left out: Triton's TensorRT backend cannot load them (optim deploy rtx)."""
+        from optim.backends.engine_compat import manifest_path, read_manifest
+
+        def tensorrt(rel: str) -> bool:
+            p = self.root / rel
+            return not manifest_path(p).is_file() or read_manifest(p).get("flavour", "tensorrt") == "tensorrt"
+
+        recs = [(r.path, r.name) for r in self.manifest.artifacts.values() if r.kind == "engine" and r.tag == tag
+                and "/" not in r.path and ".nms." not in r.path and tensorrt(r.path)]
         if recs:
             return sorted(recs)
         return [(p.name, "") for p in sorted(self.root.glob(f"model.{tag}.*.plan"))
-                if "." not in p.name[len(f"model.{tag}."):-len(".plan")]]
+                if "." not in p.name[len(f"model.{tag}."):-len(".plan")] and tensorrt(p.name)]
 
     def unfused(self, rel: str) -> str | None:
         """The model a fused ``*.frames.onnx`` was made from (its parent in the manifest)."""

@@ -34,8 +34,9 @@ import onnx
 
 from optim import __version__
 from optim.artifacts import atomic_path, sha256_file, write_json, write_text
-from optim.backends.engine_compat import (STRONG_TYPING_ONLY, SUPPORTED_MAJORS, major_implies, manifest_path,
-                                         target, target_problem, tensorrt_major, unsupported_hint)
+from optim.backends.engine_compat import (major_implies, manifest_path, target, target_problem, tensorrt_major,
+                                         unsupported_hint)
+from optim.backends.trt_flavour import FLAVOURS, TENSORRT, sms
 from optim.errors import BackendUnavailable, InputError
 from optim.machine import Gpu, Machine, cuda_gpus, driver_version, gpu_missing
 from optim.onnx_tools import TensorInfo, graph_inputs, has_float8, load_onnx, single_input, tensor_types
@@ -68,12 +69,16 @@ class EnginePlan:
     version_compatible: bool
     profile: Profile
     plugins: tuple[str, ...] = ()
-    tensorrt_major: int = SUPPORTED_MAJORS[0]
+    tensorrt_major: int = TENSORRT.supported_majors[0]
+    flavour: str = TENSORRT.key  # optim.backends.trt_flavour: tensorrt or tensorrt_rtx
+    #: ComputeCapability names the builder targets (TensorRT-RTX); empty: the GPU it builds on
+    compute_capabilities: tuple[str, ...] = ()
 
     @property
     def network_flags(self) -> tuple[str, ...]:
-        """NetworkDefinitionCreationFlag names: STRONGLY_TYPED only where the major needs it (10)."""
-        needs_flag = self.strongly_typed and self.tensorrt_major < STRONG_TYPING_ONLY
+        """NetworkDefinitionCreationFlag names: STRONGLY_TYPED only where the flavour and major need it
+        (TensorRT 10; TensorRT 11 and TensorRT-RTX networks are always strongly typed)."""
+        needs_flag = self.strongly_typed and not FLAVOURS[self.flavour].strong_typing_only(self.tensorrt_major)
         return ("STRONGLY_TYPED",) if needs_flag else ()
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,12 +118,18 @@ def profile_for(inputs: list[TensorInfo], batch: BatchRange, sample_shape: tuple
 
 
 def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, profile: Profile,
-                tensorrt: str | int) -> EnginePlan:
+                tensorrt: str | int, flavour: str = TENSORRT.key) -> EnginePlan:
     """How to build a model whose graph computes in ``model_precision`` as a ``requested`` engine,
-    with TensorRT ``tensorrt`` (a version string such as "11.1.0.8", or the major)."""
+    with ``flavour`` (tensorrt, tensorrt_rtx) version ``tensorrt`` (a version string such as
+    "11.1.0.8", or the major)."""
+    fl = FLAVOURS[flavour]
     major = tensorrt_major(tensorrt)
-    if major not in SUPPORTED_MAJORS:
-        raise BackendUnavailable(f"TensorRT {tensorrt} is not supported; optim supports TensorRT {unsupported_hint()}")
+    if major not in fl.supported_majors:
+        if fl is TENSORRT:
+            raise BackendUnavailable(f"TensorRT {tensorrt} is not supported; optim supports TensorRT "
+                                     f"{unsupported_hint()}")
+        raise BackendUnavailable(f"{fl.label} {tensorrt} is not supported; optim supports {fl.label} "
+                                 f"{'/'.join(map(str, fl.supported_majors))}.x ({fl.pip} in requirements.txt)")
     want = requested or model_precision
     on: list[str] = []
     if model_precision != "fp32":
@@ -129,8 +140,9 @@ def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, p
     elif want == "fp32":
         typed = True
     elif want in ("fp16", "bf16"):
-        if major >= STRONG_TYPING_ONLY:
-            raise InputError(f"TensorRT {major} removed the {want.upper()} builder flag (weak typing), so "
+        if fl.strong_typing_only(major):
+            who = f"TensorRT {major} removed the" if fl is TENSORRT else f"{fl.label} has no"
+            raise InputError(f"{who} {want.upper()} builder flag (weak typing), so "
                              f"--precision {want} / build.fp16_bf16: builder_flags cannot build this FP32 model: "
                              f"build the {want.upper()} AutoCast model instead (optim quantize MODEL --precision "
                              f"{want}, then optim build that; in a recipe, build.fp16_bf16: strongly_typed)")
@@ -147,7 +159,8 @@ def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, p
         optimization_level=s.optimization_level,
         workspace_bytes=s.workspace_mib * (1 << 20) if s.workspace_mib else None,
         hardware_compatibility=HW_LEVELS[s.hardware_compatibility], version_compatible=s.version_compatible,
-        profile=profile, plugins=tuple(str(p) for p in s.plugins), tensorrt_major=major,
+        profile=profile, plugins=tuple(str(p) for p in s.plugins), tensorrt_major=major, flavour=fl.key,
+        compute_capabilities=fl.targets_for(want),
     )
 
 
@@ -202,49 +215,69 @@ def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: s
                      batch: BatchRange = BatchRange(), sample_shape: tuple[int, ...] | None = None,
                      precision: str | None = None, timing_cache: Path | None = None,
                      api: Any = None, gpu: Gpu | None = None) -> BuildReport:
-    """Build ``onnx_path`` into the engine ``out`` (plus ``out``.json and the layer JSON beside it)."""
+    """Build ``onnx_path`` into the engine ``out`` (plus ``out``.json and the layer JSON beside it)
+    with the target's flavour: TensorRT on the target GPU, or TensorRT-RTX on any machine."""
     t0 = time.perf_counter()
     onnx_path, out = Path(onnx_path), Path(out)
     model = load_onnx(onnx_path, check=False)
     model_precision = onnx_precision(model)
     profile = profile_for(graph_inputs(model), batch, sample_shape, where=str(onnx_path))
     tgt = target(target_key)
+    fl = FLAVOURS[tgt.flavour]
     if api is None:
         from optim.backends.tensorrt_api import TensorRT
 
-        api = TensorRT.load()
-    plan = plan_engine(model_precision, precision, s, profile, api.version)
+        api = TensorRT.load(fl.key)
+    plan = plan_engine(model_precision, precision, s, profile, api.version, fl.key)
     torch_cuda, found, cuda_error = cuda_gpus()
     gpus = [gpu] if gpu else found
-    if not gpus:
-        raise BackendUnavailable(f"cannot build: {gpu_missing(Machine(cuda_error=cuda_error))}")
-    problem = target_problem(tgt, gpus[0], s.hardware_compatibility)
-    if problem:
-        raise BackendUnavailable(f"cannot build for {tgt.name}: {problem}")
-    cache_in = timing_cache.read_bytes() if timing_cache and s.timing_cache and timing_cache.is_file() else b""
+    if not fl.builds_without_gpu:
+        if not gpus:
+            raise BackendUnavailable(f"cannot build: {gpu_missing(Machine(cuda_error=cuda_error))}")
+        problem = target_problem(tgt, gpus[0], s.hardware_compatibility)
+        if problem:
+            raise BackendUnavailable(f"cannot build for {tgt.name}: {problem}")
+    keep_cache = bool(timing_cache and s.timing_cache and fl.timing_cache)
+    cache_in = timing_cache.read_bytes() if keep_cache and timing_cache.is_file() else b""
+    t_build = time.perf_counter()
     data, cache_out, reused = api.build(onnx_path, plan, cache_in)
-    session = api.session(api.deserialize(data, host_code=plan.version_compatible, what=str(out)))
-    session.set_input_shape(profile.input, profile.opt)
-    layers = session.layer_information()
+    build_seconds = round(time.perf_counter() - t_build, 3)
     layers_path = out.with_name(out.name.removesuffix(".plan") + ".layers.json")
+    if fl.builds_without_gpu:  # loading the engine needs one of the GPUs it is for: no inspector here
+        layers = None
+        summary: dict[str, Any] = {"compute_layers": None, "note": f"not read: the inspector needs the engine "
+                                   f"loaded on one of its GPUs ({sms(plan.compute_capabilities)})"}
+    else:
+        session = api.session(api.deserialize(data, host_code=plan.version_compatible, what=str(out)))
+        session.set_input_shape(profile.input, profile.opt)
+        layers = session.layer_information()
+        summary = layer_summary(layers)
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
-    write_text(layers_path, layers if layers.endswith("\n") else layers + "\n")
-    if timing_cache and s.timing_cache:
+    if layers is not None:
+        write_text(layers_path, layers if layers.endswith("\n") else layers + "\n")
+    if keep_cache:
         with atomic_path(timing_cache) as tmp:
             tmp.write_bytes(cache_out)
-    g = gpus[0]
+    g = gpus[0] if gpus and not fl.builds_without_gpu else None
     manifest = {
         "engine": out.name, "engine_sha256": _sha256(data), "bytes": len(data),
         "onnx": str(onnx_path), "onnx_sha256": sha256_file(onnx_path), "model_precision": model_precision,
-        "target": tgt.key, "tensorrt": api.version, "tensorrt_major": plan.tensorrt_major,
-        "tensorrt_major_implies": major_implies(plan.tensorrt_major),
-        "gpu": {"name": g.name, "compute_capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}"},
+        "target": tgt.key, "flavour": fl.key, "tensorrt": api.version, "tensorrt_major": plan.tensorrt_major,
+        "tensorrt_major_implies": major_implies(plan.tensorrt_major, fl.key),
+        "runs_on": fl.runs_on,
+        "compute_capabilities": [f"{c[2:-1]}.{c[-1]}" for c in plan.compute_capabilities]
+        or ([f"{g.compute_capability[0]}.{g.compute_capability[1]}"] if g else []),
+        "gpu": {"name": g.name, "compute_capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}"}
+        if g else None,
         "cuda": torch_cuda, "driver": driver_version(),
         "settings": s.model_dump(mode="json"), "plan": plan.as_dict(),
+        "profile": {"input": profile.input, "min": list(profile.min), "opt": list(profile.opt),
+                    "max": list(profile.max)},
+        "build_seconds": build_seconds,
         "plugins": [{"path": p, "sha256": sha256_file(Path(p))} for p in plan.plugins],
-        "timing_cache": ({"path": timing_cache.name, "reused": reused} if timing_cache and s.timing_cache else None),
-        "layers": layers_path.name, "layer_summary": layer_summary(layers),
+        "timing_cache": ({"path": timing_cache.name, "reused": reused} if keep_cache else None),
+        "layers": layers_path.name if layers is not None else None, "layer_summary": summary,
         "warnings": api.warnings()[:20], "optim": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -258,12 +291,14 @@ TOOLS = ("tensorrt",)
 
 
 def environment() -> dict[str, Any]:
-    """The GPU an engine is built on and the TensorRT that builds it (an engine is tied to both; the
-    TensorRT wheel is ``tensorrt-cu13``, which the ``tensorrt`` tool version does not see)."""
+    """The GPU an engine is built on and the version of each flavour that may build it (an engine is
+    tied to both; the wheels are ``tensorrt-cu13`` / ``tensorrt-rtx-cu12``, which the ``tensorrt``
+    tool version does not see). The settings' target names the flavour."""
     from optim.backends.tensorrt_api import installed_version
 
     _, gpus, _ = cuda_gpus()
-    return {"gpu": [gpus[0].name, gpus[0].sm] if gpus else None, "tensorrt": installed_version()[0]}
+    return {"gpu": [gpus[0].name, gpus[0].sm] if gpus else None,
+            **{key: installed_version(key)[0] for key in FLAVOURS}}
 
 
 class Settings(Strict):
@@ -280,7 +315,8 @@ def run(inputs: list, settings: Settings, ctx) -> StageOutput:
     """``inputs``: the ONNX model (then the plugin libraries, hashed into the key only).
 
     Writes the engine to ``ctx.out``, its manifest and layer JSON beside it, the build
-    report to ``gpu/build/<tag>.json``, and updates ``timing.cache`` in the run folder."""
+    report to ``gpu/build/<tag>.json`` (``engines/<target>/<name>.json`` for a target built without
+    a GPU), and updates ``timing.cache`` in the run folder (TensorRT only)."""
     from rich.markup import escape
 
     from optim.console import console, info
@@ -292,13 +328,30 @@ def run(inputs: list, settings: Settings, ctx) -> StageOutput:
                                sample_shape=settings.sample_shape, precision=settings.precision,
                                timing_cache=ctx.path("timing.cache"))
     man = rep.manifest
-    info(escape(f"  {name}: TensorRT {man['tensorrt']} on {man['gpu']['name']}, layers by input "
-                f"precision {man['layer_summary'].get('by_input_precision')}"))
+    info(escape(f"  {name}: {engine_cell(man)}"))
     stem = ctx.out.name.removesuffix(".plan")
     ctx.side(f"{name}.manifest", f"{stem}.plan.json")
-    ctx.side(f"{name}.layers", f"{stem}.layers.json")
+    if man.get("layers"):
+        ctx.side(f"{name}.layers", f"{stem}.layers.json")
     tag = src.tag or name
-    write_json(ctx.side(f"gpu/build/{tag}", f"gpu/build/{tag}.json"), {**rep.as_dict(), "engine": ctx.out.name})
-    if ctx.path("timing.cache").is_file():
+    fl = FLAVOURS[target(settings.target).flavour]
+    rec = f"engines/{settings.target}/{name}" if fl.builds_without_gpu else f"gpu/build/{tag}"  # the GPU columns
+    write_json(ctx.side(rec, f"{rec}.json"), {**rep.as_dict(), "engine": ctx.out.name})
+    if fl.timing_cache and ctx.path("timing.cache").is_file():
         ctx.side("timing.cache", "timing.cache", "cache")
-    return StageOutput({"plan": man["plan"], "tensorrt": man["tensorrt"], "gpu": man["gpu"]}, rep)
+    return StageOutput({"plan": man["plan"], "flavour": man.get("flavour"), "tensorrt": man["tensorrt"],
+                        "gpu": man["gpu"]}, rep)
+
+
+def engine_cell(man: dict[str, Any]) -> str:
+    """One line for an engine manifest: "built (RTX, sm86/89/120, 1.2 MB, 0.9 s)"; a TensorRT one names
+    its version, GPU and layer precisions."""
+    fl = FLAVOURS.get(str(man.get("flavour") or TENSORRT.key), TENSORRT)
+    size = f"{(man.get('bytes') or 0) / 1e6:.1f} MB"
+    secs = man.get("build_seconds")
+    took = f", {secs:.1f} s" if isinstance(secs, (int, float)) else ""
+    if fl.builds_without_gpu:
+        return f"built ({fl.short} {man.get('tensorrt')}, {sms(man.get('compute_capabilities') or [])}, {size}{took})"
+    gpu = (man.get("gpu") or {}).get("name", "?")
+    layers = (man.get("layer_summary") or {}).get("by_input_precision")
+    return f"built (TensorRT {man.get('tensorrt')} on {gpu}, {size}{took}; layers by input precision {layers})"

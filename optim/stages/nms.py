@@ -4,7 +4,8 @@ Appends ``optim.tasks.detect_graph.with_nms`` to one entry's model (FP32, INT8, 
 BF16 file alike: the decode runs on the raw output, after the quantized part) and checks the
 result before it is kept: on the first images of the evaluation data it must give, image by
 image, the boxes, scores and classes of optim's NumPy decode + NMS of the same file's raw
-output, run on the same backend. A mismatch is a ModelError and nothing is written.
+output, run on the same backend (form ``ops``: the reference keeps the same ``max_candidates``
+best candidates before NMS as the graph). A mismatch is a ModelError and nothing is written.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ Settings = NmsSettings
 def verify(raw_path, nms_path, x: np.ndarray, s: Settings) -> int:
     """The NMS file against the NumPy decode of the raw file on ``x``; the number of boxes compared."""
     from optim.backends import open_runner
-    from optim.tasks.detect_ops import decode
+    from optim.tasks.detect_ops import MAX_NMS, decode
 
+    cap = s.max_candidates if s.form == "ops" else MAX_NMS  # the graph's candidate cap, in the reference too
     with open_runner(raw_path) as raw, open_runner(nms_path) as nms:
         ref = decode(next(iter(raw.infer({raw.input_names[0]: x}).values())), conf=s.conf, iou=s.iou,
-                     max_det=s.max_det)
+                     max_det=s.max_det, max_nms=cap)
         got = nms.infer({nms.input_names[0]: x})
     count, boxes, scores, classes = (got[k] for k in ("num_dets", "det_boxes", "det_scores", "det_classes"))
     for i, d in enumerate(ref):
@@ -55,13 +57,14 @@ def run(inputs: list[Artifact], settings: Settings, ctx: StageContext) -> StageO
     from optim.tasks.detect_graph import with_nms
 
     model, data = inputs
-    m = with_nms(load_onnx(model.path), max_det=settings.max_det, conf=settings.conf, iou=settings.iou)
+    m = with_nms(load_onnx(model.path), max_det=settings.max_det, conf=settings.conf, iou=settings.iou,
+                 form=settings.form, max_candidates=settings.max_candidates)
     with tempfile.TemporaryDirectory(prefix="optim-nms-") as d:
         tmp = Path(d) / ctx.out.name
         save_onnx(m, tmp)
         boxes = verify(model.path, tmp, np.ascontiguousarray(data.x[:CHECK_IMAGES]), settings)
         with atomic_path(ctx.out) as final:  # the checked file itself, not a second serialisation
             shutil.copyfile(tmp, final)
-    info(f"  {ctx.out.name}: decode + NMS in the graph, {boxes} boxes on {min(CHECK_IMAGES, len(data.x))} "
-         "images identical to optim's decode")
+    info(f"  {ctx.out.name}: decode + NMS in the graph (form {settings.form}), {boxes} boxes on "
+         f"{min(CHECK_IMAGES, len(data.x))} images identical to optim's decode")
     return StageOutput({**settings.model_dump(mode="json"), "verified_boxes": boxes})

@@ -76,6 +76,8 @@ class Row:
     gpu_speedup_vs_fp32: float | None = None
     gpu_layers: dict | None = None
     gpu_method: str = NOT_RUN
+    #: engines built without a GPU (``build.extra_targets``), by target: "built (RTX ...)" or "not built: why"
+    engines: dict[str, str] = field(default_factory=dict)
     # timings at the recipe's other input sizes (``bench.sizes``), by size label: see report_sizes
     sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: a file of this row did not match the run's manifest (one line naming it): never ★, never "passed"
@@ -150,6 +152,10 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
             _gpu_columns(task, r, not_run.get(r.tag), *(g.get(r.tag) for g in gpu))
         else:
             r.gpu_method = "on the entry's first row"
+    for key, cells in (run.get("engines") or {}).items():
+        for r in rows:
+            if r.primary and isinstance(cells, dict):
+                r.engines[key] = str(cells.get(f"{r.tag}.{key}") or NOT_RUN)
     order = {f: i for i, f in enumerate(families)}
     rows.sort(key=lambda r: (ORDER.index(r.precision) if r.precision in ORDER else 99, r.target, order[r.backend]))
     base = next((r for r in rows if r.tag == "fp32" and r.primary), None)
@@ -300,10 +306,12 @@ def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]
     tb = next((r.throughput_batch for r in rows if r.throughput_batch), None)
     headline = task.column(task.headline)
     several = len({r.backend for r in rows}) > 1
+    extra = list(dict.fromkeys(k for r in rows for k in r.engines))
     head = ["precision", "target", *(["backend"] if several else []), *[c.header for c in task.columns],
             f"p50 b{lb} ms", f"p99 b{lb} ms", f"img/s b{tb}" if tb else "img/s",
             "× ORT fp32" if several else "× fp32",
             f"GPU {headline.header}", f"GPU p50 b{lb} ms", f"GPU img/s b{tb}" if tb else "GPU img/s", "GPU × fp32",
+            *[f"{engine_label(k)} engine" for k in extra],
             "size KB", "Q/DQ coverage", "gates", "not meaningful"]
     body = []
     for r in rows:
@@ -313,6 +321,7 @@ def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]
             r.precision, r.target, *([r.backend + (" ★" if r.fastest else "")] if several else []),
             *[c.cell(r.accuracy.get(c.key), r.checked) for c in task.columns],
             _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3), _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2), *gpu,
+            *[r.engines.get(k, "") if r.primary else "" for k in extra],
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, 1),
             r.coverage or "-", _gates_text(r),
             "; ".join(r.notes) or "-",
@@ -324,6 +333,26 @@ def _gates_text(r: Row) -> str:
     if r.unverified:
         return f"UNVERIFIED: {r.unverified}"
     return r.gates + (f"; GPU engine {r.gpu_gates}" if r.gpu_gates else "") + (f"; {r.disagrees}" if r.disagrees else "")
+
+
+def engine_label(key: str) -> str:
+    """"RTX" for the rtx target: its flavour's short name."""
+    from optim.backends.engine_compat import TARGETS
+    from optim.backends.trt_flavour import FLAVOURS
+
+    t = TARGETS.get(key)
+    return FLAVOURS[t.flavour].short if t else key
+
+
+def engines_markdown(run: dict) -> list[str]:
+    """Every engine built without a GPU (all entries, NMS deployables, other sizes), one line each."""
+    out = []
+    for key, cells in (run.get("engines") or {}).items():
+        if not isinstance(cells, dict) or not cells:
+            continue
+        out += ["", f"## {engine_label(key)} engines (built here without a GPU; not run: no such GPU here)", ""]
+        out += [f"- `{name}`: {cell}" for name, cell in cells.items()]
+    return out
 
 
 def _notes(run: dict) -> list[str]:
@@ -348,6 +377,7 @@ def to_markdown(run: dict, rows: list[Row], extra: list[str] = (), pictures: lis
         scheme = f"INT8 format: {r.int8_scheme}; " if r.int8_scheme else ""
         out.append(f"- **{cpu.result_name(r.tag, r.backend)}** (`{r.file}`): {scheme}accuracy: {r.accuracy_method}; "
                    f"timing: {r.timing_method}; GPU: {r.gpu_method}")
+    out += engines_markdown(run)
     if extra:
         out += [""] + list(extra)
     notes = _notes(run)
@@ -381,6 +411,13 @@ def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
         if r.int8_scheme and r.primary:
             schemes.setdefault(r.int8_scheme, []).append(r.tag)
     extra += [f"{', '.join(tags)}: {text}" for text, tags in schemes.items()]
+    for key, cells in (run.get("engines") or {}).items():  # one line per target built without a GPU
+        if isinstance(cells, dict) and cells:
+            built = [n for n, c in cells.items() if str(c).startswith("built")]
+            failed = [n for n, c in cells.items() if str(c).startswith("not built") and "placed for ONNX" not in str(c)
+                      and "comparison" not in str(c)]
+            extra.append(f"{engine_label(key)} engines: {len(built)} built" + (
+                f"; not built: {', '.join(failed)} ({cells[failed[0]].removeprefix('not built: ')})" if failed else ""))
     return out + [ln for e in extra for ln in textwrap.wrap(e, width, subsequent_indent="    ")]
 
 

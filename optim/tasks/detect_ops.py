@@ -151,8 +151,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = N
 
 
 def decode(output: np.ndarray, conf: float = CONF, iou: float = IOU, max_det: int = MAX_DET,
-           multi_label: bool = False) -> list[Detections]:
-    """Per-image detections from a raw ``[N, 4 + nc, A]`` output (class-aware NMS)."""
+           multi_label: bool = False, max_nms: int = MAX_NMS) -> list[Detections]:
+    """Per-image detections from a raw ``[N, 4 + nc, A]`` output (class-aware NMS of the best
+    ``max_nms`` candidates above ``conf``; equal scores: lower anchor first)."""
     out = np.asarray(output)
     if out.ndim != 3 or out.shape[1] < 5:
         raise DataError(f"detection output must be [N, 4 + classes, anchors], got shape {list(out.shape)}")
@@ -167,8 +168,8 @@ def decode(output: np.ndarray, conf: float = CONF, iou: float = IOU, max_det: in
             score = scores[np.arange(len(cls)), cls]
             sel = score > conf
             boxes, score, cls = boxes[sel], score[sel], cls[sel]
-        if len(score) > MAX_NMS:
-            top = np.argsort(-score, kind="stable")[:MAX_NMS]
+        if len(score) > max_nms:
+            top = np.argsort(-score, kind="stable")[:max_nms]
             boxes, score, cls = boxes[top], score[top], cls[top]
         # class-aware: shift each class's boxes far apart, then one NMS
         offset = cls[:, None].astype(np.float64) * (float(np.abs(boxes).max(initial=0.0)) * 2 + 4096.0)

@@ -1,0 +1,104 @@
+"""``optim deploy rtx RUN_DIR -o OUT``: the run's TensorRT-RTX engines, each with its build manifest.
+
+Triton's TensorRT backend links TensorRT itself, which cannot load a TensorRT-RTX plan, so these
+engines never go into a Triton repository; they get a plain folder::
+
+    OUT/<engine>.plan            every engine built without a GPU (entries, NMS deployables, sizes/<size>/...)
+    OUT/<engine>.plan.json       its build manifest (flavour, version, compute capabilities, profile, ONNX hash)
+    OUT/README.md                which GPUs each engine runs on, and how to load it
+    OUT/deploy.json              every file, its sha256 and where in the run it came from
+
+Each engine is checked against the run's manifest and against its own build manifest before it
+is copied. OUT is built beside itself and renamed into place whole, like the Triton repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from optim.artifacts import atomic_path, sha256_file, write_json, write_text
+from optim.backends.engine_compat import manifest_path, read_manifest
+from optim.backends.trt_flavour import FLAVOURS, TENSORRT, sms
+from optim.deploy.triton import Run
+from optim.errors import InputError
+
+INDEX = "deploy.json"
+
+
+def engines(run: Run) -> list[tuple[str, dict]]:
+    """(path in the run folder, build manifest) of every engine a GPU-less flavour built."""
+    out = []
+    for rec in sorted(run.manifest.artifacts.values(), key=lambda r: r.path):
+        if rec.kind != "engine":
+            continue
+        man = read_manifest(run.root / rec.path)
+        if FLAVOURS.get(str(man.get("flavour") or TENSORRT.key), TENSORRT).builds_without_gpu:
+            run.file(rec.path, rec.name)  # the engine is the file the run recorded
+            if man.get("engine_sha256") != run.sha(run.root / rec.path):
+                raise InputError(f"{rec.path} does not match its build manifest ({manifest_path(Path(rec.path)).name}); "
+                                 "rerun optim run")
+            out.append((rec.path, man))
+    return out
+
+
+def readme(recipe: str, found: list[tuple[str, dict]], command: str, created: str) -> str:
+    fl = next((FLAVOURS[m["flavour"]] for _, m in found), None)
+    lines = [f"# TensorRT-RTX engines: {recipe}", "",
+             f"Written by `{command}` on {created}. Built ahead of time, without a GPU, by "
+             f"{fl.label if fl else 'TensorRT-RTX'}; each engine runs only on the GPUs its row names "
+             f"({fl.runs_on if fl else ''}), with the TensorRT-RTX runtime of the same version. They do not run on "
+             "an H100 and Triton's TensorRT backend cannot load them: load one with `tensorrt_rtx.Runtime` "
+             "(`deserialize_cuda_engine`) in your application.", "",
+             "| engine | entry | precision | runs on | profile (batch min/opt/max) | size | built by | from ONNX |",
+             "|---|---|---|---|---|---|---|---|"]
+    for rel, m in found:
+        prof = m.get("profile") or (m.get("plan") or {}).get("profile") or {}
+        batch = "/".join(str(prof[k][0]) for k in ("min", "opt", "max")) if prof else "?"
+        shape = "x".join(map(str, prof.get("opt", [])[1:])) if prof else "?"
+        lines.append(f"| `{Path(rel).name}` ({Path(rel).parent.as_posix() if '/' in rel else 'recipe size'}) | "
+                     f"{Path(m.get('onnx', '')).name} | {(m.get('plan') or {}).get('precision', '?')} | "
+                     f"{sms(m.get('compute_capabilities') or [])} | {batch} of {shape} | "
+                     f"{m.get('bytes', 0) / 1e6:.1f} MB | {FLAVOURS[m['flavour']].label} {m.get('tensorrt')} | "
+                     f"sha256 {str(m.get('onnx_sha256'))[:12]}... |")
+    return "\n".join(lines) + "\n"
+
+
+def deploy_rtx(run_dir: Path, out: Path, *, force: bool = False) -> dict:
+    """Copy every TensorRT-RTX engine of ``run_dir`` (with its manifest) to ``out``, whole or not at all."""
+    from optim.stages.deploy import _check_out, _remove_dead_partials, _swap
+
+    run_dir, out = Path(run_dir), Path(out)
+    if not run_dir.is_dir():
+        raise InputError(f"run folder not found: {run_dir}")
+    _check_out(run_dir, out, force)
+    run = Run(run_dir)
+    found = engines(run)
+    if not found:
+        raise InputError(f"{run_dir} has no TensorRT-RTX engines: install tensorrt-rtx (bash scripts/setup.sh) and "
+                         "rerun optim run (build.extra_targets: [rtx])")
+    _remove_dead_partials(out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    command = f"optim deploy rtx {run_dir} -o {out}"
+    files = []
+    try:
+        for rel, man in found:
+            for src in (rel, manifest_path(Path(rel)).as_posix()):
+                with atomic_path(tmp / src) as t:
+                    shutil.copyfile(run_dir / src, t)
+                files.append({"path": src, "sha256": sha256_file(tmp / src), "from": src})
+            if files[-2]["sha256"] != man["engine_sha256"]:
+                raise InputError(f"{run_dir / rel} changed while it was copied; run the deploy again")
+        write_text(tmp / "README.md", readme(run.recipe, found, command, created))
+        index = {"recipe": run.recipe, "run_dir": str(run_dir.resolve()), "command": command, "created": created,
+                 "engines": [{"path": rel, "runs_on": man.get("compute_capabilities"), "flavour": man["flavour"],
+                              "version": man.get("tensorrt")} for rel, man in found], "files": files}
+        write_json(tmp / INDEX, index)
+        _swap(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return index
