@@ -183,6 +183,9 @@ def test_run_times_every_entry_at_the_other_size(tmp_path):
         assert (root / "sizes" / "128" / "model.fp16.nms.onnx").is_file()  # the NMS file made at that size
         assert rtx["int8-onnxruntime.rtx"].startswith("not built: placed for ONNX Runtime")
         assert "- `fp16.nms.rtx@128`: built (RTX " in md
+    from optim.verify import problems
+
+    assert problems(root) == []  # every engine and its manifest (sizes/ included) recorded where it is
     # Triton gets the NMS models where the run has them (--raw: the raw-output ones)
     from optim.deploy.triton import Options, plan_repository
     from optim.errors import InputError

@@ -65,6 +65,9 @@ def test_default_recipe_builds_real_tensorrt_rtx_engines(default_run, tmp_path):
     t = optim("deploy", "triton", run_dir, "-o", tmp_path / "triton")
     assert t.returncode == 0, t.stderr
     assert ".rtx.plan" not in (tmp_path / "triton" / "deploy.json").read_text()
+    from optim.verify import problems
+
+    assert problems(run_dir) == []  # every engine and its build manifest is recorded where it lies
 
 
 def test_manifest_hashes_match_files(default_run):

@@ -329,7 +329,7 @@ def run(inputs: list, settings: Settings, ctx) -> StageOutput:
                                timing_cache=ctx.path("timing.cache"))
     man = rep.manifest
     info(escape(f"  {name}: {engine_cell(man)}"))
-    stem = ctx.out.name.removesuffix(".plan")
+    stem = ctx.out.relative_to(ctx.root).as_posix().removesuffix(".plan")  # sizes/640/model.TAG.TARGET
     ctx.side(f"{name}.manifest", f"{stem}.plan.json")
     if man.get("layers"):
         ctx.side(f"{name}.layers", f"{stem}.layers.json")
