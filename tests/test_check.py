@@ -88,6 +88,14 @@ def test_gates_pass_and_fail_with_values_and_limits():
     assert GateError.exit_code != 0
 
 
+def test_a_gate_line_never_says_minus_zero():
+    from optim.tasks.base import GateResult
+
+    assert GateResult("max_map_drop", -0.0, 1.0, True).line("fp16") == \
+        "gate max_map_drop passed for fp16: measured 0, limit 1"
+    assert "measured -0.25," in GateResult("max_map_drop", -0.25, 1.0, True).line("fp16")
+
+
 def test_no_gates_no_failure():
     r = _result()
     r.gates = apply_gates(r, Gates())

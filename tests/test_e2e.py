@@ -65,6 +65,8 @@ def test_default_recipe_builds_real_tensorrt_rtx_engines(default_run, tmp_path):
     t = optim("deploy", "triton", run_dir, "-o", tmp_path / "triton")
     assert t.returncode == 0, t.stderr
     assert ".rtx.plan" not in (tmp_path / "triton" / "deploy.json").read_text()
+    kinds = {m["tag"]: m["instance_kind"] for m in json.loads((tmp_path / "triton" / "deploy.json").read_text())["models"]}
+    assert kinds["int8-onnxruntime"] == "KIND_CPU" and kinds["fp16"] == "KIND_GPU"  # the CPU placement stays on CPU
     from optim.verify import problems
 
     assert problems(run_dir) == []  # every engine and its build manifest is recorded where it lies

@@ -106,3 +106,39 @@ def test_corrupt_or_truncated_onnx(tmp_path, tiny_onnx, calib_x, content):
     with pytest.raises(ModelError, match="bad.onnx"):
         quantize_onnx(bad, QuantizeSettings(precision="int8"), tmp_path / "q.onnx", calib_x)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_onnxruntime_target_quantizes_a_scale_factor_upsample(tmp_path, calib_x):
+    """An exported nn.Upsample(scale_factor=2) makes a Resize whose batch is floor(1.0*batch): ORT's
+    symbolic shape inference refuses it ("Incomplete symbolic shape inference", as on every Ultralytics
+    export) unless it may merge the two; optim retries with auto_merge and says so."""
+    import torch
+    from torch import nn
+
+    from optim.settings import ExportSettings, InputSpec
+    from optim.sources import LoadedModel
+    from optim.stages.export import onnx_from_torch
+
+    class Up(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(11, 4, 3, 1, 1)
+            self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
+
+        def forward(self, x):
+            return self.b(torch.cat([self.up(torch.relu(self.a(x))), x], 1))
+
+    torch.manual_seed(0)
+    src = tmp_path / "up.onnx"
+    onnx_from_torch(LoadedModel(Up().eval(), "test:Up", None), InputSpec(name="x", shape=(3, 16, 16)),
+                    ExportSettings(verify_batches=(1, 2)), src)
+    assert any(n.op_type == "Resize" for n in onnx.load(str(src)).graph.node)
+    x = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+    out = tmp_path / "up.int8.onnx"
+    rep = quantize_onnx(src, QuantizeSettings(precision="int8", target="onnxruntime"), out, x)
+    assert rep.coverage["quantized"] == 2 and any("auto_merge" in n for n in rep.notes), rep.notes
+    with open_runner(src) as ref, open_runner(out) as q:
+        a, b = (next(iter(r.infer({"x": x[:4]}).values())) for r in (ref, q))
+    assert a.shape == b.shape == (4, 4, 16, 16)
+    cos = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+    assert cos > 0.99, cos

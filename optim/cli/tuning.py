@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         data: Annotated[str, typer.Option(help="Tuning data: .npz/.npy, IDX, image folder, spec .yaml, photos:N.")],
         labels: Annotated[Optional[Path], typer.Option(help="Labels .npy/IDX file when the data carries none.")] = None,
         samples: Annotated[int, typer.Option(help="Samples per evaluation.")] = 256,
-        metric: Annotated[str, typer.Option(help="auto, top1 (needs labels) or agreement (with FP32).")] = "auto",
+        metric: Annotated[str, typer.Option(help="auto, top1 or map (need labels: classification, detection) or agreement (with FP32).")] = "auto",
         top: Annotated[int, typer.Option(help="Rows to print.")] = 20,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the ranking as JSON here.")] = None,
         recipe: RecipeOpt = None,
@@ -96,6 +96,6 @@ def budget_options():
         "max_drop": Annotated[Optional[float], typer.Option(help="Accuracy budget in points vs FP32: keep the fewest most sensitive nodes in high precision until met.")],
         "tune_data": Annotated[Optional[str], typer.Option(help="Tuning data for --max-drop (default: the calibration data).")],
         "tune_samples": Annotated[int, typer.Option(help="Tuning samples for --max-drop.")],
-        "metric": Annotated[str, typer.Option(help="Budget metric: auto, top1 (needs labels) or agreement.")],
+        "metric": Annotated[str, typer.Option(help="Budget metric: auto, top1 or map (need labels: classification, detection) or agreement.")],
         "max_excluded": Annotated[Optional[int], typer.Option(help="At most this many nodes in high precision.")],
     }

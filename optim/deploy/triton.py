@@ -330,6 +330,10 @@ def plan_onnx(run: Run, tag: str, profile: tuple[int, int, int] | None, source: 
         rel = plain
         f = run.file(rel)
     ins, outs, batched = tensors(Path(f.src))
+    cpu_placed = tag.endswith("-onnxruntime")
+    if cpu_placed and opts.onnx_instance == "gpu":
+        notes.append(f"{rel} is placed for ONNX Runtime on CPU (integer CPU kernels, in the INT8 format of the "
+                     "CPU class that made it): KIND_CPU whatever --onnx-instance says")
     if batched and opts.max_batch is not None:
         opt = min(profile[1], opts.max_batch) if profile else opts.max_batch
         profile, source = (1, opt, opts.max_batch), "--max-batch"
@@ -342,7 +346,7 @@ def plan_onnx(run: Run, tag: str, profile: tuple[int, int, int] | None, source: 
         inputs=tuple(_spec(t, batched, rel) for t in ins), outputs=tuple(_spec(t, batched, rel) for t in outs),
         max_batch_size=mx, preferred_batch_sizes=preferred_sizes(profile[1], mx, opts.preferred) if batched else (),
         max_queue_delay_us=opts.queue_delay_us, instance_count=opts.instances,
-        instance_kind="KIND_GPU" if opts.onnx_instance == "gpu" else "KIND_CPU",
+        instance_kind="KIND_GPU" if opts.onnx_instance == "gpu" and not cpu_placed else "KIND_CPU",
         batch_source=source if batched else "fixed batch in the ONNX graph", notes=tuple(notes))
 
 

@@ -68,6 +68,7 @@ class QuantizeReport:
     kept_patterns: list[str] = field(default_factory=list)  # the exclude_nodes / exclude_op_types that did it
     #: onnxruntime INT8: the integer format, the CPU class that chose it and why (``optim.qdq.scheme``)
     int8_scheme: dict | None = None
+    notes: list[str] = field(default_factory=list)  # what the quantizer had to do differently, one line each
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -114,7 +115,7 @@ def _modelopt_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name:
         )
 
 
-def _ort_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name: str, out: Path) -> None:
+def _ort_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name: str, out: Path) -> list[str]:
     if s.precision != "int8":
         raise QuantizeError(f"target onnxruntime makes INT8 only (ONNX Runtime has no "
                             f"{s.precision.upper()} CPU kernels); use target tensorrt for {s.precision}")
@@ -146,13 +147,29 @@ def _ort_ptq(src: Path, s: QuantizeSettings, calib: np.ndarray, input_name: str,
     with tempfile.TemporaryDirectory(prefix="optim-ortq-") as d, contextlib.chdir(d), \
             _captured("onnxruntime quantize_static"):
         pre = Path(d) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        notes = _pre_process(quant_pre_process, src, pre)
         quantize_static(
             str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=types[scheme.activations], weight_type=types[scheme.weights],
             reduce_range=scheme.reduce_range, calibrate_method=method, nodes_to_exclude=excluded or None,
             extra_options=extra,
         )
+    return notes
+
+
+def _pre_process(quant_pre_process, src: Path, pre: Path) -> list[str]:
+    """ORT's pre-processing, with its symbolic shape inference merging what it cannot prove equal
+    where it must: an exported scale-factor Upsample gives a Resize whose batch is floor(1.0*batch),
+    which ORT cannot merge with ``batch`` unless ``auto_merge`` is on (every Ultralytics export)."""
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        return []
+    except Exception as exc:
+        if "symbolic shape inference" not in str(exc).lower():
+            raise
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=False, auto_merge=True)
+    return ["ONNX Runtime's symbolic shape inference could not prove two sizes equal (a scale-factor Resize, "
+            "as in Ultralytics exports): it merged them (auto_merge) and quantized"]
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -273,7 +290,7 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
     model = load_onnx(src)
     input_name, _, _ = single_input(graph_inputs(model), str(src))
     t0 = time.perf_counter()
-    n_calib = 0
+    n_calib, notes = 0, []
     with tempfile.TemporaryDirectory(prefix="optim-quant-") as d:
         src = _private_copy(Path(src), Path(d))
         tmp = Path(d) / "out.onnx"
@@ -287,7 +304,7 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
                 _modelopt_ptq(src, s, calib, input_name, tmp)
                 tool = "modelopt onnx ptq"
             else:
-                _ort_ptq(src, s, calib, input_name, tmp)
+                notes = _ort_ptq(src, s, calib, input_name, tmp)
                 tool = "onnxruntime quantize_static"
             method = s.method
         if not tmp.is_file():
@@ -309,7 +326,7 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
     return QuantizeReport(str(out), s.tag, s.precision, s.target if s.precision in ("int8", "fp8") else "any",
                           tool, method, n_calib, coverage, round(time.perf_counter() - t0, 2), kept,
                           [*s.exclude_nodes, *(f"op type {t}" for t in s.exclude_op_types)] if kept else [],
-                          scheme)
+                          scheme, notes)
 
 
 NAME = "quantize"
@@ -329,6 +346,8 @@ def run(inputs: list, settings: QuantizeSettings, ctx) -> StageOutput:
         cov = rep.coverage
         info(f"{ctx.out.name}: {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul nodes quantized "
              f"({', '.join(cov['qdq_dtypes'])})")
+    for note in rep.notes:
+        info(f"  {ctx.out.name}: {note}")
     write_json(ctx.side(f"quantize/{ctx.name}", f"quantize/{ctx.name}.json"), rep.as_dict())
     return StageOutput(settings.model_dump(mode="json"), rep)
 

@@ -26,7 +26,8 @@ class GateResult:
 
     def line(self, tag: str) -> str:
         verdict = "passed" if self.passed else "FAILED"
-        return f"gate {self.gate} {verdict} for {tag}: measured {self.value:.4g}, limit {self.limit:g}"
+        value = 0.0 if self.value == 0 else self.value  # no "-0"
+        return f"gate {self.gate} {verdict} for {tag}: measured {value:.4g}, limit {self.limit:g}"
 
 
 @dataclass
