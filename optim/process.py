@@ -94,7 +94,8 @@ def signals() -> Iterator[None]:
         _owner.pop()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (on this host)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,7 +115,7 @@ def sweep(base: Path | None = None) -> list[Path]:
         return gone
     for d in entries:
         m = _OWNED.match(d.name)
-        if not m or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+        if not m or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
             continue
         if d.is_dir() and not d.is_symlink():
             shutil.rmtree(d, ignore_errors=True)

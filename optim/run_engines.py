@@ -88,6 +88,9 @@ class OfflineEngines:
              sized: dict[str, dict[str, Artifact]], evaluation: Data):
         """(entry, engine name, path in the run folder, ONNX artifact, sample shape or None) per engine."""
         r = self.wf.recipe
+        # the images each size's NMS deployables are checked on: resized once per size, not per entry
+        at_size = {z.label: resized(evaluation, z.hw, SIZE_CHECK_IMAGES) for z in r.bench.sizes} \
+            if r.nms and nms_models else {}
         for t in tags:
             yield t, f"{t}.{key}", f"model.{t}.{key}.plan", models[t], None
             if t in nms_models:
@@ -99,7 +102,7 @@ class OfflineEngines:
                 shape = (r.input.shape[0], *z.hw)
                 yield t, f"{t}.{key}@{z.label}", f"sizes/{z.label}/model.{t}.{key}.plan", src, shape
                 if r.nms and t in nms_models:
-                    with_nms = self.nms_at(t, z.label, src, resized(evaluation, z.hw, SIZE_CHECK_IMAGES))
+                    with_nms = self.nms_at(t, z.label, src, at_size[z.label])
                     if with_nms is not None:
                         yield (t, f"{t}.nms.{key}@{z.label}", f"sizes/{z.label}/model.{t}.nms.{key}.plan", with_nms,
                                shape)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from optim.console import info
 from optim.errors import OutputPathError, RunFolderBusy
+from optim.process import pid_alive
 
 LOCK_NAME = ".optim.lock"
 
@@ -33,17 +34,6 @@ def _describe(holder: dict) -> str:
         return "another optim process"
     return (f"optim pid {holder.get('pid', '?')} on {holder.get('host', '?')} "
             f"({holder.get('command', '?')}), started {holder.get('started', '?')}")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this PID exists (on this host)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_orphan_partials(root: Path) -> None:

@@ -219,9 +219,9 @@ class TensorRT:
         config.builder_optimization_level = plan.optimization_level
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, plan.hardware_compatibility)
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        for i, cc in enumerate(plan.compute_capabilities):  # TensorRT-RTX: the GPUs the engine is for
-            if i == 0:
-                config.num_compute_capabilities = len(plan.compute_capabilities)
+        if plan.compute_capabilities:  # TensorRT-RTX: the GPUs the engine is for
+            config.num_compute_capabilities = len(plan.compute_capabilities)
+        for i, cc in enumerate(plan.compute_capabilities):
             config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
         cache_used = False
         if timing_cache and self.flavour.timing_cache:

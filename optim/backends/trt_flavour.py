@@ -81,3 +81,9 @@ TENSORRT_RTX = Flavour(
     runs_on="RTX and workstation GPUs of compute capability 8.6, 8.9 and 12.0 (Ampere, Ada, Blackwell); "
             "not Hopper (H100)")
 FLAVOURS = {f.key: f for f in (TENSORRT, TENSORRT_RTX)}
+
+
+def flavour_of(manifest: dict) -> Flavour:
+    """The flavour an engine's build manifest names; TensorRT for manifests written before flavours
+    (and for a name optim does not know)."""
+    return FLAVOURS.get(str(manifest.get("flavour") or TENSORRT.key), TENSORRT)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from optim.artifacts import atomic_path, sha256_file, write_json, write_text
 from optim.backends.engine_compat import manifest_path, read_manifest
-from optim.backends.trt_flavour import FLAVOURS, TENSORRT, sms
+from optim.backends.trt_flavour import FLAVOURS, flavour_of, sms
 from optim.deploy.triton import Run
 from optim.errors import InputError
 
@@ -35,7 +35,7 @@ def engines(run: Run) -> list[tuple[str, dict]]:
         if rec.kind != "engine":
             continue
         man = read_manifest(run.root / rec.path)
-        if FLAVOURS.get(str(man.get("flavour") or TENSORRT.key), TENSORRT).builds_without_gpu:
+        if flavour_of(man).builds_without_gpu:
             run.file(rec.path, rec.name)  # the engine is the file the run recorded
             if man.get("engine_sha256") != run.sha(run.root / rec.path):
                 raise InputError(f"{rec.path} does not match its build manifest ({manifest_path(Path(rec.path)).name}); "

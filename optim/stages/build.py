@@ -36,7 +36,7 @@ from optim import __version__
 from optim.artifacts import atomic_path, sha256_file, write_json, write_text
 from optim.backends.engine_compat import (major_implies, manifest_path, target, target_problem, tensorrt_major,
                                          unsupported_hint)
-from optim.backends.trt_flavour import FLAVOURS, TENSORRT, sms
+from optim.backends.trt_flavour import FLAVOURS, TENSORRT, flavour_of, sms
 from optim.errors import BackendUnavailable, InputError
 from optim.machine import Gpu, Machine, cuda_gpus, driver_version, gpu_missing
 from optim.onnx_tools import TensorInfo, graph_inputs, has_float8, load_onnx, single_input, tensor_types
@@ -346,7 +346,7 @@ def run(inputs: list, settings: Settings, ctx) -> StageOutput:
 def engine_cell(man: dict[str, Any]) -> str:
     """One line for an engine manifest: "built (RTX, sm86/89/120, 1.2 MB, 0.9 s)"; a TensorRT one names
     its version, GPU and layer precisions."""
-    fl = FLAVOURS.get(str(man.get("flavour") or TENSORRT.key), TENSORRT)
+    fl = flavour_of(man)
     size = f"{(man.get('bytes') or 0) / 1e6:.1f} MB"
     secs = man.get("build_seconds")
     took = f", {secs:.1f} s" if isinstance(secs, (int, float)) else ""

@@ -54,7 +54,7 @@ class Settings(Strict):
 
 
 def _pid_alive(pid: int) -> bool:
-    from optim.runlock import pid_alive
+    from optim.process import pid_alive
 
     return pid_alive(pid)
 
