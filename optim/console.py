@@ -22,6 +22,11 @@ def info(msg: str) -> None:
     console.print(msg)
 
 
+def warn(msg: str) -> None:
+    """A line the user should act on or know about (printed in yellow, prefixed "warning:")."""
+    console.print(f"[yellow]warning:[/] {msg}")
+
+
 def skipped(stage: str, why: str) -> None:
     """The one visible line for a stage that did not run here."""
     console.print(f"[yellow]skipped[/] {stage}: {why}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,29 @@ def _info(vi: onnx.ValueInfoProto) -> TensorInfo:
     return TensorInfo(vi.name, dims, t.elem_type)
 
 
+def show_dim(d: int | str | None, limit: int = 20) -> str:
+    """A tensor size for a message: ints as they are, ``?`` for unknown, short names as they are.
+
+    Shape inference (onnxslim, ``data_prop``) writes symbolic sizes as whole expressions, hundreds
+    of characters long; past ``limit`` one is shown as ``f(height, width)`` (the names it depends
+    on), a long plain name cut to ``limit`` with ``...``, else ``?``."""
+    if d is None or d == "":
+        return "?"
+    d = str(d)
+    if len(d) <= limit:
+        return d
+    if re.fullmatch(r"[A-Za-z_][\w.:]*", d):  # one long name, not an expression
+        return d[:limit - 3] + "..."
+    names = list(dict.fromkeys(re.findall(r"[A-Za-z_]\w*", d)))
+    short = f"f({', '.join(names)})"
+    return short if names and len(short) <= 2 * limit else "?"
+
+
+def show_dims(dims) -> str:
+    """``[N, 84, f(height, width)]``: a shape for a message, each size through ``show_dim``."""
+    return "[" + ", ".join(show_dim(d) for d in dims) + "]"
+
+
 def graph_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
     inits = {i.name for i in model.graph.initializer}
     return [_info(v) for v in model.graph.input if v.name not in inits]
@@ -83,9 +107,23 @@ def single_input(inputs, where: str) -> tuple[str, int | str | None, tuple[int, 
     inp = inputs[0]
     shape = list(inp.shape or [])
     rest = shape[1:]
-    if not rest or not all(isinstance(d, int) and d > 0 for d in rest):
-        raise ModelError(f"{where}: input '{inp.name}' has non-fixed sizes {rest} besides the batch axis")
+    if not rest:
+        raise ModelError(f"{where}: input '{inp.name}' has no sizes besides the batch axis; optim takes "
+                         "models whose input is a batch of samples of a fixed shape (e.g. [N, 3, 224, 224])")
+    if not all(isinstance(d, int) and d > 0 for d in rest):
+        shown = [d if isinstance(d, int) else show_dim(d) for d in rest]
+        raise ModelError(f"{where}: input '{inp.name}' has non-fixed sizes {shown} besides the batch axis; "
+                         + fix_sizes_hint(rest))
     return inp.name, (shape[0] if shape else None), tuple(int(d) for d in rest)
+
+
+def fix_sizes_hint(rest) -> str:
+    """How to give a model whose per-sample sizes ``rest`` are not all fixed the sizes optim needs."""
+    example = [d if isinstance(d, int) and d > 0 else 640 for d in rest]
+    return (f"optim needs them fixed: name the file in a recipe (model.source: onnx:FILE) with the sizes it "
+            f"was made for as input.shape (e.g. input: {{shape: {example}}}) and use optim run (or optim export "
+            "--recipe R.yaml -o FIXED.onnx to write a copy with fixed sizes for optim quantize/check/bench/build), "
+            "or re-export the model with only the batch axis dynamic")
 
 
 def graph_outputs(model: onnx.ModelProto) -> list[TensorInfo]:
@@ -123,6 +161,8 @@ class Coverage:
     eligible: int
     by_op: dict[str, tuple[int, int]]
     qdq_dtypes: tuple[str, ...]
+    #: the Conv/Gemm/MatMul nodes left unquantized, in graph order (a tool skipped them, or exclusions)
+    unquantized: tuple[str, ...] = ()
 
     @property
     def fraction(self) -> float:
@@ -132,7 +172,7 @@ class Coverage:
         return {"quantized": self.quantized, "eligible": self.eligible,
                 "fraction": round(self.fraction, 4),
                 "by_op": {k: {"quantized": q, "eligible": e} for k, (q, e) in self.by_op.items()},
-                "qdq_dtypes": list(self.qdq_dtypes)}
+                "qdq_dtypes": list(self.qdq_dtypes), "unquantized": list(self.unquantized)}
 
 
 def quant_coverage(model: onnx.ModelProto) -> Coverage:
@@ -160,10 +200,20 @@ def quant_coverage(model: onnx.ModelProto) -> Coverage:
                     qdtypes.add(onnx.TensorProto.DataType.Name(a.i).lower())
     total: Counter[str] = Counter()
     quant: Counter[str] = Counter()
-    for n in g.node:
+    left: list[str] = []
+    for k, n in enumerate(g.node):
         if n.op_type in ELIGIBLE_OPS:
             total[n.op_type] += 1
             if any(i in dq_outputs for i in n.input[:2]):
                 quant[n.op_type] += 1
+            else:
+                left.append(n.name or f"{n.op_type} #{k}")
     by_op = {op: (quant[op], total[op]) for op in sorted(total)}
-    return Coverage(sum(quant.values()), sum(total.values()), by_op, tuple(sorted(qdtypes)))
+    return Coverage(sum(quant.values()), sum(total.values()), by_op, tuple(sorted(qdtypes)), tuple(left))
+
+
+def name_some(names, limit: int = 5) -> str:
+    """``a, b, c`` or, past ``limit`` names, ``a, b, c, d, e and 7 more``."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return f"{shown} and {len(names) - limit} more" if len(names) > limit else shown

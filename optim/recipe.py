@@ -177,11 +177,12 @@ class Recipe(Strict):
 
 def apply_overrides(r: Recipe, *, weights: Path | None = None, eval_samples: int | None = None,
                     calib_samples: int | None = None, precisions: str | None = None,
-                    bench_iterations: int | None = None) -> Recipe:
+                    bench_iterations: int | None = None, strict: bool = False) -> Recipe:
     """The recipe with ``optim run``'s command-line overrides applied (``r`` itself when none is given).
 
     ``precisions`` is comma-separated; each name is a tag (``int8-tensorrt``, ``fp16``) or a
     precision (``int8``: every int8 entry of the recipe). fp32, the reference, is always kept.
+    ``strict`` sets ``check.strict`` (a check flagged NOT MEANINGFUL fails the run).
     """
     upd: dict[str, Any] = {}
     if weights is not None:
@@ -194,6 +195,8 @@ def apply_overrides(r: Recipe, *, weights: Path | None = None, eval_samples: int
         upd["bench"] = r.bench.model_copy(update={"iterations": bench_iterations})
     if precisions is not None:
         upd["precisions"] = _select_precisions(r, precisions)
+    if strict:
+        upd["check"] = r.check.model_copy(update={"strict": True})
     return r.model_copy(update=upd) if upd else r
 
 

@@ -202,6 +202,8 @@ class CheckSettings(Strict):
 
     batch_size: int = Field(default=256, ge=1)
     threads: int | None = Field(default=None, ge=1)
+    strict: bool = Field(default=False, description="a check flagged NOT MEANINGFUL (its reference cannot tell a "
+                         "good candidate from a bad one) fails the run with exit 3, as a failed gate does")
 
 
 class NmsSettings(Strict):

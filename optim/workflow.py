@@ -31,7 +31,7 @@ from rich.markup import escape
 
 from optim import machine
 from optim.backends.engine_compat import build_blocker, target
-from optim.console import info
+from optim.console import info, warn
 from optim.executor import Executor
 from optim.recipe import Recipe
 from optim.runlock import RunLock
@@ -76,7 +76,7 @@ class Workflow:
         r = self.recipe
         op = r.preprocess_op()
         if op is None:
-            x, y, ds = data_mod.prepare(spec, r.preprocess, r.input, samples)
+            x, y, ds = data_mod.prepare(spec, r.preprocess, r.input, samples, self.task.letterbox_images)
             frames = None
         else:
             hwc = (*r.fused_preprocess.frame, r.input.shape[0])
@@ -142,8 +142,11 @@ class Workflow:
     def task_exclusions(self, qs: QuantizeSettings, fp32: Artifact) -> QuantizeSettings:
         """The task's output-head nodes kept in high precision (``quantize.keep_head``, default: the task's)."""
         qs, head = self.task.keep_head(qs, fp32.path)
-        if qs.keep_head and not head:
-            info(f"{qs.tag}: keep_head: the output's node names no head module; nothing kept back")
+        if head.note:
+            warn(f"{qs.tag}: keep_head: {head.note}")
+            note = f"{qs.tag}: keep_head: {head.note}."
+            if note not in self.notes:
+                self.notes.append(note)
         return qs
 
     def tune(self, qs: QuantizeSettings, raw: Artifact, fp32: Artifact) -> Artifact | None:
@@ -367,7 +370,7 @@ class Workflow:
                           "this host's CPU; they do not predict TensorRT/GPU speed. INT8/FP8 files placed for "
                           "TensorRT run slower than FP32 in ONNX Runtime on a CPU by design.")
         paths = self.report(models, evaluation, gpu_not_run)
-        raise_on_failures(results + gpu_results)
+        raise_on_failures(results + gpu_results, strict=r.check.strict)
         if build_failures:
             more = f" (+{len(build_failures) - 1} more)" if len(build_failures) > 1 else ""
             raise BuildError(build_failures[0] + more)

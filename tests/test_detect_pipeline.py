@@ -125,6 +125,36 @@ def test_head_nodes_are_the_decode_only(exports):
     assert head_nodes(anon) == ()
 
 
+def test_the_head_is_found_by_structure_when_its_module_is_unnamed(exports):
+    """Names stripped of their modules (a top-level output Concat): keep_head walks back from the output
+    to the branch convolutions and keeps the same decode the module name gives, and says how it found it."""
+    import re
+
+    from optim.tasks.detect_head import find_head, head_by_structure
+    from optim.tasks.detection import head_nodes
+
+    _, a, _ = exports
+    named = find_head(a)
+    assert named.patterns == head_nodes(a) and named.note == ""
+    by_name = {n.name for n in a.graph.node if any(re.fullmatch(p, n.name) for p in named.patterns)}
+    by_structure = {n.name for n in head_by_structure(a)}
+    assert "/head/dfl/conv/Conv" in by_structure and "/head/Sigmoid" in by_structure
+    assert not any("/cv" in n for n in by_structure)  # no branch convolution, nothing of the backbone
+    assert by_structure <= by_name and len(by_structure) >= 0.8 * len(by_name), sorted(by_name - by_structure)
+    anon = onnx.ModelProto()
+    anon.CopyFrom(a)
+    for i, n in enumerate(anon.graph.node):
+        n.name = f"{n.op_type}_{i}"
+    head = find_head(anon)
+    kept = {n.name for n in anon.graph.node if any(re.fullmatch(p, n.name) for p in head.patterns)}
+    assert len(kept) == len(by_structure) and "names no head module" in head.note and "Sigmoid" in head.note
+    plain = onnx.helper.make_model(onnx.helper.make_graph(  # no convolution at all: nothing is kept
+        [onnx.helper.make_node("Sigmoid", ["x"], ["y"], name="s")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 5, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 5, 4])]))
+    assert find_head(plain).patterns == () and "nothing kept back" in find_head(plain).note
+
+
 DET = {
     "name": "det", "task": "detection",
     "model": {"source": "bundled:fashion_detector"},

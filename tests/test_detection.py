@@ -158,7 +158,7 @@ def test_task_registered_with_columns():
     assert "detection" in task_names() and "classification" in task_names()
     task = get_task("detection")
     assert task.gates_model is Gates and task.budget_metrics == ("map", "agreement")
-    assert [c.header for c in task.columns] == ["mAP50-95 %", "Δ mAP (pts)", "mAP50 %", "agreement %"]
+    assert [c.header for c in task.columns] == ["mAP50-95 %", "Δ mAP (pts)", "mAP50 %", "agreement %", "FP32 boxes"]
     assert task.column(task.headline).needs_labels and not task.column(task.agreement).needs_labels
     assert task.resolve_metric("auto", False) == "agreement" and task.resolve_metric("auto", True) == "map"
 
@@ -205,13 +205,17 @@ def test_fidelity_scores_against_labels_and_fp32():
 
 def test_reference_warnings_and_label_checks():
     task = get_task("detection")
-    assert task.reference_warnings({"o": _outputs(LABELS)}, LABELS) == []
+    many = BoxLabels(LABELS.boxes * 4, LABELS.classes * 4)  # 20 FP32 boxes: enough
+    assert task.reference_warnings({"o": _outputs(many)}, many) == []
+    (few,) = task.reference_warnings({"o": _outputs(LABELS)}, LABELS)  # 5 boxes in 3 images
+    assert few.startswith("agreement rests on only 5 FP32 boxes (score >= 0.25) in 3 images: too few")
+    assert task.output_deltas(_outputs(LABELS), _outputs(LABELS))["reference_boxes"] == 5
     quiet = _outputs(LABELS)
     quiet[:, 4:] = np.minimum(quiet[:, 4:], AGREE_CONF / 2)
     (w,) = task.reference_warnings({"o": quiet})
     assert "no detection" in w
-    wrong = BoxLabels([b + 200 for b in LABELS.boxes], LABELS.classes)
-    assert "mAP@0.5:0.95 0.00%" in task.reference_warnings({"o": _outputs(LABELS)}, wrong)[0]
+    wrong = BoxLabels([b + 200 for b in many.boxes], many.classes)
+    assert "mAP@0.5:0.95 0.00%" in task.reference_warnings({"o": _outputs(many)}, wrong)[0]
     with pytest.raises(DataError, match="classes"):
         task.accuracy({"o": _outputs(LABELS)}, BoxLabels(LABELS.boxes, [c + 4 for c in LABELS.classes]))
     with pytest.raises(DataError, match="labels for"):

@@ -142,3 +142,36 @@ def test_onnxruntime_target_quantizes_a_scale_factor_upsample(tmp_path, calib_x)
     assert a.shape == b.shape == (4, 4, 16, 16)
     cos = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
     assert cos > 0.99, cos
+
+
+def test_onnxruntime_target_without_symbolic_shapes(tmp_path):
+    """Opset 18: a scale-factor Resize (auto_merge needed) and a ReduceMax with its axes as an input,
+    which ORT's symbolic shape inference has no handler for even with auto_merge. optim quantizes
+    after ONNX's own shape inference then, and says so."""
+    import torch
+    from torch import nn
+
+    class UpMax(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(11, 4, 3, 1, 1)
+            self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
+
+        def forward(self, x):
+            y = self.b(torch.cat([self.up(torch.relu(self.a(x))), x], 1))
+            return torch.cat([y, y.amax(1, keepdim=True)], 1)
+
+    torch.manual_seed(0)
+    src = tmp_path / "upmax.onnx"
+    torch.onnx.export(UpMax().eval(), (torch.zeros(1, 3, 16, 16),), str(src), dynamo=False, opset_version=18,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    m = onnx.load(str(src))
+    assert any(n.op_type == "ReduceMax" and len(n.input) == 2 for n in m.graph.node)
+    x = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
+    out = tmp_path / "upmax.int8.onnx"
+    rep = quantize_onnx(src, QuantizeSettings(precision="int8", target="onnxruntime"), out, x)
+    assert rep.coverage["quantized"] == 2 and any("skip_symbolic_shape" in n for n in rep.notes), rep.notes
+    with open_runner(src) as ref, open_runner(out) as q:
+        a, b = (next(iter(r.infer({"x": x[:4]}).values())) for r in (ref, q))
+    assert a.shape == b.shape == (4, 5, 16, 16)
+    assert float(np.abs(a - b).max()) < 0.1 * float(np.abs(a).max())

@@ -52,7 +52,9 @@ def _preprocess_for(spec, recipe):
     return Preprocess(color="gray" if channels == 1 else "rgb", mean=(0.0,), std=(1.0,))
 
 
-def _load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: Path | None = None):
+def _load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: Path | None = None, task=None):
+    """``arg`` (a --data/--calib value) as model inputs for ``onnx_path``; ``task`` (a Task) decides
+    whether a flat image folder is letterboxed (detection)."""
     from optim.data import prepare, parse_data_arg
 
     spec = parse_data_arg(arg)
@@ -63,7 +65,7 @@ def _load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: P
     if recipe is None and spec.kind == "photos" and len(ispec.shape) == 3 and ispec.shape[1] == ispec.shape[2]:
         side = ispec.shape[1]  # the photos are 256x256: bring them to the model's input, as a recipe would
         pp = pp.model_copy(update={"resize": side, "crop": side})
-    return prepare(spec, pp, ispec, samples)
+    return prepare(spec, pp, ispec, samples, bool(task is not None and task.letterbox_images))
 
 
 def _fused_op(path: Path):

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         import onnx
 
         from optim.artifacts import atomic_path, check_output_file, stage_writes
-        from optim.onnx_tools import load_onnx
+        from optim.onnx_tools import load_onnx, show_dim
         from optim.tasks.detect_graph import OUTPUTS, check_params, raw_output, with_nms
 
         check_output_file(out, "OUT")
@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
                 raise ModelError(f"the model with NMS fails the ONNX checker (nothing written): "
                                  f"{first_line(exc)}") from None
-        anchors = raw.anchors if raw.anchors is not None else "?"
+        anchors = show_dim(raw.anchors)  # a symbolic size can be a 300-character expression
         layout = f"[N, {raw.classes + 4}, {anchors}] ({raw.classes} classes)" if raw.classes is not None \
             else f"[N, 4 + classes, {anchors}]"
         info(f"wrote {out}: NMS after {raw.name!r} {layout} -> "

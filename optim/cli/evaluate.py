@@ -54,6 +54,9 @@ def register(app: typer.Typer) -> None:
         task_name: Annotated[Optional[str], typer.Option("--task", help="classification or detection; default: the --recipe's task, else classification.")] = None,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the result as JSON here.")] = None,
         recipe: RecipeOpt = None,
+        strict: Annotated[bool, typer.Option("--strict", help="Exit 3 when the check is NOT MEANINGFUL (the reference "
+                                             "cannot tell a good candidate from a bad one, e.g. too few FP32 boxes), "
+                                             "as for a failed gate. Default: the recipe's check.strict, else off.")] = False,
         backend: Annotated[str, typer.Option(help="Where the candidate runs: auto (ONNX: ORT CPU, .plan: TensorRT), "
                                                   "openvino, openvino-bf16, openvino-f16, ort-cuda, ort-tensorrt. "
                                                   "The FP32 reference always runs on ONNX Runtime CPU.")] = "auto",
@@ -79,7 +82,7 @@ def register(app: typer.Typer) -> None:
                        max_map_drop=max_map_drop, min_map=min_map, min_agreement=min_agreement)
         fused = None if candidate.suffix in (".plan", ".engine") else _fused_op(candidate)
         if fused is None:
-            x, y, ds = _load_data(data, reference, r, samples, labels)
+            x, y, ds = _load_data(data, reference, r, samples, labels, task=task)
             frames = None
         else:  # the candidate takes raw frames; the reference gets them preprocessed on the host
             frames, x, y, ds = _load_frames(data, fused, samples, labels)
@@ -89,14 +92,18 @@ def register(app: typer.Typer) -> None:
             print(task.output_line(name, d))
         if res.accuracy:
             print(task.accuracy_line(res.accuracy, res.samples))
+        print(f"{res.tag}: {task.summary(res.outputs, res.accuracy)}")
         for w in res.warnings:
             print(f"NOT MEANINGFUL: {w}")
         print(f"method: {res.method}")
         for g in res.gates:
             print(g.line(res.tag))
+        strict = strict or bool(r is not None and r.check.strict)
+        if res.warnings and not strict:
+            print(f"NOT MEANINGFUL: {res.tag}'s gates prove nothing on this data; --strict makes this exit 3")
         if json_out:
             write_json(json_out, res.as_dict())
-        raise_on_failures([res])
+        raise_on_failures([res], strict=strict)
 
 
     @app.command()

@@ -11,7 +11,7 @@ from optim.cli.common import RecipeOpt, _ints, _load_data, _names, _recipe, _tas
 from optim.cli.tuning import budget_options
 
 _BUDGET = budget_options()
-from optim.console import info
+from optim.console import info, warn
 from optim.errors import InputError
 
 
@@ -130,8 +130,11 @@ def register(app: typer.Typer) -> None:
             info(f"INT8 for ONNX Runtime: {qs.int8_scheme.label()}: {qs.int8_scheme.reason}")
         if qs.precision in ("int8", "fp8"):
             qs, head = t.keep_head(qs, load_onnx(onnx_path, check=False))
-            if head:
-                info(f"task {t.name}: keeping its head's decode in high precision ({', '.join(head)}; --no-keep-head to quantize it)")
+            if head.note:
+                warn(f"task {t.name}: keep_head: {head.note}")
+            elif head.patterns:
+                info(f"task {t.name}: keeping its head's decode in high precision ({', '.join(head.patterns)}; "
+                     "--no-keep-head to quantize it)")
         if max_drop is not None and qs.precision not in ("int8", "fp8"):
             raise InputError("--max-drop works on INT8/FP8 models")
         out = output or onnx_path.with_name(f"{onnx_path.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
@@ -141,11 +144,11 @@ def register(app: typer.Typer) -> None:
             if calib is None and r is not None:
                 from optim.data import prepare
 
-                x, _, ds = prepare(r.calibration.data, r.preprocess, r.input, calib_samples)
+                x, _, ds = prepare(r.calibration.data, r.preprocess, r.input, calib_samples, t.letterbox_images)
             elif calib is None:
                 raise InputError(f"{qs.precision} needs calibration data: pass --calib (or --recipe)")
             else:
-                x, _, ds = _load_data(calib, onnx_path, r, calib_samples)
+                x, _, ds = _load_data(calib, onnx_path, r, calib_samples, task=t)
             info(f"calibrating with {len(x)} samples from {ds.source}")
         if max_drop is not None:
             from optim.cli.tuning import _tuning_settings, quantize_with_budget
@@ -154,14 +157,14 @@ def register(app: typer.Typer) -> None:
                 raise InputError("--max-drop must be >= 0 points")
             s = _tuning_settings(metric, tune_samples, max_excluded, min(256, tune_samples), max_drop, task=t.name)
             if tune_data is not None:
-                tx, ty, tds = _load_data(tune_data, onnx_path, r, tune_samples)
+                tx, ty, tds = _load_data(tune_data, onnx_path, r, tune_samples, task=t)
             elif r is not None:
                 from optim.data import prepare
 
                 tx, ty, tds = prepare((r.tuning and r.tuning.data) or r.calibration.data, r.preprocess,
-                                      r.input, tune_samples)
+                                      r.input, tune_samples, t.letterbox_images)
             elif calib is not None:
-                tx, ty, tds = _load_data(calib, onnx_path, r, tune_samples)
+                tx, ty, tds = _load_data(calib, onnx_path, r, tune_samples, task=t)
             else:
                 raise InputError("--max-drop needs tuning data: pass --tune-data (or --calib / --recipe)")
             from optim.artifacts import Data

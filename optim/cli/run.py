@@ -64,6 +64,9 @@ def register(app: typer.Typer) -> None:
         calib_samples: Annotated[Optional[int], typer.Option(help="Calibrate on the first N samples only.")] = None,
         precisions: Annotated[Optional[str], typer.Option(help="Only these entries: tags (int8-tensorrt) or precisions (int8: every int8 entry), e.g. fp32,int8,fp16.")] = None,
         bench_iterations: Annotated[Optional[int], typer.Option(help="Timed runs per batch size.")] = None,
+        strict: Annotated[bool, typer.Option("--strict", help="A check flagged NOT MEANINGFUL (e.g. too few FP32 "
+                                             "boxes, untrained weights) fails the run with exit 3, as a failed "
+                                             "gate does (recipe: check.strict).")] = False,
         no_wait: NoWaitOpt = False,
     ) -> None:
         """Run every stage of a recipe: export, quantize, check, bench, build (TensorRT, where it can), report."""
@@ -73,7 +76,7 @@ def register(app: typer.Typer) -> None:
 
         r = apply_overrides(_recipe(recipe), weights=weights.resolve() if weights else None,
                             eval_samples=eval_samples, calib_samples=calib_samples, precisions=precisions,
-                            bench_iterations=bench_iterations)
+                            bench_iterations=bench_iterations, strict=strict)
         check_output_dir(out_root / r.name, "--out-root: run folder")
         Workflow(r, recipe, out_root=out_root, force=force, wait=not no_wait).run()
 

@@ -37,11 +37,10 @@ def quantize_with_budget(fp32: Path, qs, out: Path, calib, data, s) -> None:
 
     with tempfile.TemporaryDirectory(prefix="optim-budget-") as d:
         src = Artifact.of_file(fp32, "fp32", "onnx")
-        ctx = StageContext(Path(d), Path(d) / "raw.onnx", "raw")
+        # named as the user's output: the quantize stage's lines (and any error) name the file being made
+        ctx = StageContext(Path(d), Path(d) / Path(out).name, qs.tag)
         rep = quantize.run([src, Data.of("calibration", calib)], qs, ctx).result
-        cov = rep.coverage
-        info(f"quantized {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul ({rep.tool}, {rep.method}); "
-             f"tuning on {len(data.x)} samples")
+        info(f"tuning {Path(out).name} ({rep.tool}, {rep.method}) on {len(data.x)} samples")
         raw = Artifact.of_file(ctx.out, "raw", "onnx")
         res = tune.run([raw, src, data], s, StageContext(Path(d), Path(out), qs.tag)).result
     b = res.budget
@@ -74,7 +73,9 @@ def register(app: typer.Typer) -> None:
             check_output_file(json_out, "--json")
         r = load_recipe(recipe) if recipe else None
         s = _tuning_settings(metric, samples, None, samples, task=r.task if r is not None else "classification")
-        x, y, ds = load_data(data, reference, r, samples, labels)
+        from optim.tasks import get_task
+
+        x, y, ds = load_data(data, reference, r, samples, labels, task=get_task(s.task))
         from optim.qdq.edit import unpack_weights
 
         model, _ = unpack_weights(load_onnx(quantized), load_onnx(reference))  # ORT's integer weights: FP32's again

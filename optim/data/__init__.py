@@ -6,14 +6,15 @@ from optim.data.preprocess import model_inputs, validate_inputs
 __all__ = ["Dataset", "load_dataset", "parse_data_arg", "model_inputs", "validate_inputs"]
 
 
-def prepare(spec, preprocess, input_spec, samples=None):
+def prepare(spec, preprocess, input_spec, samples=None, letterbox=False):
     """Load a data spec, keep the first ``samples``, and return (inputs, labels, dataset).
 
     Image folders with COCO annotations and made scenes read or make only the first ``samples``
-    (a COCO validation set letterboxed to 640 would otherwise fill gigabytes first)."""
-    if samples and spec.kind in ("coco", "scenes") and (spec.count is None or samples < spec.count):
+    (a COCO validation set letterboxed to 640 would otherwise fill gigabytes first). ``letterbox``
+    (the task's ``letterbox_images``): a flat image folder is letterboxed to the model input."""
+    if samples and spec.kind in ("coco", "scenes", "folder") and (spec.count is None or samples < spec.count):
         spec = spec.model_copy(update={"count": samples})
-    ds = load_dataset(spec, tuple(input_spec.shape)).head(samples)
+    ds = load_dataset(spec, tuple(input_spec.shape), letterbox).head(samples)
     x = model_inputs(ds, preprocess, input_spec)  # validates: an error comes before any note
     ds.clamp_note(samples)
     return x, ds.labels, ds

@@ -22,7 +22,9 @@ on, not only those present in the annotations; class names come from the same li
 
 Left out, like Ultralytics' COCO converter does: crowd annotations (``iscrowd: 1``; COCO
 evaluation treats them as regions to ignore, which optim's mAP does not have) and boxes of
-zero width or height. An image may have no annotations (it then has no boxes).
+zero width or height. An image may have no annotations (it then has no boxes); a file with no
+annotations at all (its ``categories`` then optional) is unlabelled data: no mAP, only agreement
+with FP32 (an mAP against no boxes would read 100 or 0 whatever the model does).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def _read_image(file: Path, entry: dict[str, Any], where: str) -> np.ndarray:
 
 def load_coco(spec, input_shape: tuple[int, ...]):
     """A ``Dataset`` of letterboxed uint8 images (N, H, W, 3) with ``BoxLabels`` in input pixels."""
-    from optim.data.loaders import Dataset
+    from optim.data.dataset import Dataset
     from optim.tasks.detect_ops import BoxLabels
 
     if len(input_shape) != 3 or input_shape[0] != 3:
@@ -132,7 +134,8 @@ def load_coco(spec, input_shape: tuple[int, ...]):
     coco = _read_json(ann_path)
     if not folder.is_dir():
         raise DataError(f"COCO image folder not found: {folder} (data 'path' must be the folder of the images)")
-    class_of, names = _categories(coco, ann_path)
+    unlabelled = not coco.get("annotations")  # no boxes at all: no labels, not "nothing to find"
+    class_of, names = ({}, ()) if unlabelled and not coco.get("categories") else _categories(coco, ann_path)
     images = coco["images"]
     if not images:
         raise DataError(f"{ann_path} lists no images")
@@ -180,8 +183,7 @@ def load_coco(spec, input_shape: tuple[int, ...]):
         keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])  # a box wholly outside the image is left out
         moved.append(b[keep].astype(np.float32))
         kept.append(np.asarray(classes[i], np.int64)[keep])
-    labels = BoxLabels(moved, kept)
     first = f"first {n} of " if n < len(images) else ""
-    source = (f"COCO {ann_path.name} ({first}{len(images)} images from {folder}, {len(names)} categories, "
-              f"letterboxed to {out_w}x{out_h})")
-    return Dataset(out, labels, source, class_names=names)
+    what = "no annotations" if unlabelled else f"{len(names)} categories"
+    source = f"COCO {ann_path.name} ({first}{len(images)} images from {folder}, {what}, letterboxed to {out_w}x{out_h})"
+    return Dataset(out, None if unlabelled else BoxLabels(moved, kept), source, class_names=names)

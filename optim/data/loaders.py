@@ -7,12 +7,11 @@ unpickling) is refused with a clear error.
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from optim.data.dataset import Dataset
 from optim.data.idx import read_idx
 from optim.console import info
 from optim.errors import DataError
@@ -20,32 +19,6 @@ from optim.recipe import DataSpec
 
 BOX_KEYS = {"boxes", "classes", "image_index"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-@dataclass
-class Dataset:
-    images: np.ndarray  # uint8 raw images (N,H,W[,C]) or float model-ready inputs
-    labels: Any  # class ids (N,) int array, detection BoxLabels, or None
-    source: str
-    synthetic: bool = False
-    class_names: tuple[str, ...] = ()
-    total: int | None = None  # size of the set before ``head``
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def head(self, n: int | None) -> Dataset:
-        """The first ``n`` samples; asking for more than there are gives all (``clamp_note`` says so)."""
-        if n is None or n >= len(self):
-            return self
-        labels = None if self.labels is None else self.labels[:n]
-        return Dataset(self.images[:n], labels, f"{self.source} (first {n})",
-                       self.synthetic, self.class_names, total=len(self))
-
-    def clamp_note(self, n: int | None) -> None:
-        """Say so when ``n`` samples were asked for and the set has fewer (a number is never cut silently)."""
-        if n is not None and n > len(self):
-            info(f"asked for {n} samples of {self.source}, which has {len(self)}: using all {len(self)}")
 
 
 def _load_array(path: Path, what: str) -> np.ndarray:
@@ -112,7 +85,9 @@ def _from_idx(spec: DataSpec) -> Dataset:
     return Dataset(read_idx(spec.path), labels, str(spec.path))
 
 
-def _from_folder(spec: DataSpec) -> Dataset:
+def _from_folder(spec: DataSpec, fit: tuple[int, int] | None = None) -> Dataset:
+    """Images of a folder: one sub-folder per class (labels), or flat (no labels). ``fit`` (out_w,
+    out_h): letterbox every image of a flat folder to that size (detection's unlabelled data)."""
     from PIL import Image, UnidentifiedImageError
 
     root = spec.path
@@ -120,6 +95,10 @@ def _from_folder(spec: DataSpec) -> Dataset:
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if fit is not None and classes:
+        raise DataError(f"{root} has sub-folders ({', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''}), "
+                        "which name classes; detection data is a flat folder of images (no labels) or "
+                        "kind: coco (an image folder with a COCO annotations JSON)")
     if classes:
         files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
                  if f.suffix.lower() in IMAGE_SUFFIXES]
@@ -127,6 +106,7 @@ def _from_folder(spec: DataSpec) -> Dataset:
         files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+    files = files[:spec.count] if spec.count else files
     images = []
     for f, _ in files:
         try:
@@ -134,6 +114,11 @@ def _from_folder(spec: DataSpec) -> Dataset:
                 images.append(np.asarray(im.convert("RGB")))
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"cannot read image {f}: {exc}") from None
+    if fit is not None:
+        from optim.data.coco import letterbox
+
+        images = [letterbox(im, *fit)[0] for im in images]
+        return Dataset(np.stack(images), None, f"{root} ({len(images)} images letterboxed to {fit[0]}x{fit[1]})")
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         images = _same_size(images)
@@ -192,6 +177,9 @@ def _check_labels(ds: Dataset) -> None:
     if hasattr(ds.labels, "boxes"):  # detection: per-image boxes
         if len(ds.labels) != len(ds):
             raise DataError(f"{ds.source}: {len(ds)} images but box labels for {len(ds.labels)}")
+        if ds.labels.count == 0:  # mAP against no boxes would read 100 or 0 whatever the model does
+            info(f"{ds.source}: the labels hold no boxes: treated as unlabelled data (agreement with FP32 only)")
+            ds.labels = None
         return
     ds.labels = np.asarray(ds.labels)
     if ds.labels.dtype.kind not in "iu" or ds.labels.ndim != 1:
@@ -201,8 +189,14 @@ def _check_labels(ds: Dataset) -> None:
         raise DataError(f"{ds.source}: {len(ds)} images but {len(ds.labels)} labels")
 
 
-def load_dataset(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
-    if spec.kind == "synthetic":
+def load_dataset(spec: DataSpec, input_shape: tuple[int, ...], letterbox: bool = False) -> Dataset:
+    """The images (and labels) a spec names. ``letterbox``: a flat image folder is letterboxed to the
+    model's ``[3, H, W]`` input, as detection evaluates (``optim.data.coco``)."""
+    if spec.kind == "folder" and letterbox:
+        if len(input_shape) != 3 or input_shape[0] != 3:
+            raise DataError(f"letterboxed images are RGB: the model input must be [3, H, W], not {list(input_shape)}")
+        ds = _from_folder(spec, (int(input_shape[2]), int(input_shape[1])))
+    elif spec.kind == "synthetic":
         ds = _synthetic(spec, input_shape)
     elif spec.kind == "photos":
         ds = _photos(spec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optim.data.loaders import Dataset
+from optim.data.dataset import Dataset
 from optim.errors import DataError
 from optim.recipe import InputSpec, Preprocess
 

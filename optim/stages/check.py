@@ -145,8 +145,13 @@ def _takes_floats(path: Path) -> bool:
     return not has_op(load_onnx(path, check=False))
 
 
-def raise_on_failures(results: list[CheckResult]) -> None:
+def raise_on_failures(results: list[CheckResult], strict: bool = False) -> None:
+    """GateError (exit 3) naming the first failed gate; with ``strict``, a check flagged NOT MEANINGFUL
+    fails too (CI that must not pass on a reference that cannot discriminate)."""
     lines = [line for r in results for line in r.failures()]
+    if strict:
+        lines += [f"{r.tag} is NOT MEANINGFUL ({r.warnings[0]}); --strict / check.strict fails on that"
+                  for r in results if r.warnings]
     if lines:
         more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
         raise GateError(lines[0] + more)

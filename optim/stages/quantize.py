@@ -42,7 +42,7 @@ from optim.artifacts import atomic_path, write_json
 from optim.console import info
 from optim.executor import StageOutput
 from optim.errors import OptimError, QuantizeError, first_line
-from optim.onnx_tools import graph_inputs, load_onnx, quant_coverage, single_input
+from optim.onnx_tools import graph_inputs, load_onnx, name_some, quant_coverage, single_input
 from optim.qdq.scheme import resolve
 from optim.recipe import QuantizeSettings
 from optim.process import doing, sweep
@@ -167,9 +167,15 @@ def _pre_process(quant_pre_process, src: Path, pre: Path) -> list[str]:
     except Exception as exc:
         if "symbolic shape inference" not in str(exc).lower():
             raise
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=False, auto_merge=True)
-    return ["ONNX Runtime's symbolic shape inference could not prove two sizes equal (a scale-factor Resize, "
-            "as in Ultralytics exports): it merged them (auto_merge) and quantized"]
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False, auto_merge=True)
+        return ["ONNX Runtime's symbolic shape inference could not prove two sizes equal (a scale-factor Resize, "
+                "as in Ultralytics exports): it merged them (auto_merge) and quantized"]
+    except Exception as exc:  # e.g. no handler for an op there (ReduceMax with axes as an input, opset 18)
+        why = first_line(str(exc)) or type(exc).__name__
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    return [f"ONNX Runtime's symbolic shape inference failed, with auto_merge too ({why}): quantized after "
+            "ONNX's own shape inference only (skip_symbolic_shape)"]
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -345,11 +351,23 @@ def run(inputs: list, settings: QuantizeSettings, ctx) -> StageOutput:
     if rep.coverage:
         cov = rep.coverage
         info(f"{ctx.out.name}: {cov['quantized']}/{cov['eligible']} Conv/Gemm/MatMul nodes quantized "
-             f"({', '.join(cov['qdq_dtypes'])})")
+             f"({', '.join(cov['qdq_dtypes'])}){_left_text(rep)}")
     for note in rep.notes:
         info(f"  {ctx.out.name}: {note}")
     write_json(ctx.side(f"quantize/{ctx.name}", f"quantize/{ctx.name}.json"), rep.as_dict())
     return StageOutput(settings.model_dump(mode="json"), rep)
+
+
+def _left_text(rep: QuantizeReport) -> str:
+    """``; TOOL left a, b and 3 more unquantized (2 more kept by the exclusions)``, or nothing."""
+    left = (rep.coverage or {}).get("unquantized") or []
+    kept = set(rep.kept)
+    skipped = [n for n in left if n not in kept]
+    n_kept = len(left) - len(skipped)
+    if not skipped:
+        return f"; {n_kept} kept unquantized by the exclusions" if n_kept else ""
+    more = f" ({n_kept} more kept by the exclusions)" if n_kept else ""
+    return f"; {rep.tool} left {name_some(skipped)} unquantized{more}"
 
 
 def quantize_file(src: Path, s: QuantizeSettings, out: Path, calib: np.ndarray | None = None) -> QuantizeReport:

@@ -406,6 +406,11 @@ def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
         line = f"{name:<38}{acc:>15}{_fmt(r.speedup_vs_fp32, 2):>11}{gpu:>11}  {gates}"
         out.append(line if len(line) <= width else line[:width - 3] + "...")
     extra = [f"{cpu.result_name(r.tag, r.backend)}: {r.disagrees}; not ★" for r in rows if r.disagrees]
+    flagged = [r for r in rows if r.notes and not r.unverified]
+    if flagged:  # said plainly: passed gates on such a row prove nothing
+        extra.append(f"NOT MEANINGFUL: {len(flagged)} of {len(rows)} checks: their gates cannot tell a good "
+                     f"entry from a broken one ({flagged[0].notes[0]}); optim run --strict (check.strict) "
+                     "fails the run on this")
     schemes: dict[str, list[str]] = {}  # one line per INT8 format, naming the entries that have it
     for r in rows:
         if r.int8_scheme and r.primary:

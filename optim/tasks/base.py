@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import abc
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel
+
+
+class Head(NamedTuple):
+    """Node-name patterns (regexes) of a model's output head, and how they were found."""
+
+    patterns: tuple[str, ...] = ()
+    note: str = ""  # empty when the head was found by its module name
 
 
 @dataclass
@@ -172,23 +179,26 @@ class Task(abc.ABC):
         """One console line for one output's comparison with FP32."""
         return f"{name}: " + ", ".join(f"{k} {v:.6g}" for k, v in deltas.items())
 
+    #: a flat image folder given as data is letterboxed to the model input (detection), not resized/cropped
+    letterbox_images: ClassVar[bool] = False
+
     #: keep the output head's decode unquantized unless the recipe says otherwise (``quantize.keep_head``)
     keep_head_default: ClassVar[bool] = False
     #: why the head stays in high precision (the report says it)
     keep_head_why: ClassVar[str] = ""
 
-    def head_nodes(self, model: Any) -> tuple[str, ...]:
-        """Node-name patterns (regexes) of the model's output head that stay in high precision
-        when ``quantize.keep_head`` holds; the task decides what its head is (none by default)."""
-        return ()
+    def head(self, model: Any) -> Head:
+        """The model's output head that stays in high precision when ``quantize.keep_head`` holds
+        (node-name patterns, and a note when it was not found by name); none by default."""
+        return Head()
 
-    def keep_head(self, qs: Any, model: Any) -> tuple[Any, tuple[str, ...]]:
+    def keep_head(self, qs: Any, model: Any) -> tuple[Any, Head]:
         """Quantize settings ``qs`` with ``keep_head`` resolved (None: ``keep_head_default``) and, when it
-        holds, the head's patterns added to ``exclude_nodes``; and those patterns (empty if none)."""
+        holds, the head's patterns added to ``exclude_nodes``; and the head (no patterns if none)."""
         keep = self.keep_head_default if qs.keep_head is None else qs.keep_head
-        head = self.head_nodes(model) if keep else ()
+        head = self.head(model) if keep else Head()
         return qs.model_copy(update={"keep_head": keep, "exclude_nodes": tuple(dict.fromkeys(
-            (*qs.exclude_nodes, *head)))}), head
+            (*qs.exclude_nodes, *head.patterns)))}), head
 
     @abc.abstractmethod
     def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:

@@ -129,6 +129,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from optim.errors import InputError, ModelError
+from optim.onnx_tools import show_dims
 
 OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
 PREFIX = "optim_nms/"
@@ -219,7 +220,7 @@ def raw_output(model: onnx.ModelProto, output: str | None = None) -> RawOutput:
 
 
 def _show(dims: list) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+    return show_dims(dims)  # symbolic sizes can be long expressions: shown short
 
 
 def check_params(max_det: int, conf: float, iou: float, form: str = FORMS[0],

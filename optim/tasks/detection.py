@@ -30,11 +30,14 @@ from pydantic import Field
 from optim.errors import DataError
 from optim.settings import Strict
 from optim.tasks import register_task
-from optim.tasks.base import Column, Fidelity, GateResult, Task, first_output
+from optim.tasks.base import Column, Fidelity, GateResult, Head, Task, first_output
+from optim.tasks.detect_head import find_head, head_nodes  # noqa: F401  (head_nodes re-exported)
 from optim.tasks.detect_ops import BoxLabels, as_box_labels, coco_map, decode
 
 #: FP32 detections at or above this score are the ground truth of the agreement metric
 AGREE_CONF = 0.25
+#: an agreement resting on fewer FP32 boxes than this is flagged: each box would be 5 points or more
+MIN_REFERENCE_BOXES = 20
 
 
 def _is_detection(y: np.ndarray) -> bool:
@@ -59,14 +62,20 @@ def _cosine(r: np.ndarray, g: np.ndarray) -> tuple[float, float]:
 
 def fp32_agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
     """The candidate's mAP@0.5:0.95 and mAP@0.5 (%) with FP32's confident detections as ground truth."""
-    truth = [d.above(AGREE_CONF) for d in decode(ref)]
-    labels = BoxLabels([d.boxes for d in truth], [d.classes for d in truth])
+    labels = reference_boxes(ref)
     nc = ref.shape[1] - 4
+    boxes = float(labels.count)
     if labels.count == 0:  # FP32 is confident about nothing: agree when the candidate is not either
         v = 0.0 if any(len(d) for d in decode(got, conf=AGREE_CONF)) else 100.0
-        return {"agreement": v, "agreement50": v}
+        return {"agreement": v, "agreement50": v, "reference_boxes": boxes}
     m = coco_map(labels, decode(got), nc)
-    return {"agreement": m["map"], "agreement50": m["map50"]}
+    return {"agreement": m["map"], "agreement50": m["map50"], "reference_boxes": boxes}
+
+
+def reference_boxes(ref: np.ndarray) -> BoxLabels:
+    """FP32's confident detections (score >= ``AGREE_CONF``): the ground truth of agreement."""
+    truth = [d.above(AGREE_CONF) for d in decode(ref)]
+    return BoxLabels([d.boxes for d in truth], [d.classes for d in truth])
 
 
 def output_deltas(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -108,30 +117,6 @@ class Gates(Strict):
                                         "of background anchors (pixels) dominate it")
 
 
-def head_nodes(model: Any) -> tuple[str, ...]:
-    """Name patterns of the decode that follows a YOLO head's last convolutions.
-
-    The node that makes the raw output (the final Concat of boxes and scores) names the head
-    module: ``/head/Concat_9`` here, ``/model.22/Concat_5`` in an Ultralytics export. The
-    decode is every node directly in that module (Sigmoid, Concat, Reshape, box Add/Sub/Mul/Div,
-    Slice) and everything in its ``dfl`` sub-module (Softmax and the fixed 1x1 Conv); the
-    branch convolutions live deeper (``/head/cv2.0/...``) and stay quantizable. The final
-    Concat joins pixel boxes (0..640) with scores (0..1): one INT8 scale on it rounds every
-    score to 0. A graph whose output node names no module (``Concat_9``) gives no patterns."""
-    import re
-
-    import onnx
-
-    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = onnx.load(str(model), load_external_data=False)
-    producers = {o: n for n in model.graph.node for o in n.output}
-    node = producers.get(model.graph.output[0].name) if model.graph.output else None
-    if node is None or "/" not in node.name.strip("/"):
-        return ()
-    prefix = re.escape(node.name[: node.name.rindex("/") + 1])
-    return (f"^{prefix}[^/]+$", f"^{prefix}dfl/.*")
-
-
 @register_task
 class Detection(Task):
     name = "detection"
@@ -144,15 +129,18 @@ class Detection(Task):
     columns = (Column("mAP50-95 %", "map", needs_labels=True, description="mAP@0.5:0.95 (%)"),
                Column("Δ mAP (pts)", "map_delta", signed=True, needs_labels=True),
                Column("mAP50 %", "map50", needs_labels=True),
-               Column("agreement %", "agreement", description="mAP@0.5:0.95 against FP32's detections (%)"))
+               Column("agreement %", "agreement", description="mAP@0.5:0.95 against FP32's detections (%)"),
+               Column("FP32 boxes", "reference_boxes", digits=0,
+                      description="FP32's detections (score >= 0.25) the agreement is scored against"))
     headline, agreement = "map", "agreement"
     keep_head_default = True
+    letterbox_images = True
     keep_head_why = ("the head's decode after its last convolutions: DFL softmax and expectation, sigmoid, box "
                      "arithmetic, and the final Concat of pixel boxes (0..640) with scores (0..1), where one "
                      "INT8 scale rounds every score to 0")
 
-    def head_nodes(self, model: Any) -> tuple[str, ...]:
-        return head_nodes(model)
+    def head(self, model: Any) -> Head:
+        return find_head(model)
 
     def output_deltas(self, ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
         return output_deltas(ref, got)
@@ -165,9 +153,14 @@ class Detection(Task):
         y = first_output(ref_outputs)
         if out or not _is_detection(y):
             return out
-        if not any(len(d) for d in decode(y, conf=AGREE_CONF)):
+        boxes = reference_boxes(y).count
+        if boxes == 0:
             out.append(f"no detection scores {AGREE_CONF} or more on any of {len(y)} images: agreement "
                        "with FP32 cannot fail (untrained weights, or inputs the model was not made for)")
+        elif boxes < MIN_REFERENCE_BOXES:
+            out.append(f"agreement rests on only {boxes} FP32 box{'es' if boxes > 1 else ''} (score >= "
+                       f"{AGREE_CONF}) in {len(y)} images: too few to mean anything (at least "
+                       f"{MIN_REFERENCE_BOXES}); evaluate on more images")
         elif labels is not None:
             m = detection_accuracy(y, labels)["map"]
             if m < 1.0:
@@ -226,13 +219,15 @@ class Detection(Task):
         first = first_output(outputs)
         acc = (f"mAP50-95 {accuracy['map']:.2f}% ({accuracy['map_delta']:+.2f} pts), mAP50 {accuracy['map50']:.2f}%"
                if accuracy else "no labels")
-        agree = first.get("agreement")
+        agree, boxes = first.get("agreement"), first.get("reference_boxes")
+        on = f" on {boxes:.0f} FP32 boxes" if boxes is not None else ""
         return (f"{acc}, score cosine {first['cosine']:.5f}"
-                + (f", agreement {agree:.2f}% (box mAP vs FP32's detections)" if agree is not None else ""))
+                + (f", agreement {agree:.2f}%{on} (box mAP vs FP32's detections)" if agree is not None else ""))
 
     def row_values(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> dict[str, Any]:
         first = first_output(outputs)
         acc = accuracy or {}
         return {"map": acc.get("map"), "map_delta": acc.get("map_delta"), "map50": acc.get("map50"),
-                "agreement": first.get("agreement"), "cosine": first.get("cosine"),
+                "agreement": first.get("agreement"), "reference_boxes": first.get("reference_boxes"),
+                "cosine": first.get("cosine"),
                 "max_abs_error": max(o["max_abs_error"] for o in outputs.values())}
