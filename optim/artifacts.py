@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from optim import __version__
+from optim.version import __version__
 from optim.errors import InputError, OutputPathError, WriteError
 
 MANIFEST = "manifest.json"

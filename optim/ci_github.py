@@ -20,16 +20,16 @@ expressions spliced into scripts.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from optim.artifacts import Manifest, RunDir, atomic_path, check_output_file, sha256_file, write_json, write_text
+from optim.artifacts import Manifest, RunDir, atomic_path, check_output_file, sha256_file, write_text
 from optim.console import info, skipped
 from optim.errors import InputError, OutputPathError
+from optim.runfolder import RunInfo, RunLayout
 
 DEFAULTS = {"gpu_runner": "h100", "tensorrt_image_tag": "25.10-py3", "tensorrt_major": "10"}
 # majors that run on node24 (actionlint flags the node20 ones as deprecated)
@@ -122,14 +122,14 @@ def _gpu_job(recipes: list[dict[str, Any]]) -> dict[str, Any]:
             {"name": "TensorRT version and compute capability", "id": "gpu", "run": probe},
             {"name": "Restore the engine built with this TensorRT on this compute capability", "uses": CACHE,
              "with": {"path": "\n".join([f"{engine}.plan", f"{engine}.plan.json", f"{engine}.layers.json",
-                                          f"{run_dir}/timing.cache", f"{run_dir}/manifest.json"]) + "\n",
+                                          f"{run_dir}/{RunLayout.TIMING_CACHE}", f"{run_dir}/{RunLayout.MANIFEST}"]) + "\n",
                       "key": key}},
             {"name": "Build, check and bench the engine", "run": '.venv/bin/optim run "$RECIPE" --precisions "$ENTRY"'},
             {"name": "Upload the engine and its manifest", "if": "${{ !cancelled() }}", "uses": UPLOAD,
              "with": {"name": "engines-${{ matrix.model }}-${{ matrix.precision }}",
                       "path": "\n".join([f"{engine}.plan", f"{engine}.plan.json", f"{engine}.layers.json",
-                                         f"{run_dir}/gpu/*/{entry}.json", f"{run_dir}/manifest.json",
-                                         f"{run_dir}/run.json"]) + "\n",
+                                         f"{run_dir}/{RunLayout.gpu_dir('*')}/{entry}.json",
+                                         f"{run_dir}/{RunLayout.MANIFEST}", f"{run_dir}/{RunLayout.RUN_JSON}"]) + "\n",
                       "if-no-files-found": "warn"}},
         ],
     }
@@ -155,7 +155,8 @@ def _report_job(recipes: list[dict[str, Any]], with_gpu: bool) -> dict[str, Any]
             {"name": f"Upload the report of {r['name']}", "uses": UPLOAD,
              "with": {"name": f"report-{r['name']}",
                       "path": "\n".join(f"artifacts/{r['name']}/{p}" for p in
-                                        ("report.*", "run.json", "manifest.json", "gpu/", "*.plan.json")) + "\n"}},
+                                        (RunLayout.report("*"), RunLayout.RUN_JSON, RunLayout.MANIFEST, RunLayout.gpu_dir(""),
+                                         "*.plan.json")) + "\n"}},
         ]
     return {"name": "merged report", "needs": ["cpu", "gpu"] if with_gpu else ["cpu"],
             "if": "${{ !cancelled() && needs.cpu.result == 'success' }}", "runs-on": "ubuntu-24.04",
@@ -236,7 +237,7 @@ def _gpu_files(src: Path) -> dict[str, list[Path]]:
         tag = _engine_tag(p.name)
         if tag:
             by_tag.setdefault(tag, []).append(p)
-    for p in sorted(src.glob("gpu/*/*.json")):
+    for p in sorted(src.glob(RunLayout.gpu_dir("*") + "/*.json")):
         by_tag.setdefault(p.stem, []).append(p)
     return by_tag
 
@@ -247,19 +248,20 @@ def merge_runs(run_dir: Path, sources: list[Path], wait: bool = True) -> dict[st
     from optim.runlock import RunLock
 
     dest = Path(run_dir)
-    if not (dest / "run.json").is_file():
+    layout = RunLayout(dest)
+    if not layout.path(RunLayout.RUN_JSON).is_file():
         raise InputError(f"{dest} is not an optim run folder (no run.json)")
     merged: dict[str, str] = {}
     with RunLock(dest, wait=wait):
         rd = RunDir(dest)
-        run = json.loads((dest / "run.json").read_text())
+        run = RunInfo.read(layout.path(RunLayout.RUN_JSON))
         notes: list[str] = []
         for src in map(Path, sources):
             if not src.is_dir():
                 raise InputError(f"not a folder: {src}")
             theirs = Manifest()
-            if (src / "manifest.json").is_file():
-                theirs = Manifest.model_validate_json((src / "manifest.json").read_text())
+            if (src / RunLayout.MANIFEST).is_file():
+                theirs = Manifest.model_validate_json((src / RunLayout.MANIFEST).read_text())
             found = _gpu_files(src)
             if not found:
                 skipped(f"merge {src}", "no engines or gpu/ results in it")
@@ -276,15 +278,14 @@ def merge_runs(run_dir: Path, sources: list[Path], wait: bool = True) -> dict[st
                         rd.manifest.artifacts[rec.name] = rec
                     else:
                         rd.record(rel, rel, "ci-merge", kind="result", tag=tag)
-            if (src / "run.json").is_file():
-                notes += [n for n in json.loads((src / "run.json").read_text()).get("notes", [])
+            if (src / RunLayout.RUN_JSON).is_file():
+                notes += [n for n in RunInfo.read(src / RunLayout.RUN_JSON).notes
                           if n.startswith("GPU columns:") and n not in notes]
-        gpu = run.setdefault("gpu", {})
         for tag in merged:
-            (gpu.get("not_run") or {}).pop(tag, None)
-        gpu["merged_from"] = {t: Path(s).name for t, s in merged.items()}
-        run["notes"] = [n for n in run.get("notes", []) if not n.startswith("TensorRT build and GPU bench: not run")] + notes
-        write_json(dest / "run.json", run)
-        rd.record("run", "run.json", "run", kind="result")
+            run.gpu.not_run.pop(tag, None)
+        run.gpu.merged_from = {t: Path(s).name for t, s in merged.items()}  # a key of its own (extra)
+        run.notes = [n for n in run.notes if not n.startswith("TensorRT build and GPU bench: not run")] + notes
+        run.save(layout.path(RunLayout.RUN_JSON))
+        rd.record("run", RunLayout.RUN_JSON, "run", kind="result")
     info(f"merged {', '.join(sorted(merged)) or 'nothing'} into {dest}")
     return merged

@@ -30,92 +30,95 @@ class StageStatus:
     why: str = ""
 
 
-def _pkg(m: Machine, name: str) -> str | None:
-    return m.packages.get(name)
+def _pkg(machine: Machine, name: str) -> str | None:
+    return machine.packages.get(name)
 
 
-def inventory(m: Machine) -> list[Item]:
-    conflict = ort_conflict(m)
-    ort = _pkg(m, "onnxruntime-gpu") or _pkg(m, "onnxruntime")
+def inventory(machine: Machine) -> list[Item]:
+    conflict = ort_conflict(machine)
+    ort = _pkg(machine, "onnxruntime-gpu") or _pkg(machine, "onnxruntime")
     gpus = "; ".join(f"{g.index}: {g.name}, {g.sm}" + (f", {g.memory_mib} MiB" if g.memory_mib else "")
-                     for g in m.gpus)
-    if not m.plugin_sources:
+                     for g in machine.gpus)
+    if not machine.plugin_sources:
         plugins = Item("plugin libraries", "none needed: this checkout has no csrc/", True)
-    elif m.plugin_libraries:
-        plugins = Item("plugin libraries", ", ".join(m.plugin_libraries), True)
+    elif machine.plugin_libraries:
+        plugins = Item("plugin libraries", ", ".join(machine.plugin_libraries), True)
     else:
         plugins = Item("plugin libraries", "csrc/ is here but no library is built (build/plugins/)",
                        False, "bash scripts/build_plugins.sh")
     return [
-        Item("python", m.python, m.python.startswith("3.11"), "" if m.python.startswith("3.11") else "Python 3.11"),
-        Item("torch", f"{_pkg(m, 'torch')} (built for CUDA {m.torch_cuda})" if _pkg(m, "torch") else "not installed",
-             bool(_pkg(m, "torch")), INSTALL["base"]),
-        Item("onnx", _pkg(m, "onnx") or "not installed", bool(_pkg(m, "onnx")), INSTALL["base"]),
-        Item("nvidia-modelopt", _pkg(m, "nvidia-modelopt") or "not installed", bool(_pkg(m, "nvidia-modelopt")),
-             INSTALL["base"]),
+        Item("python", machine.python, machine.python.startswith("3.11"),
+             "" if machine.python.startswith("3.11") else "Python 3.11"),
+        Item("torch", f"{_pkg(machine, 'torch')} (built for CUDA {machine.torch_cuda})"
+             if _pkg(machine, "torch") else "not installed", bool(_pkg(machine, "torch")), INSTALL["base"]),
+        Item("onnx", _pkg(machine, "onnx") or "not installed", bool(_pkg(machine, "onnx")), INSTALL["base"]),
+        Item("nvidia-modelopt", _pkg(machine, "nvidia-modelopt") or "not installed",
+             bool(_pkg(machine, "nvidia-modelopt")), INSTALL["base"]),
         Item("onnxruntime",
              ("BROKEN: both onnxruntime and onnxruntime-gpu are installed (they share one folder)" if conflict
-              else f"{ort} ({'onnxruntime-gpu' if _pkg(m, 'onnxruntime-gpu') else 'CPU wheel'}), providers: "
-                   f"{', '.join(m.ort_providers) or 'none'}") if ort else "not installed",
+              else f"{ort} ({'onnxruntime-gpu' if _pkg(machine, 'onnxruntime-gpu') else 'CPU wheel'}), providers: "
+                   f"{', '.join(machine.ort_providers) or 'none'}") if ort else "not installed",
              bool(ort) and not conflict, INSTALL["ort-conflict"] if conflict else INSTALL["base"]),
-        _tensorrt_item(m),
-        _tensorrt_rtx_item(m),
-        Item("openvino", f"{_pkg(m, 'openvino')} (CPU backends openvino, openvino-bf16, openvino-f16)"
-             if _pkg(m, "openvino") else f"not installed (optional CPU backend; install: {INSTALL['openvino']})", True),
-        _cpu_item(m),
-        Item("CUDA GPU", gpus or f"none ({m.cuda_error or 'not found'})", bool(m.gpus), INSTALL["gpu"]),
-        Item("NVIDIA driver", m.driver or "not found", m.driver is not None, INSTALL["gpu"]),
-        Item("nvcc", m.nvcc or "not found", m.nvcc is not None, INSTALL["nvcc"]),
+        _tensorrt_item(machine),
+        _tensorrt_rtx_item(machine),
+        Item("openvino", f"{_pkg(machine, 'openvino')} (CPU backends openvino, openvino-bf16, openvino-f16)"
+             if _pkg(machine, "openvino") else f"not installed (optional CPU backend; install: {INSTALL['openvino']})",
+             True),
+        _cpu_item(machine),
+        Item("CUDA GPU", gpus or f"none ({machine.cuda_error or 'not found'})", bool(machine.gpus), INSTALL["gpu"]),
+        Item("NVIDIA driver", machine.driver or "not found", machine.driver is not None, INSTALL["gpu"]),
+        Item("nvcc", machine.nvcc or "not found", machine.nvcc is not None, INSTALL["nvcc"]),
         plugins,
     ]
 
 
-def _cpu_item(m: Machine) -> Item:
+def _cpu_item(machine: Machine) -> Item:
     """The CPU, its features that decide reduced-precision speed, what it computes natively, and the
     INT8 format onnxruntime-target files get here (``optim.qdq.scheme``)."""
-    if m.cpu is None:
+    if machine.cpu is None:
         return Item("CPU", "not probed", True)
     from optim.qdq.scheme import ort_int8_scheme
 
-    sc = ort_int8_scheme(m.cpu)
-    return Item("CPU", f"{m.cpu.describe()}; ONNX Runtime INT8 here: {sc.label()} ({sc.reason})", True)
+    sc = ort_int8_scheme(machine.cpu)
+    return Item("CPU", f"{machine.cpu.describe()}; ONNX Runtime INT8 here: {sc.label()} ({sc.reason})", True)
 
 
-def _tensorrt_item(m: Machine) -> Item:
+def _tensorrt_item(machine: Machine) -> Item:
     """The version, its major and what that means for a build (TensorRT 10 and 11 differ on weak typing)."""
-    if m.tensorrt is None:
-        return Item("TensorRT", f"not importable ({m.tensorrt_error or 'not installed'})", False, INSTALL["tensorrt"])
-    if tensorrt_unsupported(m):
-        supported = " and ".join(map(str, SUPPORTED_MAJORS))
-        return Item("TensorRT", f"{m.tensorrt}: NOT SUPPORTED (optim builds with TensorRT {supported})", False,
+    if machine.tensorrt is None:
+        return Item("TensorRT", f"not importable ({machine.tensorrt_error or 'not installed'})", False,
                     INSTALL["tensorrt"])
-    return Item("TensorRT", f"{m.tensorrt} ({major_implies(tensorrt_major(m.tensorrt))})", True)
+    if tensorrt_unsupported(machine):
+        supported = " and ".join(map(str, SUPPORTED_MAJORS))
+        return Item("TensorRT", f"{machine.tensorrt}: NOT SUPPORTED (optim builds with TensorRT {supported})", False,
+                    INSTALL["tensorrt"])
+    return Item("TensorRT", f"{machine.tensorrt} ({major_implies(tensorrt_major(machine.tensorrt))})", True)
 
 
-def _tensorrt_rtx_item(m: Machine) -> Item:
+def _tensorrt_rtx_item(machine: Machine) -> Item:
     """TensorRT-RTX: builds engines here without a GPU; they run only on its GPUs."""
-    if m.tensorrt_rtx is None:
-        return Item("TensorRT-RTX", f"not importable ({m.tensorrt_rtx_error or 'not installed'})", False,
+    if machine.tensorrt_rtx is None:
+        return Item("TensorRT-RTX", f"not importable ({machine.tensorrt_rtx_error or 'not installed'})", False,
                     INSTALL["tensorrt_rtx"])
-    return Item("TensorRT-RTX", f"{m.tensorrt_rtx}: builds engines on this machine without a GPU; they run only "
+    return Item("TensorRT-RTX", f"{machine.tensorrt_rtx}: builds engines on this machine without a GPU; they run only "
                 f"on {TENSORRT_RTX.runs_on}", True)
 
 
-def tensorrt_info(m: Machine) -> dict:
+def tensorrt_info(machine: Machine) -> dict:
     major = None
-    if m.tensorrt is not None and not tensorrt_unsupported(m):
-        major = tensorrt_major(m.tensorrt)
-    return {"version": m.tensorrt, "major": major, "implies": major_implies(major) if major else None,
+    if machine.tensorrt is not None and not tensorrt_unsupported(machine):
+        major = tensorrt_major(machine.tensorrt)
+    return {"version": machine.tensorrt, "major": major, "implies": major_implies(major) if major else None,
             "supported_majors": list(SUPPORTED_MAJORS),
-            "rtx": {"version": m.tensorrt_rtx, "builds_without_gpu": True, "targets": TENSORRT_RTX.sms,
+            "rtx": {"version": machine.tensorrt_rtx, "builds_without_gpu": True, "targets": TENSORRT_RTX.sms,
                     "runs_on": TENSORRT_RTX.runs_on}}
 
 
-def stages(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> list[StageStatus]:
-    missing = [n for n in ("torch", "onnx", "nvidia-modelopt") if not _pkg(m, n)]
-    if ort_conflict(m):
+def stages(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> list[StageStatus]:
+    missing = [n for n in ("torch", "onnx", "nvidia-modelopt") if not _pkg(machine, n)]
+    if ort_conflict(machine):
         ort_why = "both onnxruntime and onnxruntime-gpu are installed: " + INSTALL["ort-conflict"]
-    elif "CPUExecutionProvider" not in m.ort_providers:
+    elif "CPUExecutionProvider" not in machine.ort_providers:
         ort_why = f"onnxruntime is not installed or has no CPU provider: {INSTALL['base']}"
     else:
         ort_why = ""
@@ -127,23 +130,23 @@ def stages(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> li
         StageStatus("quantize (modelopt, ORT)", not quant_why, quant_why),
         StageStatus("check, bench on CPU (ORT)", not ort_why, ort_why),
     ]
-    blocker = build_blocker(m, t, hardware_compatibility) or ""
+    blocker = build_blocker(machine, t, hardware_compatibility) or ""
     rows.append(StageStatus(f"build TensorRT engines for {t.name} ({t.sm})", not blocker, blocker))
     rows.append(StageStatus("check, bench engines on the GPU", not blocker, blocker))
     rtx = TARGETS["rtx"]
-    rtx_why = build_blocker(m, rtx) or ""
+    rtx_why = build_blocker(machine, rtx) or ""
     rows.append(StageStatus(f"build TensorRT-RTX engines for {rtx.sm} (no GPU needed)", not rtx_why, rtx_why))
     for backend, provider in (("ort-cuda", "CUDAExecutionProvider"), ("ort-tensorrt", "TensorrtExecutionProvider")):
-        why = gpu_missing(m) or ("" if provider in m.ort_providers else
+        why = gpu_missing(machine) or ("" if provider in machine.ort_providers else
                                  f"ONNX Runtime has no {provider}: {INSTALL['onnxruntime-gpu']}")
         if not why and provider == "TensorrtExecutionProvider":
-            why = tensorrt_missing(m) or ""
+            why = tensorrt_missing(machine) or ""
         rows.append(StageStatus(f"bench --backend {backend}", not why, why))
     return rows
 
 
-def render(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> str:
-    items, rows = inventory(m), stages(m, t, hardware_compatibility)
+def render(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> str:
+    items, rows = inventory(machine), stages(machine, t, hardware_compatibility)
     w = max(len(i.name) for i in items) + 2
     out = ["optim doctor: what this machine has", ""]
     for i in items:
@@ -154,14 +157,15 @@ def render(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> st
     w = max(len(r.stage) for r in rows) + 2
     for r in rows:
         out.append(f"  {r.stage:<{w}}{'yes' if r.ok else 'NO: ' + r.why}")
-    blocker = build_blocker(m, t, hardware_compatibility)
-    rtx = "" if build_blocker(m, TARGETS["rtx"]) else f"; TensorRT-RTX engines for {TARGETS['rtx'].sm} are built"
+    blocker = build_blocker(machine, t, hardware_compatibility)
+    rtx = "" if build_blocker(machine, TARGETS["rtx"]) else f"; TensorRT-RTX engines for {TARGETS['rtx'].sm} are built"
     out += ["", "optim run here: " + ("every stage, including TensorRT engines and GPU bench" if blocker is None
                                        else f"CPU stages only{rtx}; {t.name} build and GPU bench are skipped "
                                             f"({blocker})")]
     return "\n".join(out) + "\n"
 
 
-def as_dict(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> dict:
-    return {"machine": m.as_dict(), "items": [asdict(i) for i in inventory(m)], "tensorrt": tensorrt_info(m),
-            "stages": [asdict(r) for r in stages(m, t, hardware_compatibility)], "target": t.key}
+def as_dict(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> dict:
+    return {"machine": machine.as_dict(), "items": [asdict(i) for i in inventory(machine)],
+            "tensorrt": tensorrt_info(machine),
+            "stages": [asdict(r) for r in stages(machine, t, hardware_compatibility)], "target": t.key}

@@ -127,8 +127,8 @@ def _nvcc() -> str | None:
         out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return f"found at {exe}, version unknown"
-    m = re.search(r"release ([\d.]+)", out)
-    return f"{m.group(1) if m else '?'} ({exe})"
+    release = re.search(r"release ([\d.]+)", out)
+    return f"{release.group(1) if release else '?'} ({exe})"
 
 
 def find_plugin_libraries() -> list[str]:
@@ -160,19 +160,19 @@ def probe() -> Machine:
     )
 
 
-def ort_conflict(m: Machine) -> bool:
+def ort_conflict(machine: Machine) -> bool:
     """onnxruntime and onnxruntime-gpu share one folder: both installed means a broken install."""
-    return "onnxruntime" in m.packages and "onnxruntime-gpu" in m.packages
+    return "onnxruntime" in machine.packages and "onnxruntime-gpu" in machine.packages
 
 
-def tensorrt_missing(m: Machine) -> str | None:
-    if m.tensorrt is not None:
+def tensorrt_missing(machine: Machine) -> str | None:
+    if machine.tensorrt is not None:
         return None
-    why = m.tensorrt_error or "not installed"
+    why = machine.tensorrt_error or "not installed"
     return f"TensorRT is not importable here ({why}); install: {INSTALL['tensorrt']}"
 
 
-def gpu_missing(m: Machine) -> str | None:
-    if m.gpus:
+def gpu_missing(machine: Machine) -> str | None:
+    if machine.gpus:
         return None
-    return f"no CUDA GPU is visible here ({m.cuda_error or 'none found'}); needs {INSTALL['gpu']}"
+    return f"no CUDA GPU is visible here ({machine.cuda_error or 'none found'}); needs {INSTALL['gpu']}"

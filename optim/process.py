@@ -7,18 +7,25 @@
   quantize worker is killed and its job folder deleted, the run folder's lock released.
 * ``private_tmp()`` gives the process its own ``TMPDIR/optim-proc-PID-XXXX`` (for itself
   and the tools and workers it starts), removed when it ends; ``sweep`` removes those of
-  optim processes that died without cleaning up (``kill -9``).
+  optim processes that died without cleaning up (``kill -9``), and ``owner_gone`` tells any
+  leftover that names its writer's PID whether that writer is gone.
+* ``run_child`` runs a child that reports on its last line of output (the native-crash probes)
+  and says how it ended; ``signal_name`` and ``killed_by`` say how a child died of a signal (a
+  native crash, out of memory); ``CRASH_SIGNALS`` are those of a crash.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: a temporary folder that names the optim process owning it: optim-<what>-PID-<random>
@@ -94,6 +101,58 @@ def signals() -> Iterator[None]:
         _owner.pop()
 
 
+#: signals that mean a child process crashed in native code (not killed from outside, not interrupted)
+CRASH_SIGNALS = frozenset({"SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE", "SIGTRAP", "SIGSYS"})
+
+
+def signal_name(number: int) -> str:
+    """A signal's name (``SIGSEGV`` for 11), or ``signal N`` for a number without one."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def killed_by(sig: str) -> str:
+    """How a child process died of the signal named ``sig``, with the likely cause:
+    ``killed by SIGKILL (out of memory?)``, ``killed by SIGSEGV (a crash in native code)``."""
+    why = "out of memory?" if sig == "SIGKILL" else "a crash in native code" if sig in CRASH_SIGNALS else ""
+    return f"killed by {sig}" + (f" ({why})" if why else "")
+
+
+@dataclass(frozen=True)
+class ChildEnd:
+    """How a child process ended (``run_child``). ``started`` False: it could not start (``detail`` says
+    why). ``signal``: the signal it died of, by name ("" when it exited with ``code``). ``said``: its last
+    line of output as a JSON object ({} when that is none). ``detail``: the tail of its stderr."""
+
+    started: bool
+    code: int = 0
+    signal: str = ""
+    said: dict = field(default_factory=dict)
+    detail: str = ""
+
+
+def run_child(cmd: list[str]) -> ChildEnd:
+    """Run ``cmd`` to its end with no input and its output captured; how it ended. Raises
+    ``KeyboardInterrupt`` when the child died of SIGINT (Ctrl-C reaches both)."""
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
+    except OSError as exc:
+        return ChildEnd(False, detail=str(exc))
+    detail = proc.stderr[-4000:]
+    if proc.returncode < 0:
+        sig = signal_name(-proc.returncode)
+        if sig == "SIGINT":
+            raise KeyboardInterrupt
+        return ChildEnd(True, proc.returncode, sig, detail=detail)
+    try:
+        said = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        said = {}
+    return ChildEnd(True, proc.returncode, said=said if isinstance(said, dict) else {}, detail=detail)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this PID exists (on this host)."""
     try:
@@ -105,6 +164,13 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def owner_gone(pid: str | int) -> bool:
+    """Whether the writer whose PID a leftover names (a number, or digits cut from a file name) is
+    gone: it is not this process and no process has that PID. Anything but digits: not known gone."""
+    text = str(pid)
+    return text.isdigit() and int(text) != os.getpid() and not pid_alive(int(text))
+
+
 def sweep(base: Path | None = None) -> list[Path]:
     """Remove ``optim-*-PID-*`` temporary folders of optim processes that are gone; returns them."""
     gone = []
@@ -114,8 +180,8 @@ def sweep(base: Path | None = None) -> list[Path]:
     except OSError:
         return gone
     for d in entries:
-        m = _OWNED.match(d.name)
-        if not m or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
+        owned = _OWNED.match(d.name)
+        if not owned or not owner_gone(owned.group(1)):
             continue
         if d.is_dir() and not d.is_symlink():
             shutil.rmtree(d, ignore_errors=True)

@@ -24,6 +24,7 @@ from optim.backends.engine_compat import build_blocker, read_manifest, target
 from optim.backends.trt_flavour import FLAVOURS
 from optim.console import info
 from optim.errors import OptimError, first_line
+from optim.runfolder import RunLayout
 from optim.stages import build, nms
 
 #: evaluation images the NMS deployable at another size is checked on (resized; the check compares
@@ -92,25 +93,25 @@ class OfflineEngines:
         at_size = {z.label: resized(evaluation, z.hw, SIZE_CHECK_IMAGES) for z in r.bench.sizes} \
             if r.nms and nms_models else {}
         for t in tags:
-            yield t, f"{t}.{key}", f"model.{t}.{key}.plan", models[t], None
+            yield t, f"{t}.{key}", RunLayout.model(t, engine=key), models[t], None
             if t in nms_models:
-                yield t, f"{t}.nms.{key}", f"model.{t}.nms.{key}.plan", nms_models[t], None
+                yield t, f"{t}.nms.{key}", RunLayout.model(t, nms=True, engine=key), nms_models[t], None
             for z in r.bench.sizes:
                 src = sized.get(z.label, {}).get(t)
                 if src is None:
                     continue
                 shape = (r.input.shape[0], *z.hw)
-                yield t, f"{t}.{key}@{z.label}", f"sizes/{z.label}/model.{t}.{key}.plan", src, shape
+                yield t, f"{t}.{key}@{z.label}", RunLayout.model(t, engine=key, size=z.label), src, shape
                 if r.nms and t in nms_models:
                     with_nms = self.nms_at(t, z.label, src, at_size[z.label])
                     if with_nms is not None:
-                        yield (t, f"{t}.nms.{key}@{z.label}", f"sizes/{z.label}/model.{t}.nms.{key}.plan", with_nms,
-                               shape)
+                        yield (t, f"{t}.nms.{key}@{z.label}", RunLayout.model(t, nms=True, engine=key, size=z.label),
+                               with_nms, shape)
 
     def nms_at(self, t: str, label: str, src: Artifact, data: Data) -> Artifact | None:
         """The entry's NMS deployable at another size (checked like at the recipe's size), or None."""
         try:
-            return self.wf.ex.step(nms, f"{t}@{label}.nms", f"sizes/{label}/model.{t}.nms.onnx", [src, data],
+            return self.wf.ex.step(nms, f"{t}@{label}.nms", RunLayout.model(t, nms=True, size=label), [src, data],
                                    self.wf.recipe.nms, tag=t)
         except OptimError as exc:
             self.fail(f"{t}.nms@{label}", f"add-nms at {label}: {first_line(exc)}")

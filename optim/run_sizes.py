@@ -21,8 +21,7 @@ from optim.console import info
 from optim.errors import ModelError, OptimError, first_line
 from optim.stages import bench, build, export, resize
 
-NOBUDGET = "-nobudget"
-GPU = "gpu/"
+from optim.runfolder import Entry, RunLayout
 
 
 class Sizes:
@@ -58,29 +57,31 @@ class Sizes:
             base = self.export_at(shape, z.label)
             sized[z.label] = {}
             for t, m in models.items():
-                if t.endswith(NOBUDGET):
+                if Entry.parse(t).comparison:
                     for family in families:
-                        self.not_run[f"{z.label}/{cpu.result_name(t, family)}"] = (
+                        self.not_run[Entry.parse(t).replace(backend=family, size=z.label).sized_name] = (
                             "the entry without its budget is a comparison: timed at the recipe's size only")
                     continue
                 try:
                     at = base if t == "fp32" else self.wf.ex.step(
-                        resize, f"{t}@{z.label}", f"sizes/{z.label}/model.{t}.onnx", [m, fp32, base],
+                        resize, f"{t}@{z.label}", RunLayout.model(t, size=z.label), [m, fp32, base],
                         resize.Settings(shape=shape), tag=t)
                 except ModelError as exc:
                     self.wf.ex.skip("resize", f"{t}@{z.label}", escape(first_line(exc)))
                     for family in families:
-                        self.not_run[f"{z.label}/{cpu.result_name(t, family)}"] = first_line(exc)
+                        self.not_run[Entry.parse(t).replace(backend=family, size=z.label).sized_name] = first_line(exc)
                     continue
                 sized[z.label][t] = at
                 for family in families:
-                    name = cpu.result_name(t, family)
+                    e = Entry.parse(t).replace(backend=family, size=z.label)
+                    name = e.result_name
                     why = self.wf.cpu_not_run.get(name) or self.timing_caveat(name)
                     if why:
-                        self.not_run[f"{z.label}/{name}"] = f"its timing at the recipe's size is not this precision's speed: {why}"
+                        self.not_run[e.sized_name] = f"its timing at the recipe's size is not this precision's speed: {why}"
                         continue
                     src, backend = cpu.route(family, t, at, base)
-                    self.wf.ex.step(bench, f"bench/{z.label}/{name}", f"bench/{z.label}/{name}.json", [src],
+                    rel = RunLayout.bench(e)
+                    self.wf.ex.step(bench, RunLayout.record_name(rel), rel, [src],
                                  bench.Settings(**r.bench.at_size(z).model_dump(), backend=backend),
                                  kind="result", tag=t)
         return sized
@@ -88,7 +89,7 @@ class Sizes:
     def timing_caveat(self, name: str) -> str:
         """Why the recipe-size timing of a result was skipped or is not its precision's speed
         (BF16 emulated, FP8 as float on CPU); such entries are not timed again at other sizes."""
-        p = self.wf.ex.rd.path(f"bench/{name}.json")
+        p = self.wf.ex.rd.path(RunLayout.bench(name))
         d = json.loads(p.read_text()) if p.is_file() else {}
         return d.get("skipped") or d.get("note") or ""
 
@@ -98,7 +99,7 @@ class Sizes:
         s = base.model_copy(update={"input": base.input.model_copy(update={"shape": shape}),
                                     "export": base.export.model_copy(update={"verify_batches": (1,)})})
         inputs = [a for a in (self.wf.source_artifact(),) if a is not None]
-        return self.wf.ex.step(export, f"fp32@{label}", f"sizes/{label}/model.fp32.onnx", inputs, s, tag="fp32")
+        return self.wf.ex.step(export, f"fp32@{label}", RunLayout.model("fp32", size=label), inputs, s, tag="fp32")
 
     def engines(self, t: str, precision: str | None, sized: dict[str, dict[str, Artifact]],
                          not_run: dict[str, str]) -> list[str]:
@@ -113,13 +114,14 @@ class Sizes:
             name = f"{t}.{r.target_gpu}@{z.label}"
             try:
                 s = self.wf.build_settings(precision, (r.input.shape[0], *z.hw))
-                engine = self.wf.ex.step(build, name, f"sizes/{z.label}/model.{t}.{r.target_gpu}.plan",
+                engine = self.wf.ex.step(build, name, RunLayout.model(t, engine=r.target_gpu, size=z.label),
                                       [dataclasses.replace(src, tag=t)], s, kind="engine", tag=t)
             except OptimError as exc:
                 info(f"[red]failed[/] build {name}: {escape(str(exc))}")
                 not_run[f"{t}@{z.label}"] = f"build failed: {exc}"
                 failures.append(f"build {name} failed: {exc}")
                 continue
-            self.wf.ex.step(bench, f"{GPU}bench/{z.label}/{t}", f"{GPU}bench/{z.label}/{t}.json", [engine],
+            rel = RunLayout.bench(t, size=z.label, gpu=True)
+            self.wf.ex.step(bench, RunLayout.record_name(rel), rel, [engine],
                          r.bench.at_size(z), kind="result", tag=t)
         return failures

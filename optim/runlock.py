@@ -24,7 +24,7 @@ from pathlib import Path
 
 from optim.console import info
 from optim.errors import OutputPathError, RunFolderBusy
-from optim.process import pid_alive
+from optim.process import owner_gone
 
 LOCK_NAME = ".optim.lock"
 
@@ -39,8 +39,7 @@ def _describe(holder: dict) -> str:
 def _remove_orphan_partials(root: Path) -> None:
     """Half-written files (``.NAME.partial-PID``) of writers that died: never reused, so removed."""
     for p in root.rglob(".*.partial-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if p.is_file() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+        if p.is_file() and owner_gone(p.name.rsplit("-", 1)[-1]):
             p.unlink(missing_ok=True)
 
 

@@ -103,17 +103,14 @@ def read_result(path: Path) -> Any | None:
 def mark_unverified(trust: Trust, run_dir: Path, rows: list) -> None:
     """Mark each report row (``optim.stages.report.Row``) whose model or result files did not match
     the manifest (``Row.unverified``, one line naming the file): it then gets no ★ and no "passed"."""
-    from optim.backends.cpu import result_name
+    from optim.runfolder import Entry, RunLayout
 
     if not trust.checked:
         return
     sizes = sorted({label for r in rows for label in r.sizes})
+    layout = RunLayout(run_dir)
     for r in rows:
-        name = result_name(r.tag, r.backend)
-        rels = [r.file, f"check/{name}.json", f"bench/{name}.json", f"quantize/{r.tag}.json", f"tune/{r.tag}.json",
-                *(f"bench/{z}/{name}.json" for z in sizes)]
-        if r.primary:
-            rels += [f"gpu/{k}/{r.tag}.json" for k in ("build", "check", "bench")]
+        rels = [r.file, *layout.row_files(Entry.parse(r.tag).replace(backend=r.backend), sizes, r.primary)]
         if r.file:
             trust.problem(Path(run_dir) / r.file)  # the model itself: missing, truncated, replaced
         bad = [trust.untrusted[rel] for rel in rels if rel in trust.untrusted]  # results: noted when read
@@ -154,3 +151,16 @@ def problems(root: Path) -> list[str]:
     out = [why for rec in manifest.artifacts.values() if (why := record_problem(root, rec))]
     recorded = {r.path for r in manifest.artifacts.values() if confined(root, r.path) is None}
     return out + _strays(root, recorded)
+
+
+def read_run_info(root: Path):
+    """The run.json of run folder ``root`` as a ``RunInfo``, read through the run's manifest
+    (``read_result``: None when it does not match); a folder without run.json gets the defaults."""
+    from optim.runfolder import RunInfo
+    from optim.runfolder.layout import RUN_JSON
+
+    p = Path(root) / RUN_JSON
+    if not (p.is_file() or p.is_symlink()):
+        return RunInfo()
+    data = read_result(p)
+    return None if data is None else RunInfo.from_data(data, p)

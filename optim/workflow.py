@@ -1,6 +1,7 @@
 """``optim run``: a recipe's stages, in order, through the executor.
 
-Layout of ``artifacts/<recipe name>/``::
+Layout of ``artifacts/<recipe name>/`` (every path named by ``optim.runfolder.RunLayout``; run.json is
+``optim.runfolder.RunInfo``)::
 
     model.fp32.onnx  model.<tag>.onnx ...    the deployable models
     export.json  quantize/<tag>.json  tune/<tag>.json  check/<tag>.json  bench/<tag>.json
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 from optim import data as data_mod
-from optim.artifacts import Artifact, Data, host_info, sha256_file, write_json
+from optim.artifacts import Artifact, Data, host_info, sha256_file
 from rich.markup import escape
 
 from optim import machine
@@ -42,12 +43,15 @@ from optim.errors import BackendUnavailable, BuildError, ModelError, OptimError,
 from optim.install import INSTALL
 from optim.qdq import scheme
 from optim.run_engines import OfflineEngines
-from optim.run_sizes import GPU, NOBUDGET, Sizes
+from optim.run_sizes import Sizes
+from optim.runfolder import Entry, RunInfo, RunLayout
+from optim.runfolder.info import BatchInfo, GpuInfo, InputInfo
+from optim.runfolder.layout import GPU
 from optim.stages import bench, build, check, export, fuse, nms, quantize, report, study, tune
 from optim.stages.check import CheckResult, raise_on_failures
 from optim.tasks import get_task
 
-FP32 = "model.fp32.onnx"
+FP32 = RunLayout.model("fp32")
 _CALIB_DEFAULTS = {k: QuantizeOptions.model_fields[k].default for k in ("method", "percentile")}
 
 
@@ -127,7 +131,7 @@ class Workflow:
         return qs.tag in r.tuned_tags() and r.tuning.budget_for(qs.tag) is not None
 
     def quantize(self, qs: QuantizeSettings, fp32: Artifact) -> Artifact:
-        tag = qs.tag + NOBUDGET if self.budgeted(qs) else qs.tag
+        tag = Entry.of(qs, budget=not self.budgeted(qs)).tag
         calibrated = qs.precision in ("int8", "fp8")
         qs = scheme.resolve(qs)  # onnxruntime INT8: the format this CPU's integer kernels compute exactly
         if not calibrated:  # calibration options do not apply: keep them out of the key
@@ -137,7 +141,7 @@ class Workflow:
         if qs.int8_scheme is not None:
             info(f"{qs.tag}: {qs.int8_scheme.label()}: {qs.int8_scheme.reason}")
         inputs = [fp32, self.calibration()] if calibrated else [fp32]
-        return self.ex.step(quantize, tag, f"model.{tag}.onnx", inputs, qs, tag=tag)
+        return self.ex.step(quantize, tag, RunLayout.model(tag), inputs, qs, tag=tag)
 
     def task_exclusions(self, qs: QuantizeSettings, fp32: Artifact) -> QuantizeSettings:
         """The task's output-head nodes kept in high precision (``quantize.keep_head``, default: the task's)."""
@@ -158,7 +162,8 @@ class Workflow:
                           sensitivity_samples=t.sensitivity_samples, max_drop=t.budget_for(qs.tag),
                           metric=t.metric, max_excluded=t.max_excluded,
                           backends=tuple(self.families) if budget else (cpu.PRIMARY,))
-        name, rel = (qs.tag, f"model.{qs.tag}.onnx") if budget else (f"tune/{qs.tag}", f"tune/{qs.tag}.json")
+        rel = RunLayout.model(qs.tag) if budget else RunLayout.tune(qs.tag)
+        name = qs.tag if budget else RunLayout.record_name(rel)
         out = self.ex.step(tune, name, rel, [raw, fp32, self.tuning()], s, tag=qs.tag,
                            kind="onnx" if budget else "result")
         return out if budget else None
@@ -172,26 +177,26 @@ class Workflow:
         if r.calibration_study.target == "onnxruntime":  # the INT8 format this CPU class gets, in the key
             opts = opts.model_copy(update={"ort_int8": scheme.ort_int8_scheme(choice=opts.ort_int8).format})
         s = study.Settings(task=self.task.name, study=r.calibration_study, quantize=opts)
-        self.ex.step(study, "study/calibration", "study/calibration.json",
+        self.ex.step(study, RunLayout.record_name(RunLayout.STUDY), RunLayout.STUDY,
                      [fp32, self.calibration(), self.tuning()], s, kind="result")
 
     def with_nms(self, model: Artifact, evaluation: Data) -> Artifact:
         """The entry with decode + NMS in its graph (a deployable beside the raw-output model, which
         the checks and benches use), verified against optim's decode on evaluation images."""
-        rel = model.path.name.removesuffix(".onnx") + ".nms.onnx"
+        rel = RunLayout.variant(model.path.name, "nms")
         return self.ex.step(nms, f"{model.name}.nms", rel, [model, evaluation.head(nms.CHECK_IMAGES)],
                             self.recipe.nms, tag=model.tag)
 
     def fuse(self, model: Artifact) -> Artifact:
         r = self.recipe
         s = fuse.Settings.of(r.preprocess_op(), r.fused_preprocess.frame)
-        rel = model.path.name.removesuffix(".onnx") + ".frames.onnx"
+        rel = RunLayout.variant(model.path.name, "frames")
         return self.ex.step(fuse, f"{model.name}.frames", rel, [model], s, tag=model.tag)
 
     def check_settings(self, tag: str) -> check.Settings:
         r = self.recipe
         # the un-budgeted model is shown for comparison, not deployed: it is not gated
-        gates = r.gates_for(tag) if not tag.endswith(NOBUDGET) else None
+        gates = r.gates_for(tag) if not Entry.parse(tag).comparison else None
         random = trained_weights_reason(r.model.source, r.model.weights) is not None
         return check.settings_for(self.task.name, gates, batch_size=r.check.batch_size, threads=r.check.threads,
                                   warnings=("random weights",) if random else ())
@@ -214,8 +219,9 @@ class Workflow:
         tag, name = model.tag, cpu.result_name(model.tag, family)
         src, backend = cpu.route(family, tag, model, fp32)
         s = self.check_settings(tag).model_copy(update={"backend": backend})
+        rel = RunLayout.check(tag if prefix else name, gpu=bool(prefix))
         try:
-            a = self.ex.step(check, f"{prefix}check/{name}", f"{prefix}check/{name}.json", [src, fp32, evaluation],
+            a = self.ex.step(check, RunLayout.record_name(rel), rel, [src, fp32, evaluation],
                              s, kind="result", tag=tag)
         except (BackendUnavailable, ModelError) as exc:
             if family == cpu.PRIMARY or prefix:
@@ -242,11 +248,13 @@ class Workflow:
                 src, backend = cpu.route(family, t, m, fp32)
                 s = main if family == cpu.PRIMARY else bench.Settings(**main.model_dump(), backend=backend)
                 jobs.append((name, src, s, t))
-        stale = [n for n, src, s, _ in jobs if self.ex.cached(bench, f"bench/{n}", [src], s) is None]
+        stale = [n for n, src, s, _ in jobs
+                 if self.ex.cached(bench, RunLayout.record_name(RunLayout.bench(n)), [src], s) is None]
         if stale and len(stale) < len(jobs) and not self.ex.force:
             info(f"bench: {', '.join(stale)} changed; measuring every entry again, side by side")
         for name, src, s, t in jobs:
-            self.ex.step(bench, f"bench/{name}", f"bench/{name}.json", [src], s, kind="result", tag=t,
+            rel = RunLayout.bench(name)
+            self.ex.step(bench, RunLayout.record_name(rel), rel, [src], s, kind="result", tag=t,
                          force=bool(stale))
 
     # -- TensorRT engines: build, check and bench each, or say once why not -----------------
@@ -271,11 +279,12 @@ class Workflow:
 
     def not_built_reason(self, tag: str) -> str:
         """Why an entry gets no TensorRT engine (it is not in ``Recipe.build_tags``)."""
-        if tag.endswith("-onnxruntime"):
+        e = Entry.parse(tag)
+        if e.comparison:  # first: an onnxruntime entry's -nobudget model is named as the comparison it is
+            return "the entry without its budget is a comparison, not a deployable"
+        if e.cpu_placed:
             return ("placed for ONNX Runtime on CPU: TensorRT's parser refuses its int32-bias Q/DQ, so no builder "
                     "is given this file")
-        if tag.endswith(NOBUDGET):
-            return "the entry without its budget is a comparison, not a deployable"
         return "not in build.precisions"
 
 
@@ -301,14 +310,16 @@ class Workflow:
                 s = self.build_settings(precision)
                 plugins = [Artifact.of_file(p, f"plugin:{p.name}", "plugin") for p in s.build.plugins if p.is_file()]
                 src = dataclasses.replace(src, tag=t)
-                engine = self.ex.step(build, name, f"model.{name}.plan", [src, *plugins], s, kind="engine", tag=t)
+                engine = self.ex.step(build, name, RunLayout.model(t, engine=r.target_gpu), [src, *plugins], s,
+                                      kind="engine", tag=t)
             except OptimError as exc:
                 info(f"[red]failed[/] build {name}: {escape(str(exc))}")
                 not_run[t] = f"build failed: {exc}"
                 failures.append(f"build {name} failed: {exc}")
                 continue
             results.append(self.check(engine, fp32, evaluation, prefix=GPU))
-            self.ex.step(bench, f"{GPU}bench/{t}", f"{GPU}bench/{t}.json", [engine],
+            rel = RunLayout.bench(t, gpu=True)
+            self.ex.step(bench, RunLayout.record_name(rel), rel, [engine],
                          r.bench.at_recipe_size(), kind="result", tag=t)
             failures += self.sizes.engines(t, precision, (sized or {}), not_run)
         gpu = m.gpu
@@ -383,25 +394,28 @@ class Workflow:
         if reason is None and evaluation.labels is None:
             reason = "the evaluation data has no labels: only fidelity to FP32 was measured"
         files = {t: a.path.name for t, a in models.items()}
-        write_json(self.ex.rd.path("run.json"), {
-            "recipe": r.name, "description": r.description, "task": r.task, "tags": list(files), "files": files,
-            "accuracy_meaningful": reason is None, "accuracy_reason": reason or "",
-            "notes": self.notes, "host": host_info(), "tools": self.ex.versions,
-            "gpu": {"target": r.target_gpu, "not_run": gpu_not_run},
-            "backends": self.families, "cpu_not_run": self.cpu_not_run,
-            "sizes": [z.label for z in r.bench.sizes], "size_not_run": self.sizes.not_run,
-            "nms_files": self.nms_files, "nms": r.nms.model_dump() if r.nms else None,
-            "engines": self.offline.cells,
-            "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "manifest": "manifest.json",
-        })
-        self.ex.rd.record("run", "run.json", "run", kind="result")
-        self.ex.step(report, "report.md", "report.md", list(models.values()), None, kind="report", cache=False)
+        RunInfo(
+            recipe=r.name, description=r.description, task=r.task, tags=list(files), files=files,
+            accuracy_meaningful=reason is None, accuracy_reason=reason or "",
+            notes=self.notes, host=host_info(), tools=self.ex.versions,
+            gpu=GpuInfo(target=r.target_gpu, not_run=gpu_not_run),
+            backends=self.families, cpu_not_run=self.cpu_not_run,
+            sizes=[z.label for z in r.bench.sizes], size_not_run=self.sizes.not_run,
+            nms_files=self.nms_files, nms=r.nms.model_dump() if r.nms else None,
+            engines=self.offline.cells,
+            generated=time.strftime("%Y-%m-%dT%H:%M:%S%z"), manifest=RunLayout.MANIFEST,
+            batch=BatchInfo(**r.input.batch.model_dump()),
+            input=InputInfo(name=r.input.name, shape=tuple(r.input.shape)),
+        ).save(self.ex.rd.path(RunLayout.RUN_JSON))
+        self.ex.rd.record("run", RunLayout.RUN_JSON, "run", kind="result")
+        md = RunLayout.report("md")
+        self.ex.step(report, md, md, list(models.values()), None, kind="report", cache=False)
         self.ex.rd.manifest.notes = self.notes
         self.ex.rd.save()
         run_info, rows = report.collect(self.ex.root)
         print("\n".join(report.summary_lines(run_info, rows)))  # the full table is in the files
-        paths = {k: self.ex.rd.path(f"report.{k}") for k in ("md", "html", "png", "sensitivity.png", "json")
-                 if self.ex.rd.path(f"report.{k}").is_file()}
+        paths = {k: self.ex.rd.path(RunLayout.report(k)) for k in ("md", "html", "png", "sensitivity.png", "json")
+                 if self.ex.rd.path(RunLayout.report(k)).is_file()}
         for p in paths.values():
             print(f"wrote {p}")
         print(f"optim run {r.name}: {time.perf_counter() - self.t0:.0f} s in all")

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny CNN built in code, its exported ONNX, and small data."""
+"""Shared fixtures: a tiny CNN built in code, its exported ONNX, small data, a hand-written run folder,
+the fused preprocessing model and a toy backend. The helpers they use live in tests/helpers/."""
 
 from __future__ import annotations
 
@@ -13,22 +14,11 @@ import pytest
 os.environ.setdefault("OPTIM_NO_PROGRESS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_SHAPE = (3, 16, 16)
-
-
-def tiny_cnn(seed: int = 0):
-    """Wide enough (32 channels) that FP8 quantizes its convolutions."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 5),
-    ).eval()
+from tests.helpers import REPO  # noqa: E402
+# tiny_cnn stays importable from here: recipes and commands name the model source tests.conftest:tiny_cnn
+from tests.helpers.models import TINY_SHAPE, tiny_cnn  # noqa: E402,F401
+from tests.helpers.plugins import write_fused  # noqa: E402
+from tests.helpers.runs import write_run_folder  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +78,34 @@ def plugin_libraries() -> Path:
     lib = find("cpu")
     assert lib is not None, f"scripts/build_plugins.sh did not build the CPU library:\n{done.stdout}"
     return lib
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """A run folder written by hand: fp32, int8-tensorrt (a gate failed) and bf16 (bench skipped)."""
+    return write_run_folder(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory, tiny_onnx):
+    """(tiny CNN with the preprocessing op fused in front, that PreprocessOp)."""
+    return write_fused(tmp_path_factory.mktemp("fused"), tiny_onnx)
+
+
+@pytest.fixture
+def toy_backend():
+    """Backend "toy" (runs .toy files) for one test."""
+    from tests.helpers.runners import toy_backend_registered
+
+    with toy_backend_registered() as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def cpu_library_built():
+    """The csrc/ CPU preprocessing library, built if missing (tests/test_plugins.py, tests/test_fuse.py)."""
+    from optim.ops.plugins import find
+
+    if find("cpu") is None:
+        subprocess.run(["bash", str(REPO / "scripts/build_plugins.sh")], check=True, capture_output=True)
+    assert find("cpu") is not None, "scripts/build_plugins.sh did not build the CPU library"

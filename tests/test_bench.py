@@ -10,8 +10,7 @@ from optim.backends import WALL_TIME
 from optim.stages.bench import BenchResult, bench_model, stats
 from optim.errors import InputError, ModelError
 from optim.recipe import BenchSettings
-from tests.test_plugins import fused  # noqa: F401 (fixture)
-from tests.test_runners import ToyRunner, toy_backend  # noqa: F401 (fixture)
+from tests.helpers.runners import ToyRunner
 
 
 def test_stats_percentiles_and_throughput():
@@ -34,7 +33,7 @@ def test_bench_runs_each_batch_size(tiny_onnx):
     assert back.at(3) == res.timings[1] and back.at(2) is None
 
 
-def test_bench_fused_preprocessing_model_on_uint8_frames(fused, monkeypatch):  # noqa: F811
+def test_bench_fused_preprocessing_model_on_uint8_frames(fused, monkeypatch):
     from optim.backends.base import TensorSpec
     from optim.ops.plugins import find
 
@@ -48,6 +47,7 @@ def test_bench_fused_preprocessing_model_on_uint8_frames(fused, monkeypatch):  #
     assert seen[0].dtype == np.uint8 and seen[0].shape == (2, 21, 27, 3) and seen[0].max() > 200
 
 
+@pytest.mark.slow  # quantizes to BF16
 def test_bench_skips_bf16_with_reason(tmp_path, tiny_onnx):
     from optim.stages.quantize import quantize_onnx
     from optim.recipe import QuantizeSettings

@@ -2,8 +2,8 @@
 for TensorRT 10 and 11.
 
 Tests named ``test_recording_fake_only__...`` drive ``optim.stages.build`` through a recording
-fake of the ``tensorrt`` module (tests/fake_tensorrt.py), wrapped to mimic one TensorRT
-version (tests/fake_tensorrt_versions.py: it refuses any name that version's Python API
+fake of the ``tensorrt`` module (tests/helpers/fake_tensorrt.py), wrapped to mimic one TensorRT
+version (tests/helpers/fake_tensorrt_versions.py: it refuses any name that version's Python API
 lacks). They show which TensorRT calls and flags optim makes; they are NOT proof that
 TensorRT accepts them or that an engine works. That evidence comes only from tests/gpu/
 on a GPU with TensorRT.
@@ -15,10 +15,8 @@ import dataclasses
 import json
 import re
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from optim.stages.build import engine_from_onnx, layer_summary, onnx_precision, plan_engine, profile_for
 from optim.backends.engine_compat import manifest_path
@@ -28,10 +26,11 @@ from optim.onnx_tools import TensorInfo, graph_inputs, load_onnx
 from optim.recipe import BatchRange, BuildSettings, load_recipe
 from optim.backends.tensorrt_api import TensorRT
 from optim.errors import BuildError
-from tests.conftest import REPO
-from tests.fake_tensorrt import FakeTensorRT, names
-from tests.fake_tensorrt_versions import fake_tensorrt, strict
-from tests.test_cli import assert_one_line_error, optim
+from tests.helpers import REPO
+from tests.helpers.fake_tensorrt import FakeTensorRT, names
+from tests.helpers.fake_tensorrt_versions import fake_tensorrt, strict
+from tests.helpers.models import precision_model
+from tests.helpers.cli import assert_one_line_error, optim
 
 H100 = Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0), 81559)
 A100 = Gpu(0, "NVIDIA A100-SXM4-80GB", (8, 0), 81920)
@@ -39,32 +38,11 @@ PRECISION_FLAGS = {"BuilderFlag.FP16", "BuilderFlag.BF16", "BuilderFlag.INT8", "
 MAJORS = (10, 11)
 
 
-def _model(kind: str) -> onnx.ModelProto:
-    """x[n, 8] -> (fp16/bf16 cast round trip, or int8/fp8 Q/DQ) -> Gemm -> y[n, 4]."""
-    w = numpy_helper.from_array(np.ones((4, 8), np.float32), "W")
-    inits, nodes, src = [w], [], "x"
-    if kind in ("fp16", "bf16"):
-        to = TensorProto.FLOAT16 if kind == "fp16" else TensorProto.BFLOAT16
-        nodes += [helper.make_node("Cast", ["x"], ["xh"], to=to), helper.make_node("Cast", ["xh"], ["xf"], to=1)]
-        src = "xf"
-    elif kind in ("int8", "fp8"):
-        zp_type = TensorProto.INT8 if kind == "int8" else TensorProto.FLOAT8E4M3FN
-        inits += [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
-                  helper.make_tensor("zp", zp_type, [], [0])]
-        nodes += [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["xq"]),
-                  helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["xf"])]
-        src = "xf"
-    nodes.append(helper.make_node("Gemm", [src, "W"], ["y"], transB=1))
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
-
-
 @pytest.fixture
 def onnx_file(tmp_path):
     def make(kind: str):
         p = tmp_path / f"m.{kind}.onnx"
-        onnx.save(_model(kind), str(p))
+        onnx.save(precision_model(kind), str(p))
         return p
     return make
 
@@ -309,11 +287,12 @@ def _fake_tensorrt_package(tmp_path, major: int):
     pkg = tmp_path / f"fake_trt{major}" / "tensorrt"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(
-        "import sys\nfrom tests.fake_tensorrt_versions import fake_tensorrt, strict\n"
+        "import sys\nfrom tests.helpers.fake_tensorrt_versions import fake_tensorrt, strict\n"
         f"sys.modules[__name__] = strict(fake_tensorrt({major}))\n")
     return pkg.parent
 
 
+@pytest.mark.slow  # two optim subprocesses
 def test_recording_fake_only__cli_precision_fp16_under_tensorrt_11_and_10(tmp_path, onnx_file, monkeypatch):
     fp32 = onnx_file("fp32")
     monkeypatch.setenv("PYTHONPATH", str(_fake_tensorrt_package(tmp_path, 11)))

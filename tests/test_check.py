@@ -115,6 +115,7 @@ def test_result_json_round_trip():
     assert back == r and back.as_dict()["passed"] is True
 
 
+@pytest.mark.slow  # quantizes
 def test_check_candidate_end_to_end(tmp_path, tiny_onnx, calib_x, eval_xy):
     x, y = eval_xy
     cand = tmp_path / "int8.onnx"
@@ -190,7 +191,7 @@ def test_zero_output_model_check_says_not_meaningful(tmp_path):
 
 
 def test_zero_output_model_cli_check_says_not_meaningful(tmp_path):
-    from tests.test_cli import optim
+    from tests.helpers.cli import optim
 
     path = _zeros_model(tmp_path / "zeros.onnx")
     p = optim("check", path, "--reference", path, "--data", "synthetic:16")

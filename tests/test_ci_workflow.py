@@ -17,9 +17,9 @@ import yaml
 from optim.artifacts import RunDir, sha256_file
 from optim.ci_github import DEFAULTS, merge_runs, write_workflow
 from optim.errors import InputError
-from tests.conftest import REPO
-from tests.test_cli import assert_one_line_error, optim
-from tests.test_run_gpu_stages import TINY
+from tests.helpers import REPO
+from tests.helpers.cli import assert_one_line_error, optim
+from tests.helpers.runs import TINY
 
 WF = ".github/workflows/optim.yml"
 

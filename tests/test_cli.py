@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, TINY_SHAPE
+from tests.helpers import REPO
+from tests.helpers.cli import assert_one_line_error, optim
+from tests.helpers.models import TINY_SHAPE
 
 COMMANDS = ["export", "quantize", "check", "bench", "report", "run"]
-
-
-def optim(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPTIM_NO_PROGRESS": "1", "TQDM_DISABLE": "1"}
-    return subprocess.run([sys.executable, "-m", "optim", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def assert_one_line_error(p: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert p.returncode == code, p.stderr
-    assert len(lines) == 1, p.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in p.stderr + p.stdout
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("cmd", [None, *COMMANDS])
@@ -67,6 +51,7 @@ def calib_file(tmp_path, calib_x):
     return _npy(tmp_path, "calib.npy", calib_x)
 
 
+@pytest.mark.slow  # quantizes in an optim subprocess
 def test_quantize_cli_writes_model(tmp_path, tiny_onnx, calib_file):
     out = tmp_path / "out.onnx"
     p = optim("quantize", tiny_onnx, "--precision", "int8", "--target", "onnxruntime", "--calib",
@@ -75,6 +60,7 @@ def test_quantize_cli_writes_model(tmp_path, tiny_onnx, calib_file):
     assert out.is_file() and "Conv/Gemm/MatMul quantized" in p.stderr
 
 
+@pytest.mark.slow  # quantizes in optim subprocesses
 def test_quantize_takes_the_recipes_method(tmp_path, tiny_onnx, calib_file):
     """--recipe brings the recipe's quantize options; a flag still wins over them."""
     recipe = tmp_path / "r.yaml"
@@ -166,6 +152,7 @@ def test_weights_pickle_with_code_never_runs(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow  # four optim subprocesses, quantizes
 def test_export_check_bench_report_cli(tmp_path, calib_x):
     fp32 = tmp_path / "m.onnx"
     p = optim("export", "tests.conftest:tiny_cnn", "--input-shape", "3,16,16", "--output-name",

@@ -74,6 +74,7 @@ def _weights(path: Path) -> list[np.ndarray]:
             if i.name.endswith("_quantized") and i.data_type == onnx.TensorProto.INT8]
 
 
+@pytest.mark.slow  # quantizes for two CPU classes
 def test_avx2_class_gets_7bit_weights_and_its_own_cache_key(tmp_path, tiny_onnx, calib_x, monkeypatch):
     """On an AVX2-only CPU every int8 weight of the onnxruntime file lies in [-64, 64], so ORT's 16-bit
     pair sums (255 x 64 x 2 = 32,640) cannot saturate; the format is in the quantize JSON and the
@@ -117,7 +118,7 @@ def spread_cnn():
     class wins somewhere (a reference that predicts one class cannot tell right from wrong)."""
     import torch
 
-    from tests.conftest import tiny_cnn
+    from tests.helpers.models import tiny_cnn
 
     m = tiny_cnn()
     xs = torch.from_numpy(np.random.default_rng(7).standard_normal((256, 3, 16, 16)).astype(np.float32))
@@ -194,6 +195,7 @@ def _run(tmp_path: Path, recipe: dict):
     return wf, wf.ex.root
 
 
+@pytest.mark.slow  # quantizes and checks
 def test_a_backend_that_computes_int8_wrongly_fails_its_gate_is_not_starred_and_says_why(
         tmp_path, fake_openvino, capsys):
     from optim.errors import GateError
@@ -222,6 +224,7 @@ def test_a_backend_that_computes_int8_wrongly_fails_its_gate_is_not_starred_and_
     assert "INT8 format: uint8 activations x int8 weights" in md  # the scheme, in the report too
 
 
+@pytest.mark.slow  # quantizes and tunes
 def test_the_budget_keeps_the_node_one_backend_computes_wrongly(tmp_path, fake_openvino):
     """int8-onnxruntime gets the budget; ONNX Runtime alone meets it, the (fake) OpenVINO computes the file
     wrongly while /2/Conv is quantized: the budget ranks on OpenVINO, keeps /2/Conv, and both rows pass."""

@@ -20,7 +20,7 @@ from optim.deploy.triton import Options
 from optim.errors import InputError, OutputPathError
 from optim.stages import deploy as deploy_stage
 from optim.stages.deploy import deploy_triton
-from tests.test_cli import assert_one_line_error, optim
+from tests.helpers.cli import assert_one_line_error, optim
 
 RECIPE = """
 name: tiny
@@ -48,7 +48,9 @@ def _run_folder(tmp_path: Path, tiny_onnx: Path, *, recipe: bool = True, tags=TA
         rd.save()
     (run / "run.json").write_text(json.dumps({
         "recipe": "tiny", "tags": list(tags), "files": {t: f"model.{t}.onnx" for t in tags},
-        "gpu": {"target": "h100", "not_run": {t: "TensorRT is not importable here" for t in tags}}}))
+        "gpu": {"target": "h100", "not_run": {t: "TensorRT is not importable here" for t in tags}},
+        # the recipe's input.batch, as optim run records it (recipe=False: a run.json from before it did)
+        **({"batch": {"min": 1, "opt": 8, "max": 32}} if recipe else {})}))
     return run
 
 
@@ -203,6 +205,7 @@ def test_schema_rejects_misspelt_fields_and_bad_enums(tmp_path, tiny_onnx):
         assert "not a valid Triton model config" in str(exc.value)
 
 
+@pytest.mark.slow  # optim subprocesses
 def test_existing_output_refused_without_force_and_replaced_whole_with_it(tmp_path, tiny_onnx):
     run = _run_folder(tmp_path, tiny_onnx, tags=["fp32"])
     out = tmp_path / "repo"
@@ -272,7 +275,7 @@ def test_changed_model_is_refused(tmp_path, tiny_onnx):
 @pytest.mark.slow
 def test_optim_run_then_deploy_every_config_parses(tmp_path):
     """`optim run` on the tiny recipe, then `optim deploy triton` into the run folder."""
-    from tests.test_run_gpu_stages import TINY
+    from tests.helpers.runs import TINY
 
     (tmp_path / "tiny.yaml").write_text(TINY)
     p = optim("run", tmp_path / "tiny.yaml", "--out-root", tmp_path / "art")

@@ -16,19 +16,12 @@ from onnx import TensorProto, helper
 from optim.errors import InputError, ModelError
 from optim.tasks.detect_graph import FORMS, METADATA_KEY, OUTPUTS, raw_output, with_nms
 from optim.tasks.detect_ops import decode
-from tests.conftest import REPO
+from tests.helpers import REPO
+from tests.helpers.cli import detect_app
+from tests.helpers.detectors import raw_scene
+from tests.helpers.models import identity_model
 
 forms = pytest.mark.parametrize("form", FORMS)  # "ops" (the default) and "nms_op"
-
-
-def identity_model(channels: int, anchors, *, dtype=TensorProto.FLOAT, opset: int = 17,
-                   out_shape=None) -> onnx.ModelProto:
-    """A model whose output ``output0`` is its input ``raw``: any raw values can be fed."""
-    shape = ["batch", channels, anchors] if out_shape is None else out_shape
-    g = helper.make_graph([helper.make_node("Identity", ["raw"], ["output0"])], "raw_passthrough",
-                          [helper.make_tensor_value_info("raw", dtype, shape)],
-                          [helper.make_tensor_value_info("output0", dtype, shape)])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def session(model: onnx.ModelProto):
@@ -42,27 +35,6 @@ def session(model: onnx.ModelProto):
 def run(model: onnx.ModelProto, feed: dict) -> dict:
     s = session(model)
     return dict(zip([o.name for o in s.get_outputs()], s.run(None, feed)))
-
-
-def raw_scene(rng, n: int, nc: int, anchors: int, empty: tuple[int, ...] = ()) -> np.ndarray:
-    """Raw [n, 4 + nc, anchors] outputs: half the boxes in a few tight clusters (heavy overlap,
-    several classes per cluster), half small and scattered (mostly alone, so ``conf`` decides
-    them); distinct scores (no ties), many best scores near any ``conf``."""
-    x = np.zeros((n, 4 + nc, anchors), np.float32)
-    for i in range(n):
-        centres = rng.uniform(30, 130, (6, 2))
-        which = rng.integers(0, len(centres), anchors)
-        x[i, 0:2] = (centres[which] + rng.normal(0, 4, (anchors, 2))).T
-        x[i, 2:4] = rng.uniform(15, 45, (2, anchors))
-        alone = rng.random(anchors) < 0.5
-        x[i, 0:2, alone] = rng.uniform(0, 2000, (int(alone.sum()), 2))
-        x[i, 2:4, alone] = rng.uniform(2, 12, (int(alone.sum()), 2))
-        scores = rng.permutation(np.linspace(0.01, 0.99, nc * anchors)).reshape(nc, anchors)
-        x[i, 4:] = (scores * rng.uniform(0.2, 1.0, anchors)).astype(np.float32)  # spread the best scores
-        if i in empty:
-            x[i, 4:] *= 0.2  # every score below conf 0.25
-    assert all(len(np.unique(img[4:].max(0))) == anchors for img in x)  # no ties within an image
-    return x
 
 
 def assert_matches_decode(out: dict, raw: np.ndarray, conf: float, iou: float, max_det: int,
@@ -175,23 +147,6 @@ def test_candidate_cap_and_equal_scores():
         assert all(0 < c < u for c, u in zip(counts, uncapped))  # the cap changed the result
 
 
-def test_stage_verify_uses_the_graphs_candidate_cap(tmp_path):
-    """The nms stage checks a form-ops file against decode with the same cap: a file made with
-    another cap than the settings say is refused (more boxes above conf than the file's cap)."""
-    from optim.settings import NmsSettings
-    from optim.stages.nms import verify
-
-    raw = raw_scene(np.random.default_rng(2), 2, 4, 400)
-    src, capped = tmp_path / "raw.onnx", tmp_path / "nms.onnx"
-    onnx.save(identity_model(8, 400), str(src))
-    s = NmsSettings(max_det=100, conf=0.05, iou=0.5, max_candidates=48)
-    assert NmsSettings().form == "ops" and NmsSettings().max_candidates == 1024
-    onnx.save(with_nms(onnx.load(str(src)), max_det=100, conf=0.05, iou=0.5, max_candidates=48), str(capped))
-    assert 0 < verify(src, capped, raw, s) <= 2 * 48
-    with pytest.raises(ModelError, match="in-graph NMS kept"):
-        verify(src, capped, raw, s.model_copy(update={"max_candidates": 1024}))
-
-
 def onnx_meta(m: onnx.ModelProto) -> str:
     return next(p.value for p in m.metadata_props if p.key == METADATA_KEY)
 
@@ -265,6 +220,7 @@ def detector_onnx(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # exports the bundled detector
 @pytest.mark.parametrize("batch", [1, 3])
 @forms
 def test_bundled_detector_with_nms_matches_decode(detector_onnx, batch, form):
@@ -284,17 +240,6 @@ def test_bundled_detector_with_nms_matches_decode(detector_onnx, batch, form):
 
 # --------------------------------------------------------------------------- CLI
 
-def cli_app():
-    import typer
-
-    from optim.cli import detect
-
-    app = typer.Typer(add_completion=False, rich_markup_mode=None)
-    app.callback()(lambda: None)
-    detect.register(app)
-    return app
-
-
 def test_cli_add_nms_writes_a_checked_file(tmp_path, capsys):
     from typer.testing import CliRunner
 
@@ -302,7 +247,7 @@ def test_cli_add_nms_writes_a_checked_file(tmp_path, capsys):
 
     src, out = tmp_path / "raw.onnx", tmp_path / "sub" / "nms.onnx"
     onnx.save(identity_model(14, 525), str(src))
-    r = CliRunner().invoke(cli_app(), ["add-nms", str(src), str(out), "--max-det", "50", "--conf", "0.3",
+    r = CliRunner().invoke(detect_app(), ["add-nms", str(src), str(out), "--max-det", "50", "--conf", "0.3",
                                        "--iou", "0.6"])
     assert r.exit_code == 0, (r.output, r.exception)
     m = load_onnx(out)  # loads and passes onnx.checker

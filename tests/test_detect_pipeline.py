@@ -42,6 +42,7 @@ def _run(model, x):
     return s.run(None, {"images": x})[0]
 
 
+@pytest.mark.slow  # exports the bundled detector at two sizes (module fixture)
 def test_only_the_anchor_constants_depend_on_the_size(exports):
     _, a, b = exports
     changed = size_constants(a, b)
@@ -50,6 +51,7 @@ def test_only_the_anchor_constants_depend_on_the_size(exports):
     assert anchors and all(a.shape[-1] == (16 * 16 + 8 * 8 + 4 * 4) for a in anchors)  # A at 128
 
 
+@pytest.mark.slow  # exports the bundled detector at two sizes (module fixture)
 def test_fp32_carried_over_equals_the_export_at_that_size(exports):
     _, a, b = exports
     x = np.random.default_rng(0).random((2, 3, 128, 128), dtype=np.float32)
@@ -58,6 +60,7 @@ def test_fp32_carried_over_equals_the_export_at_that_size(exports):
     np.testing.assert_allclose(got, _run(b, x), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow  # exports the bundled detector at two sizes (module fixture)
 def test_a_quantized_model_keeps_its_scales_at_the_new_size(exports):
     from optim.settings import QuantizeSettings
     from optim.stages.quantize import quantize_here
@@ -81,6 +84,7 @@ def test_a_quantized_model_keeps_its_scales_at_the_new_size(exports):
     assert np.abs(got[:, :4] - ref[:, :4]).mean() < 2.0  # pixel boxes: INT8 noise, not a wrong grid
 
 
+@pytest.mark.slow  # exports the bundled detector at two sizes (module fixture)
 def test_refuses_what_it_cannot_carry(exports):
     _, a, b = exports
     other = onnx.ModelProto()
@@ -106,6 +110,7 @@ def test_refuses_what_it_cannot_carry(exports):
         carry_over(a, a, fresh)
 
 
+@pytest.mark.slow  # exports the bundled detector at two sizes (module fixture)
 def test_head_nodes_are_the_decode_only(exports):
     import re
 
@@ -125,6 +130,7 @@ def test_head_nodes_are_the_decode_only(exports):
     assert head_nodes(anon) == ()
 
 
+@pytest.mark.slow  # exports the bundled detector at two sizes (module fixture)
 def test_the_head_is_found_by_structure_when_its_module_is_unnamed(exports):
     """Names stripped of their modules (a top-level output Concat): keep_head walks back from the output
     to the branch convolutions and keeps the same decode the module name gives, and says how it found it."""
@@ -173,6 +179,7 @@ DET = {
 }
 
 
+@pytest.mark.slow  # an optim run at two sizes
 def test_run_times_every_entry_at_the_other_size(tmp_path):
     from optim.recipe import load_recipe
     from optim.workflow import Workflow
@@ -234,6 +241,7 @@ def test_run_times_every_entry_at_the_other_size(tmp_path):
         plan_repository(tmp_path / "artifacts" / "det2", Options(nms=True))
 
 
+@pytest.mark.slow  # modelopt quantization
 def test_modelopt_int8_gives_a_concat_one_scale(exports):
     """TensorRT wants the Q/DQ scales meeting at a Concat to match (else it reformats): modelopt puts
     one Q/DQ on a Concat's output, and no Concat of the detector gets inputs with different scales."""

@@ -253,6 +253,7 @@ def test_detector_layout_and_sizes(detector):
         FashionDetector(variant="x")
 
 
+@pytest.mark.slow  # exports the detector
 def test_detector_exports_to_onnx_with_dynamic_batch(tmp_path, detector):
     from optim.backends.onnxruntime import OrtRunner
     from optim.recipe import ExportSettings, InputSpec
@@ -312,6 +313,7 @@ def test_task_aligned_assignment():
     assert tscores.max() <= 1.0
 
 
+@pytest.mark.slow  # trains the detector
 def test_detection_loss_learns_one_batch():
     import torch
 
@@ -337,6 +339,7 @@ def test_detection_loss_learns_one_batch():
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow  # trains the detector
 def test_training_smoke_run(tmp_path):
     """About 4 s on an idle 2-core machine (one thread; 2 epochs of 64 scenes, 32 evaluation scenes)."""
     from optim.sources import load_model
@@ -348,6 +351,7 @@ def test_training_smoke_run(tmp_path):
     assert lm.trained
 
 
+@pytest.mark.slow  # exports the detector
 def test_decode_nodes_name_the_exported_head(tmp_path, detector):
     """DECODE_NODES (kept out of ORT INT8) match the exported decode and none of the convolutions."""
     import re

@@ -1,6 +1,6 @@
 """``optim run`` with every detection entry on detector graphs shaped like real Ultralytics exports.
 
-The graphs (``tests/detector_corpus.py``) are the bundled, trained ``fashion_detector`` exported as
+The graphs (``tests/helpers/detector_corpus.py``) are the bundled, trained ``fashion_detector`` exported as
 users' YOLOv8 files come: Ultralytics module names (``/model.22``) or a decode in the top-level
 module (raw output from ``/Concat_N``), scale-factor Upsample, opset 17 and 18, dynamic batch and
 height/width, 1, 18 and 80 classes. Each goes through ``optim run`` with all six detection entries
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests import detector_corpus as dc
+from tests.helpers import detector_corpus as dc
 
 TAGS = ("fp32", "int8-tensorrt", "int8-onnxruntime", "fp8-tensorrt", "fp16", "bf16")
 CALIB, EVAL = 32, 48  # images: calibration (training scenes / seed 1), evaluation (eval scenes / seed 0)
@@ -115,6 +115,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
 
 # -- the graphs ---------------------------------------------------------------------------------
 
+@pytest.mark.slow  # exports every corpus graph
 @pytest.mark.parametrize("name", list(dc.CORPUS))
 def test_corpus_graph_is_the_trained_detector(corpus, name):
     """Each file runs in ONNX Runtime as its PyTorch wrapper does and finds the bundled model's boxes,

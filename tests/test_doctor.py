@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from optim.doctor import inventory, render, stages
 from optim.backends.engine_compat import TARGETS
 from optim.machine import Gpu, Machine
-from tests.test_cli import optim
+from tests.helpers.cli import optim
 
 H100 = TARGETS["h100"]
 BASE = {"torch": "2.14.1", "onnx": "1.21.0", "nvidia-modelopt": "0.47.0"}
@@ -78,6 +80,7 @@ def test_both_onnxruntime_wheels_is_reported_broken_with_the_fix():
     assert not _by_stage(m)["check, bench on CPU (ORT)"].ok
 
 
+@pytest.mark.slow  # optim doctor subprocess probes the machine
 def test_doctor_runs_here():
     p = optim("doctor")
     assert p.returncode == 0, p.stderr

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from optim.artifacts import sha256_file
-from tests.conftest import REPO
-from tests.test_cli import assert_one_line_error, optim
+from tests.helpers import REPO
+from tests.helpers.cli import assert_one_line_error, optim
 
 pytestmark = pytest.mark.slow
 WEIGHTS = REPO / "optim/sources/weights/fashion_resnet.safetensors"

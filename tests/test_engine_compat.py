@@ -17,7 +17,7 @@ from optim.machine import Gpu, Machine
 from optim.backends import open_runner
 from optim.backends.tensorrt import EngineRunner
 from optim.backends.tensorrt_api import TensorRT
-from tests.fake_tensorrt import FakeTensorRT, names
+from tests.helpers.fake_tensorrt import FakeTensorRT, names
 
 H100 = Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0))
 H200 = Gpu(0, "NVIDIA H200", (9, 0))

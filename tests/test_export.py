@@ -13,7 +13,7 @@ from optim.onnx_tools import graph_inputs, graph_outputs, load_onnx
 from optim.recipe import BatchRange, ExportSettings, InputSpec
 from optim.backends import open_runner
 from optim.sources import LoadedModel
-from tests.conftest import TINY_SHAPE, tiny_cnn
+from tests.helpers.models import TINY_SHAPE, tiny_cnn
 
 
 def test_export_has_dynamic_batch_and_matches_torch(tmp_path):

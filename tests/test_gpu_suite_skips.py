@@ -12,8 +12,10 @@ import subprocess
 import sys
 from xml.etree import ElementTree
 
+import pytest
+
 from optim.machine import Gpu, Machine
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.gpu._env import KERNEL_REASON, reasons
 
 H200 = Gpu(0, "NVIDIA H200", (9, 0), 143771)
@@ -69,6 +71,7 @@ sys.meta_path.insert(0, Block())
 '''
 
 
+@pytest.mark.slow  # a pytest subprocess over tests/gpu
 def test_the_suite_skips_without_errors_where_tensorrt_modelopt_and_onnxslim_are_missing(tmp_path):
     """The H200 failure: the plugin engine test exported its model (onnxslim) before skipping."""
     (tmp_path / "block_imports.py").write_text(BLOCKER)

@@ -9,8 +9,8 @@ import pytest
 
 from optim.errors import RecipeError
 from optim.recipe import load_recipe
-from tests.test_cli import assert_one_line_error, optim
-from tests.test_run_gpu_stages import TINY
+from tests.helpers.cli import assert_one_line_error, optim
+from tests.helpers.runs import TINY
 
 BOMB = """
 a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]

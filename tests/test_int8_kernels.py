@@ -80,6 +80,7 @@ def _run(tmp: Path, model: onnx.ModelProto, x: np.ndarray, cpu: str | None) -> n
     return np.load(yo)
 
 
+@pytest.mark.slow  # ONNX Runtime on an emulated (qemu) AVX2-only CPU
 @needs_qemu
 @pytest.mark.parametrize("weight,exact_on_avx2", [(127, False), (64, True)])
 def test_u8s8_saturates_without_vnni_and_7bit_weights_do_not(tmp_path, weight, exact_on_avx2):
@@ -106,6 +107,7 @@ def test_u8s8_saturates_without_vnni_and_7bit_weights_do_not(tmp_path, weight, e
         np.testing.assert_allclose(native, emulated, atol=step)
 
 
+@pytest.mark.slow  # quantizes the bundled classifier, runs it on an emulated (qemu) AVX2-only CPU
 @needs_qemu
 def test_optims_avx2_file_of_the_bundled_classifier_is_right_on_an_emulated_avx2_cpu(tmp_path, monkeypatch):
     """The bundled classifier's onnxruntime INT8 file as optim makes it for an AVX2-only CPU, run on one

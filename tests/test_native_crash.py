@@ -21,7 +21,8 @@ from optim.backends import onnxruntime as ortb
 from optim.backends._ort_probe import TEST_CRASH_ENV, Verdict
 from optim.backends.onnxruntime import OrtRunner, open_session
 from optim.errors import ModelError, QuantizeError
-from tests.conftest import REPO, TINY_SHAPE
+from tests.helpers import REPO
+from tests.helpers.models import TINY_SHAPE
 
 
 @pytest.fixture

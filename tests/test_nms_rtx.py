@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto
 
 from optim.tasks.detect_graph import with_nms
-from tests.test_detect_graph import identity_model
+from tests.helpers.models import identity_model
 
 trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install tensorrt-rtx-cu12): "
                           "its builder is what these tests check")
@@ -80,6 +80,7 @@ def detectors(tmp_path_factory):
     return files
 
 
+@pytest.mark.slow  # exports detectors (module fixture detectors), TensorRT-RTX builds
 @pytest.mark.parametrize("size,sm", [
     (160, None),
     (640, None),
@@ -92,6 +93,7 @@ def test_ops_form_builds_on_tensorrt_rtx(detectors, size, sm):
     assert seconds < 60  # about 1 s here
 
 
+@pytest.mark.slow  # exports detectors (module fixture detectors)
 @pytest.mark.parametrize("sm", [None, "SM120"])
 def test_nms_op_form_is_refused_by_tensorrt_rtx(detectors, sm):
     """The reason form ops exists: the builder has no runner for NonMaxSuppression (INMSLayer)."""

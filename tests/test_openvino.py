@@ -17,8 +17,8 @@ from optim import machine
 from optim.backends import backend_for, backend_names, get_backend, open_runner
 from optim.errors import BackendUnavailable, InputError, ModelError
 from optim.install import INSTALL
-from tests.conftest import TINY_SHAPE
-from tests.test_cli import optim
+from tests.helpers.cli import optim
+from tests.helpers.models import TINY_SHAPE
 
 HAVE_OV = importlib.util.find_spec("openvino") is not None
 needs_ov = pytest.mark.skipif(not HAVE_OV, reason=f"OpenVINO is not installed here ({INSTALL['openvino']})")
@@ -71,6 +71,7 @@ def test_cpuinfo_features_and_native_precisions(tmp_path):
     assert unknown.as_dict()["features"] is None
 
 
+@pytest.mark.slow  # optim doctor subprocess
 def test_this_machine_cpu_goes_into_host_info_and_doctor():
     from optim.artifacts import host_info
     from optim.doctor import inventory
@@ -172,6 +173,7 @@ def int8_files(tmp_path_factory, tiny_onnx, calib_x):
     return files
 
 
+@pytest.mark.slow  # OpenVINO compiles at several batch sizes
 @needs_ov
 def test_fp32_matches_onnxruntime_at_any_batch(tiny_onnx, eval_xy):
     x, _ = eval_xy
@@ -189,6 +191,7 @@ def test_fp32_matches_onnxruntime_at_any_batch(tiny_onnx, eval_xy):
         assert out.shape == (5, 5)
 
 
+@pytest.mark.slow  # quantizes (module fixture int8_files)
 @needs_ov
 @pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
 def test_int8_qdq_runs_with_integer_kernels(int8_files, tiny_onnx, eval_xy, target):
@@ -242,6 +245,7 @@ def test_f16_hint_says_what_ran(tiny_onnx, eval_xy):
         assert "not FP16 speed" in r.timing_note
 
 
+@pytest.mark.slow  # quantizes to FP8 and BF16 (modelopt)
 @needs_ov
 def test_fp8_and_bf16_files_load_or_say_why(tmp_path, tiny_onnx, calib_x, eval_xy):
     from optim.recipe import QuantizeSettings
@@ -301,6 +305,7 @@ def test_throughput_mode_measures(tiny_onnx):
         assert "throughput hint" in r.method and "amortised" in r.timing_method
 
 
+@pytest.mark.slow  # optim subprocess
 @needs_ov
 def test_bench_cli_backend_openvino(tmp_path, tiny_onnx):
     out = tmp_path / "b.json"
@@ -313,6 +318,7 @@ def test_bench_cli_backend_openvino(tmp_path, tiny_onnx):
     assert "tiny.fp32.onnx: openvino" in p.stdout
 
 
+@pytest.mark.slow  # quantizes (module fixture int8_files), optim subprocess
 @needs_ov
 def test_check_cli_backend_openvino_keeps_the_reference_on_onnxruntime(tmp_path, tiny_onnx, int8_files):
     out = tmp_path / "c.json"

@@ -25,8 +25,8 @@ from optim.artifacts import (
     write_text,
 )
 from optim.errors import ModelError, OutputPathError, RecipeError, WriteError
-from tests.conftest import TINY_SHAPE
-from tests.test_cli import assert_one_line_error, optim
+from tests.helpers.models import TINY_SHAPE
+from tests.helpers.cli import assert_one_line_error, optim
 
 RECIPE = ("name: tiny\nmodel: {source: 'tests.conftest:tiny_cnn'}\ninput: {shape: [3, 16, 16]}\n"
           "export: {output_names: [logits]}\n"

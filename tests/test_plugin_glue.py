@@ -2,7 +2,7 @@
 real TensorRT 10.16.1 and 11.1.0 headers, with the project's CMakeLists.txt, warnings in optim's own
 sources as errors (-DOPTIM_WERROR=ON).
 
-The headers come from ``OPTIM_TENSORRT_HEADERS`` (tests/tensorrt_bindings.py says where), never
+The headers come from ``OPTIM_TENSORRT_HEADERS`` (tests/helpers/tensorrt_bindings.py says where), never
 from the project: 10.16.1 through ``-DTENSORRT_ROOT``, 11.1.0 through the include-only
 ``-DOPTIM_TENSORRT_INCLUDE_DIR``, so both routes are exercised. Each library must export the
 entry points ``IPluginRegistry::loadLibrary`` looks for in a plugin library (``getCreators``
@@ -19,7 +19,9 @@ import subprocess
 
 import pytest
 
-from tests.tensorrt_bindings import REPO, VERSIONS, missing_reason, version_dir
+from tests.helpers.tensorrt_bindings import REPO, VERSIONS, missing_reason, version_dir
+
+pytestmark = pytest.mark.slow  # configures and builds the glue against both TensorRT majors
 
 ENTRY_POINTS = ("getCreators", "setLoggerFinder")
 

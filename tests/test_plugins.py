@@ -1,29 +1,17 @@
-"""The fused preprocessing op on CPU: the csrc/ library vs a NumPy reference, and in ONNX Runtime."""
+"""The preprocessing op on CPU: the csrc/ library vs a NumPy reference, its settings, ``optim bench-preprocess``.
+The op fused in front of a model (the fuse stage): tests/test_fuse.py."""
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
-import onnx
 import pytest
 
 from optim.errors import DataError, InputError
-from optim.ops.preprocess import PreprocessOp, has_op, prepend, reference
-from optim.ops.plugins import find
-from optim.backends import open_runner
-from tests.conftest import REPO
+from optim.ops.preprocess import PreprocessOp, reference
+from tests.helpers.cli import assert_one_line_error, optim
+from tests.helpers.plugins import IMAGENET, random_frames
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cpu_library_built():
-    if find("cpu") is None:
-        subprocess.run(["bash", str(REPO / "scripts/build_plugins.sh")], check=True, capture_output=True)
-    assert find("cpu") is not None, "scripts/build_plugins.sh did not build the CPU library"
-
-
-def _frames(n, h, w, c, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+pytestmark = pytest.mark.usefixtures("cpu_library_built")
 
 
 def _close(got, want):
@@ -32,9 +20,6 @@ def _close(got, want):
         assert np.all(np.abs(g - w) <= np.spacing(np.abs(want)).astype(np.float32))
     else:
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
-
-
-IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 @pytest.mark.parametrize("n,h,w,c,oh,ow,order,dtype", [
@@ -49,7 +34,7 @@ def test_cpu_library_matches_numpy_reference(n, h, w, c, oh, ow, order, dtype):
 
     kw = IMAGENET if c == 3 else dict(mean=(0.286,), std=(0.353,))
     op = PreprocessOp(out_h=oh, out_w=ow, channel_order=order, out_dtype=dtype, **kw)
-    frames = _frames(n, h, w, c)
+    frames = random_frames(n, h, w, c)
     got, want = run_cpu(frames, op), reference(frames, op)
     assert got.shape == want.shape == (n, c, oh, ow) and got.dtype == want.dtype
     _close(got, want)
@@ -60,7 +45,7 @@ def test_float_frames_give_the_same_result():
     from optim.ops.preprocess_cpu import run_cpu
 
     op = PreprocessOp(out_h=6, out_w=11, channel_order="BGR", **IMAGENET)
-    frames = _frames(2, 13, 7, 3, seed=9)
+    frames = random_frames(2, 13, 7, 3, seed=9)
     assert run_cpu(frames.astype(np.float32), op).tobytes() == run_cpu(frames, op).tobytes()
 
 
@@ -87,66 +72,6 @@ def test_bad_input_and_settings():
         PreprocessOp(out_h=4, out_w=4, std=(1, 0, 1))
 
 
-@pytest.fixture(scope="module")
-def fused(tmp_path_factory, tiny_onnx):
-    op = PreprocessOp(out_h=16, out_w=16, channel_order="BGR", **IMAGENET)
-    out = tmp_path_factory.mktemp("fused") / "tiny.frames.onnx"
-    onnx.save(prepend(onnx.load(str(tiny_onnx)), op, (21, 27)), str(out))
-    return out, op
-
-
-def test_fused_model_matches_host_preprocessing(fused, tiny_onnx):
-    path, op = fused
-    model = onnx.load(str(path))
-    assert has_op(model) and model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
-    cast, node = model.graph.node[0], model.graph.node[1]
-    assert cast.op_type == "Cast" and cast.input[0] == "frames"  # uint8 stays the graph input
-    assert node.op_type == "OptimPreprocess" and node.input[0] == cast.output[0]
-    assert {a.name: a.s for a in node.attribute if a.name == "plugin_namespace"} == {"plugin_namespace": b"optim"}
-    frames = _frames(5, 21, 27, 3, seed=3)
-    with open_runner(path) as r:
-        assert "csrc/ CPU library" in r.method and r.input_names == ["frames"]
-        got = r.infer({"frames": frames})["logits"]
-    with open_runner(tiny_onnx) as r:
-        want = r.infer({"input": reference(frames, op)})["logits"]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
-
-def test_fused_quantized_variant_matches_too(tmp_path, fused, tiny_onnx, calib_x):
-    from optim.stages.quantize import quantize_onnx
-    from optim.recipe import QuantizeSettings
-
-    _, op = fused
-    q = tmp_path / "int8.onnx"
-    quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", method="max"), q, calib_x)
-    qf = tmp_path / "int8.frames.onnx"
-    onnx.save(prepend(onnx.load(str(q)), op, (21, 27)), str(qf))
-    frames = _frames(4, 21, 27, 3, seed=4)
-    with open_runner(qf) as r:
-        got = r.infer({"frames": frames})["logits"]
-    with open_runner(q) as r:
-        want = r.infer({"input": reference(frames, op)})["logits"]
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-
-
-def test_prepend_refuses_a_size_mismatch(tiny_onnx):
-    with pytest.raises(InputError, match="wants 3x16x16"):
-        prepend(onnx.load(str(tiny_onnx)), PreprocessOp(out_h=8, out_w=8), (20, 20))
-
-
-def test_cli_plugins_and_fuse(tmp_path, tiny_onnx):
-    from tests.test_cli import assert_one_line_error, optim
-
-    p = optim("plugins")
-    assert p.returncode == 0 and "cpu       yes" in p.stdout
-    out = tmp_path / "f.onnx"
-    p = optim("fuse-preprocess", tiny_onnx, "--frame", "30x40", "--channel-order", "BGR", "-o", out)
-    assert p.returncode == 0, p.stderr
-    assert has_op(onnx.load(str(out)))
-    assert_one_line_error(optim("fuse-preprocess", tiny_onnx, "--frame", "big", "-o", tmp_path / "g.onnx"),
-                          2, "HxW")
-
-
 def test_bench_preprocess_counts_bytes_and_says_gpu_not_run():
     from optim.ops.bench_preprocess import bench_preprocess
 
@@ -158,10 +83,9 @@ def test_bench_preprocess_counts_bytes_and_says_gpu_not_run():
     assert r.gpu_timings == [] and r.gpu_baseline_ms is None and r.peak_fraction is None
 
 
+@pytest.mark.slow  # an optim subprocess timing the op
 def test_cli_bench_preprocess_writes_json(tmp_path):
     import json
-
-    from tests.test_cli import assert_one_line_error, optim
 
     out = tmp_path / "bench.json"
     p = optim("bench-preprocess", "--frame", "36x48", "--size", "16x16", "--out-dtype", "float16", "--batch", "3",
@@ -172,18 +96,3 @@ def test_cli_bench_preprocess_writes_json(tmp_path):
     assert r["batch"] == 3 and r["kernel_bytes_per_image"] == 36 * 48 * 3 + 3 * 16 * 16 * 2
     assert r["gpu_kernel_ms"] is None and r["gpu_timings"] == [] and r["gpu_note"].startswith("not run")
     assert_one_line_error(optim("bench-preprocess", "--batch", "0"), 2, "--batch")
-
-
-def test_cli_check_feeds_frames_to_a_fused_model(tmp_path, fused, tiny_onnx):
-    from tests.test_cli import assert_one_line_error, optim
-
-    path, _ = fused
-    data = tmp_path / "frames.npz"
-    np.savez(data, images=_frames(16, 21, 27, 3, seed=7), labels=np.zeros(16, np.int64))
-    p = optim("check", path, "--reference", tiny_onnx, "--data", data, "--max-abs-error", "1e-4")
-    assert p.returncode == 0, p.stderr
-    assert "gate max_abs_error passed" in p.stdout and "csrc/ CPU library" in p.stdout
-    wrong = tmp_path / "small.npz"
-    np.savez(wrong, images=_frames(4, 10, 10, 3))
-    assert_one_line_error(optim("check", path, "--reference", tiny_onnx, "--data", wrong), 2,
-                          "frames are [10, 10, 3]", "[21, 27, 3]")

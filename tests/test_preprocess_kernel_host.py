@@ -21,7 +21,8 @@ import subprocess
 
 import pytest
 
-from tests.test_csrc_build import CUDA_LIB, REPO, Params, build_if_missing
+from tests.helpers import REPO
+from tests.helpers.csrc import CUDA_LIB, Params, build_if_missing
 
 HARNESS = REPO / "tests" / "preprocess_kernel_host.cpp"
 SOURCES = [str(HARNESS), str(REPO / "csrc" / "preprocess" / "preprocess_cpu.cpp")]
@@ -43,6 +44,7 @@ def harness(tmp_path_factory):
     return exe
 
 
+@pytest.mark.slow  # compiles the harness with sanitizers
 def test_every_block_and_thread_gives_the_cpu_library_bits(harness):
     done = subprocess.run([str(harness)], capture_output=True, text=True, timeout=600)
     out = done.stdout
@@ -58,6 +60,7 @@ def test_every_block_and_thread_gives_the_cpu_library_bits(harness):
     assert "FAIL" not in out
 
 
+@pytest.mark.slow  # compiles the harness with sanitizers
 def test_the_harness_fails_on_a_wrong_index(harness, tmp_path):
     """The harness is not blind: the kernels' header with one thread's pixels shifted by one fails."""
     header = (REPO / "csrc" / "preprocess" / "preprocess_rows.h").read_text()
@@ -114,6 +117,7 @@ def test_cuda_library_says_which_kernel_runs_without_a_gpu():
     assert (rc == 0 and gbps.value > 0) or (rc > 0 and gbps.value == 0)  # no GPU: a cudaError_t
 
 
+@pytest.mark.slow  # nvcc compiles the kernels
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not found: the CUDA kernels cannot be compiled here")
 def test_v2_kernels_move_16_bytes_an_instruction_and_do_not_spill(tmp_path):
     """Per v2 kernel (sm_90): 16-byte global stores; the tiled ones 16-byte read-only loads and

@@ -20,8 +20,8 @@ def _outputs(path, x):
 
 @pytest.mark.parametrize("precision,target,dtype", [
     ("int8", "tensorrt", "int8"),
-    ("int8", "onnxruntime", "uint8"),
-    ("fp8", "tensorrt", "float8e4m3fn"),
+    pytest.param("int8", "onnxruntime", "uint8", marks=pytest.mark.slow),  # a quantize worker each: one in the fast tier
+    pytest.param("fp8", "tensorrt", "float8e4m3fn", marks=pytest.mark.slow),
 ])
 def test_ptq_quantizes_and_stays_close(tmp_path, tiny_onnx, calib_x, precision, target, dtype):
     out = tmp_path / "q.onnx"
@@ -38,6 +38,7 @@ def test_ptq_quantizes_and_stays_close(tmp_path, tiny_onnx, calib_x, precision, 
     assert cos > 0.98
 
 
+@pytest.mark.slow  # quantizes (a quantize worker)
 def test_tensorrt_placement_keeps_fp32_outside_quantized_ops(tmp_path, tiny_onnx, calib_x):
     out = tmp_path / "q.onnx"
     quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", method="max"), out, calib_x)
@@ -45,6 +46,7 @@ def test_tensorrt_placement_keeps_fp32_outside_quantized_ops(tmp_path, tiny_onnx
     assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in inits)
 
 
+@pytest.mark.slow  # quantizes (a quantize worker)
 def test_exclusions_are_respected(tmp_path, tiny_onnx, calib_x):
     conv_names = [n.name for n in load_onnx(tiny_onnx).graph.node if n.op_type == "Conv"]
     out = tmp_path / "q.onnx"
@@ -57,6 +59,7 @@ def test_exclusions_are_respected(tmp_path, tiny_onnx, calib_x):
     assert quant_coverage(load_onnx(out)).quantized >= 1
 
 
+@pytest.mark.slow  # converts (a quantize worker each)
 @pytest.mark.parametrize("precision,check", [("fp16", None), ("bf16", has_bfloat16)])
 def test_float_conversions(tmp_path, tiny_onnx, calib_x, precision, check):
     out = tmp_path / f"{precision}.onnx"
@@ -72,6 +75,7 @@ def test_float_conversions(tmp_path, tiny_onnx, calib_x, precision, check):
     assert not np.array_equal(ref, got)
 
 
+@pytest.mark.slow  # quantizes (a quantize worker)
 def test_fp8_model_is_marked_float8(tmp_path, tiny_onnx, calib_x):
     out = tmp_path / "fp8.onnx"
     quantize_onnx(tiny_onnx, QuantizeSettings(precision="fp8", method="max"), out, calib_x)
@@ -91,6 +95,7 @@ def test_refusals_leave_no_file(tmp_path, tiny_onnx, calib_x, settings, calib, f
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # quantizes (a quantize worker)
 def test_percentile_calibration_for_onnxruntime_target(tmp_path, tiny_onnx, calib_x):
     out = tmp_path / "q.onnx"
     rep = quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", target="onnxruntime",
@@ -108,6 +113,7 @@ def test_corrupt_or_truncated_onnx(tmp_path, tiny_onnx, calib_x, content):
     assert not (tmp_path / "q.onnx").exists()
 
 
+@pytest.mark.slow  # quantizes (a quantize worker)
 def test_onnxruntime_target_quantizes_a_scale_factor_upsample(tmp_path, calib_x):
     """An exported nn.Upsample(scale_factor=2) makes a Resize whose batch is floor(1.0*batch): ORT's
     symbolic shape inference refuses it ("Incomplete symbolic shape inference", as on every Ultralytics
@@ -144,6 +150,7 @@ def test_onnxruntime_target_quantizes_a_scale_factor_upsample(tmp_path, calib_x)
     assert cos > 0.99, cos
 
 
+@pytest.mark.slow  # quantizes (a quantize worker)
 def test_onnxruntime_target_without_symbolic_shapes(tmp_path):
     """Opset 18: a scale-factor Resize (auto_merge needed) and a ReduceMax with its axes as an input,
     which ORT's symbolic shape inference has no handler for even with auto_merge. optim quantizes

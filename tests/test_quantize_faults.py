@@ -14,13 +14,16 @@ import pytest
 
 from optim.recipe import QuantizeSettings
 from optim.stages.quantize import JOB_PREFIX, quantize_onnx, sweep_jobs
-from tests.conftest import REPO
+from tests.helpers import REPO
+from tests.helpers.processes import alive, quantize_workers
 
-WORKER = "optim.stages._quantize_worker"
+
+SLOW = pytest.mark.slow  # a quantize worker each: one quick case in the fast tier
 
 
-@pytest.mark.parametrize("precision,target", [("int8", "tensorrt"), ("int8", "onnxruntime"),
-                                              ("fp8", "tensorrt"), ("fp16", "tensorrt"), ("bf16", "tensorrt")])
+@pytest.mark.parametrize("precision,target", [
+    ("int8", "onnxruntime"), pytest.param("int8", "tensorrt", marks=SLOW), pytest.param("fp8", "tensorrt", marks=SLOW),
+    pytest.param("fp16", "tensorrt", marks=SLOW), pytest.param("bf16", "tensorrt", marks=SLOW)])
 def test_input_is_never_modified(tmp_path, tiny_onnx, calib_x, precision, target):
     src = tmp_path / "model.fp32.onnx"
     shutil.copyfile(tiny_onnx, src)
@@ -42,30 +45,7 @@ def test_sweep_removes_only_dead_processes_jobs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{JOB_PREFIX}1-ghi", f"{JOB_PREFIX}{os.getpid()}-def"]
 
 
-def _children(parent: int) -> list[int]:
-    """PIDs of the quantize workers whose parent is ``parent`` (from /proc)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            ppid = int(next(ln for ln in (d / "status").read_text().splitlines() if ln.startswith("PPid:")).split()[1])
-        except (OSError, StopIteration, ValueError):
-            continue
-        if WORKER in cmd and ppid == parent:
-            found.append(int(d.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State:"))
-    except (OSError, StopIteration):
-        return False
-    return "Z" not in state.split()[1]  # a zombie is dead, waiting to be reaped
-
-
+@pytest.mark.slow  # kills a quantize run mid-way
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc to find the worker")
 def test_kill_9_of_the_parent_takes_the_worker_with_it(tmp_path, tiny_onnx):
     tmp = tmp_path / "tmp"
@@ -78,15 +58,15 @@ def test_kill_9_of_the_parent_takes_the_worker_with_it(tmp_path, tiny_onnx):
     deadline = time.time() + 120
     workers: list[int] = []
     while not workers and time.time() < deadline and parent.poll() is None:
-        workers = _children(parent.pid)
+        workers = quantize_workers(parent.pid)
         time.sleep(0.05)
     assert workers, "the quantize worker never started"
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     t0 = time.time()
-    while any(_alive(w) for w in workers) and time.time() - t0 < 10:
+    while any(alive(w) for w in workers) and time.time() - t0 < 10:
         time.sleep(0.1)
-    assert not any(_alive(w) for w in workers), "the worker outlived its parent by 10 s"
+    assert not any(alive(w) for w in workers), "the worker outlived its parent by 10 s"
     time.sleep(2)
     assert not out.exists() and not (out.parent.exists() and list(out.parent.iterdir()))
     assert list(tmp.rglob(f"{JOB_PREFIX}{parent.pid}-*"))  # the killed parent could not clean up...

@@ -8,51 +8,7 @@ import pytest
 
 from optim.errors import InputError
 from optim.stages.report import NOT_RUN, collect, write_report
-
-
-def _write(p, obj):
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(obj))
-
-
-def _check(tag, top1, delta, cos, passed=True):
-    return {"tag": tag, "candidate": f"model.{tag}.onnx", "reference": "model.fp32.onnx", "samples": 100,
-            "method": "ort cpu", "reference_method": "ort cpu", "data": "test set",
-            "outputs": {"logits": {"max_abs_error": 0.1, "mean_abs_error": 0.01, "cosine": cos,
-                                   "min_cosine": cos, "top1_agreement": 99.0}},
-            "accuracy": {"top1": top1, "top5": 99.0, "reference_top1": 90.0, "reference_top5": 99.0,
-                         "top1_delta": delta, "top5_delta": 0.0},
-            "gates": [{"gate": "min_cosine", "value": cos, "limit": 0.99, "passed": passed}]}
-
-
-def _bench(tag, b1_ms, b64_ms, skipped=None):
-    timings = [] if skipped else [
-        {"batch": 1, "iterations": 5, "median_ms": b1_ms, "p90_ms": b1_ms, "p99_ms": b1_ms * 2,
-         "mean_ms": b1_ms, "min_ms": b1_ms, "throughput": 1000 / b1_ms},
-        {"batch": 64, "iterations": 5, "median_ms": b64_ms, "p90_ms": b64_ms, "p99_ms": b64_ms,
-         "mean_ms": b64_ms, "min_ms": b64_ms, "throughput": 64000 / b64_ms}]
-    return {"model": f"model.{tag}.onnx", "tag": tag, "method": "ort cpu 2 threads", "settings": {},
-            "timings": timings, "skipped": skipped, "note": ""}
-
-
-@pytest.fixture
-def run_dir(tmp_path):
-    d = tmp_path / "run"
-    tags = ["fp32", "int8-tensorrt", "bf16"]
-    _write(d / "run.json", {"recipe": "demo", "tags": tags,
-                            "files": {t: f"model.{t}.onnx" for t in tags},
-                            "accuracy_meaningful": True, "notes": ["TensorRT build: not run: no GPU"],
-                            "host": {"cpu": "test cpu", "cpu_count": 2}})
-    for t in tags:
-        (d / f"model.{t}.onnx").write_bytes(b"x" * 2048)
-    _write(d / "quantize/int8-tensorrt.json", {"coverage": {"quantized": 9, "eligible": 10}})
-    _write(d / "check/fp32.json", _check("fp32", 90.0, 0.0, 1.0))
-    _write(d / "check/int8-tensorrt.json", _check("int8-tensorrt", 89.5, -0.5, 0.98, passed=False))
-    _write(d / "check/bf16.json", _check("bf16", 90.0, 0.0, 0.9999))
-    _write(d / "bench/fp32.json", _bench("fp32", 1.0, 50.0))
-    _write(d / "bench/int8-tensorrt.json", _bench("int8-tensorrt", 2.0, 100.0))
-    _write(d / "bench/bf16.json", _bench("bf16", 0, 0, skipped="no BF16 kernels on CPU"))
-    return d
+from tests.helpers.runs import bench_record as _bench, check_record as _check, write_json as _write
 
 
 def test_collect_rows(run_dir):

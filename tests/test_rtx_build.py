@@ -21,8 +21,8 @@ from optim.backends.engine_compat import manifest_path
 from optim.errors import BuildError, InputError
 from optim.settings import BatchRange, BuildSettings
 from optim.stages.build import engine_cell, engine_from_onnx, plan_engine, profile_for
-from tests.test_build import _model
-from tests.test_cli import assert_one_line_error, optim
+from tests.helpers.models import precision_model
+from tests.helpers.cli import assert_one_line_error, optim
 
 rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (pip install tensorrt-rtx-cu12)")
 
@@ -41,7 +41,7 @@ def _save(model: onnx.ModelProto, path) -> object:
 
 @pytest.mark.parametrize("kind", ["fp32", "fp16", "bf16", "int8", "fp8"])
 def test_every_precision_builds_with_the_real_builder(kind, tmp_path, api):
-    src = _save(_model(kind), tmp_path / f"m.{kind}.onnx")
+    src = _save(precision_model(kind), tmp_path / f"m.{kind}.onnx")
     out = tmp_path / f"m.{kind}.rtx.plan"
     rep = engine_from_onnx(src, out, BuildSettings(), "rtx", batch=BatchRange(min=1, opt=4, max=16), api=api)
     data = out.read_bytes()
@@ -85,7 +85,7 @@ def test_a_file_the_parser_refuses_is_one_line_naming_node_and_reason(tmp_path, 
 
 def test_a_builder_refusal_is_one_line(tmp_path, api):
     """FP8 for Ampere (sm86), forced past the plan that leaves sm86 out: the builder's own reason."""
-    src = _save(_model("fp8"), tmp_path / "m.fp8.onnx")
+    src = _save(precision_model("fp8"), tmp_path / "m.fp8.onnx")
     prof = profile_for([_input("x", ("n", 8))], BatchRange())
     plan = plan_engine("fp8", None, BuildSettings(), prof, rtx.__version__, "tensorrt_rtx")
     assert plan.compute_capabilities == ("SM89", "SM120")
@@ -100,7 +100,7 @@ def test_a_missing_plugin_library_is_refused_before_parsing(tmp_path, api):
     """(Replaces the recording fake's failure test: parse and build failures above are the real builder's.)"""
     from optim.errors import ModelError
 
-    src = _save(_model("fp32"), tmp_path / "m.fp32.onnx")
+    src = _save(precision_model("fp32"), tmp_path / "m.fp32.onnx")
     with pytest.raises(ModelError, match="plugin library not found: .*nope.so"):
         engine_from_onnx(src, tmp_path / "m.rtx.plan", BuildSettings(plugins=(tmp_path / "nope.so",)), "rtx", api=api)
     assert not (tmp_path / "m.rtx.plan").exists()
@@ -120,8 +120,9 @@ def test_weak_typing_is_refused_in_one_line_before_the_builder():
         plan_engine("fp32", None, BuildSettings(), prof, "2.0", "tensorrt_rtx")
 
 
+@pytest.mark.slow  # optim subprocesses building TensorRT-RTX engines
 def test_cli_builds_for_rtx_and_refuses_an_ort_file(tmp_path):
-    src = _save(_model("int8"), tmp_path / "m.int8.onnx")
+    src = _save(precision_model("int8"), tmp_path / "m.int8.onnx")
     p = optim("build", src, "--target", "rtx", "--batch", "1,2,8")
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "m.int8.rtx.plan").is_file() and "for 8.6, 8.9, 12.0 (no GPU needed)" in p.stderr + p.stdout

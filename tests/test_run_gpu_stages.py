@@ -15,19 +15,8 @@ from optim.machine import Machine
 from optim.workflow import Workflow
 from optim.recipe import load_recipe
 from optim.stages.report import NOT_RUN, collect, write_report
-from tests.test_report import _bench, _check, _write
-from tests.test_report import run_dir as run_dir  # noqa: F401 - the hand-written run folder fixture
+from tests.helpers.runs import TINY, bench_record, check_record, write_json
 
-TINY = """
-name: tiny
-model: {source: "tests.conftest:tiny_cnn"}
-input: {shape: [3, 16, 16], batch: {min: 1, opt: 4, max: 16}}
-export: {output_names: [logits], verify_batches: [1, 2]}
-calibration: {data: {kind: synthetic, count: 8}, samples: 8}
-evaluation: {data: {kind: synthetic, count: 16, seed: 3}}
-precisions: [fp32, fp16]
-bench: {batch_sizes: [1, 2], warmup: 1, iterations: 2}
-"""
 SKIP_LINE = "skipped build (TensorRT engines) and GPU bench: "
 
 
@@ -45,6 +34,7 @@ def _run(recipe_path, monkeypatch, capsys, m: Machine):
     return recipe_path.parent / "art" / "tiny", [ln for ln in err.splitlines() if ln.startswith(SKIP_LINE)]
 
 
+@pytest.mark.slow  # an optim run of the tiny recipe
 def test_no_tensorrt_one_line_and_not_run_rows(tiny_recipe, monkeypatch, capsys):
     run, lines = _run(tiny_recipe, monkeypatch, capsys, Machine(tensorrt_error="No module named 'tensorrt'"))
     assert len(lines) == 1 and lines[0].startswith(SKIP_LINE + "TensorRT is not importable here")
@@ -68,6 +58,7 @@ def test_no_tensorrt_one_line_and_not_run_rows(tiny_recipe, monkeypatch, capsys)
     assert "RTX / workstation GPUs engines: not built: TensorRT-RTX is not importable" in md
 
 
+@pytest.mark.slow  # an optim run building every TensorRT-RTX engine
 def test_tensorrt_rtx_builds_every_entry_without_a_gpu(tiny_recipe, monkeypatch, capsys):
     """A CPU-only machine with TensorRT-RTX (the real one, where installed): both entries get an engine."""
     from optim.backends.tensorrt_api import installed_version
@@ -94,14 +85,14 @@ def test_tensorrt_without_gpu_says_so(tiny_recipe, monkeypatch, capsys):
     assert all("no CUDA GPU" in r["gpu_method"] for r in rows if r["primary"])
 
 
-def test_report_gpu_columns_from_engine_results(run_dir):  # noqa: F811
+def test_report_gpu_columns_from_engine_results(run_dir):
     run = json.loads((run_dir / "run.json").read_text())
     run["gpu"] = {"target": "h100", "not_run": {"bf16": "build failed: unsupported"}}
     (run_dir / "run.json").write_text(json.dumps(run))
     for t, ms, passed in (("fp32", 0.2, True), ("int8-tensorrt", 0.1, False)):
-        _write(run_dir / f"gpu/check/{t}.json", _check(t, 90.0, 0.0, 0.999, passed=passed))
-        _write(run_dir / f"gpu/bench/{t}.json", _bench(t, ms, ms * 4))
-        _write(run_dir / f"gpu/build/{t}.json", {"engine": f"model.{t}.h100.plan", "manifest": {
+        write_json(run_dir / f"gpu/check/{t}.json", check_record(t, 90.0, 0.0, 0.999, passed=passed))
+        write_json(run_dir / f"gpu/bench/{t}.json", bench_record(t, ms, ms * 4))
+        write_json(run_dir / f"gpu/build/{t}.json", {"engine": f"model.{t}.h100.plan", "manifest": {
             "tensorrt": "10.16.1.11", "gpu": {"name": "test gpu"},
             "layer_summary": {"by_input_precision": {"INT8": 9, "FP32": 1}}}})
     _, rows = collect(run_dir)

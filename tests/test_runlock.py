@@ -13,10 +13,9 @@ import pytest
 from optim.artifacts import RunDir
 from optim.errors import RunFolderBusy
 from optim.runlock import LOCK_NAME, RunLock
-from tests.conftest import REPO
-from tests.test_cli import assert_one_line_error, optim
-from tests.test_report import run_dir as run_dir  # noqa: F401 - a hand-written run folder
-from tests.test_run_gpu_stages import TINY
+from tests.helpers import REPO
+from tests.helpers.cli import assert_one_line_error, optim
+from tests.helpers.runs import TINY
 
 
 @pytest.fixture
@@ -49,7 +48,7 @@ def test_a_dead_writer_is_noted_and_taken_over(tmp_path):
         assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
 
 
-def test_report_waits_for_the_writer(run_dir):  # noqa: F811
+def test_report_waits_for_the_writer(run_dir):
     env = {**os.environ, "OPTIM_NO_PROGRESS": "1"}
     with RunLock(run_dir):
         proc = subprocess.Popen([sys.executable, "-m", "optim", "report", str(run_dir)], cwd=REPO, env=env,

@@ -3,9 +3,7 @@ and the BF16 emulation checked against NumPy."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
 
 import ml_dtypes
 import numpy as np
@@ -18,70 +16,7 @@ from optim.backends import (WALL_TIME, Runner, TensorSpec, backend_names, open_r
 from optim.backends.bf16 import Bf16EmulationRunner, emulate_bf16
 from optim.backends.onnxruntime import OrtRunner
 from optim.errors import InputError, ModelError
-
-
-class ToyRunner(Runner):
-    """A backend that is not one: output = row sums; ``measure`` reports 1 ms per sample."""
-
-    name = "toy"
-    timing_method = "toy clock: 1 ms per sample, no running at all"
-    spec = TensorSpec("x", (4,), np.dtype(np.float32))
-    opened: ClassVar[list[dict]] = []  # the opener's arguments, newest last
-    measured: ClassVar[list[tuple[int, int, int]]] = []
-
-    def __init__(self, path: Path, *, threads: int | None = None, cuda_graph: bool = False) -> None:
-        self.path = path
-        self.method = f"toy backend on {path.name}"
-        ToyRunner.opened.append({"path": path, "threads": threads, "cuda_graph": cuda_graph})
-
-    def activate(self) -> None:
-        self.session = "active"
-
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._sess()
-        x = feeds[self.spec.name]
-        return {"y": x.astype(np.float32).reshape(len(x), -1).sum(axis=1, keepdims=True)}
-
-    @property
-    def input_names(self) -> list[str]:
-        return [self.spec.name]
-
-    @property
-    def output_names(self) -> list[str]:
-        return ["y"]
-
-    def input_spec(self) -> TensorSpec:
-        return self.spec
-
-    def measure(self, batch, warmup, iterations, *, on_run=None) -> list[float]:
-        self._sess()
-        ToyRunner.measured.append((batch, warmup, iterations))
-        for _ in range(warmup + iterations):
-            if on_run:
-                on_run()
-        return [batch * 1e-3] * iterations
-
-
-class FramesRunner(ToyRunner):
-    """Times with the interface's default ``measure``; takes uint8 frames, records what it was fed."""
-
-    spec = TensorSpec("frames", (5, 6, 3), np.dtype(np.uint8))
-    measure = Runner.measure
-    timing_method = Runner.timing_method
-
-    def infer(self, feeds):
-        self.fed = [*getattr(self, "fed", []), feeds[self.spec.name]]
-        return super().infer(feeds)
-
-
-@pytest.fixture
-def toy_backend():
-    """Backend "toy" (runs .toy files) for one test."""
-    ToyRunner.opened.clear()
-    ToyRunner.measured.clear()
-    register_backend("toy", ToyRunner, handles=(".toy",), files="toy models (.toy)")
-    yield "toy"
-    unregister_backend("toy")
+from tests.helpers.runners import FramesRunner, ToyRunner
 
 
 def test_toy_backend_by_name_and_by_suffix(tmp_path, tiny_onnx, toy_backend):
@@ -211,7 +146,7 @@ def test_open_runner_picks_emulation_for_bf16(tmp_path):
 def test_ort_runner_matches_torch(tiny_onnx, calib_x):
     import torch
 
-    from tests.conftest import tiny_cnn
+    from tests.helpers.models import tiny_cnn
 
     with open_runner(tiny_onnx, threads=1) as r:
         assert r.input_names == ["input"] and r.output_names == ["logits"]

@@ -14,8 +14,8 @@ import pytest
 
 from optim.process import PROC_PREFIX, doing, sweep
 from optim.stages.quantize import JOB_PREFIX
-from tests.conftest import REPO
-from tests.test_quantize_faults import _alive, _children
+from tests.helpers import REPO
+from tests.helpers.processes import alive, quantize_workers
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 
@@ -29,7 +29,7 @@ def _start_quantize(tmp_path, tiny_onnx):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, workers = time.time() + 120, []
     while not workers and time.time() < deadline and proc.poll() is None:
-        workers = _children(proc.pid)
+        workers = quantize_workers(proc.pid)
         time.sleep(0.05)
     assert workers, "the quantize worker never started"
     while not list(tmp.rglob(f"{JOB_PREFIX}*/tmp/*")) and time.time() < deadline:  # the worker is at work
@@ -37,6 +37,7 @@ def _start_quantize(tmp_path, tiny_onnx):
     return proc, workers, tmp
 
 
+@pytest.mark.slow  # signals a quantize run mid-way
 @pytest.mark.parametrize("sig,code,how", [(signal.SIGINT, 130, "interrupted"),
                                           (signal.SIGTERM, 143, "interrupted (SIGTERM)")])
 def test_a_signal_mid_quantize_says_one_line_and_leaves_nothing(tmp_path, tiny_onnx, sig, code, how):
@@ -47,11 +48,12 @@ def test_a_signal_mid_quantize_says_one_line_and_leaves_nothing(tmp_path, tiny_o
     assert err.strip().splitlines()[-1] == (f"{how} during quantize int8-tensorrt: nothing half-written; "
                                             "rerun to continue")
     assert "Traceback" not in err
-    assert not any(_alive(w) for w in workers)
+    assert not any(alive(w) for w in workers)
     assert list(tmp.iterdir()) == []  # job folder, worker temp files, the process's own folder: all gone
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow  # kills a quantize worker mid-way
 def test_a_killed_worker_takes_its_temporary_files_with_it(tmp_path, tiny_onnx):
     proc, workers, tmp = _start_quantize(tmp_path, tiny_onnx)
     os.kill(workers[0], signal.SIGKILL)

@@ -72,11 +72,12 @@ def test_add_nms_prints_a_long_symbolic_anchor_count_short(tmp_path):
     from typer.testing import CliRunner
 
     from optim.tasks.detect_graph import with_nms
-    from tests.test_detect_graph import cli_app, identity_model
+    from tests.helpers.cli import detect_app
+    from tests.helpers.models import identity_model
 
     src, out = tmp_path / "det.onnx", tmp_path / "nms.onnx"
     onnx.save(identity_model(7, LONG), str(src))
-    r = CliRunner().invoke(cli_app(), ["add-nms", str(src), str(out)])
+    r = CliRunner().invoke(detect_app(), ["add-nms", str(src), str(out)])
     assert r.exit_code == 0, (r.output, r.exception)
     line = next(ln for ln in r.output.splitlines() if ln.startswith("wrote "))
     assert "NMS after 'output0' [N, 7, f(height, width)] (3 classes)" in line and "//" not in line, line
@@ -111,6 +112,7 @@ def narrow_onnx(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # modelopt quantization
 def test_quantize_names_the_nodes_it_left_unquantized(tmp_path, narrow_onnx, capsys):
     """modelopt (in the quantize worker process) skips FP8 on the narrow layers: the console line
     and quantize/<name>.json name them, not only count them."""
@@ -148,6 +150,7 @@ def test_left_unquantized_text_names_five_then_counts():
     assert _left_text(rep(names[:2], kept=names[:2])) == "; 2 kept unquantized by the exclusions"
 
 
+@pytest.mark.slow  # quantizes and tunes
 def test_budget_log_names_the_users_file_not_an_internal_one(tmp_path, tiny_onnx, calib_x, eval_xy, capsys):
     from optim.artifacts import Data
     from optim.cli.tuning import _tuning_settings, quantize_with_budget

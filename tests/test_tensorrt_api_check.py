@@ -1,7 +1,7 @@
 """Every TensorRT Python name optim uses exists in the real API of each supported TensorRT major.
 
 The names are collected from optim/backends/tensorrt_api.py's code (its AST, see
-tests/tensorrt_bindings.py), not from a list, and checked against the pybind11 sources of
+tests/helpers/tensorrt_bindings.py), not from a list, and checked against the pybind11 sources of
 TensorRT 10.16.1 and 11.1.0 (class names, ``.def``/``.def_property*`` names, enum ``.value``
 names). Names that differ between majors (builder flags, the network creation flag) reach
 TensorRT only through the engine plan, so they are checked per major against every plan
@@ -26,8 +26,8 @@ from optim.errors import OptimError
 from optim.recipe import BatchRange, BuildSettings
 from optim.stages.build import onnx_precision, plan_engine, profile_for
 from optim.onnx_tools import TensorInfo
-from tests.fake_tensorrt_versions import REMOVED, fake_tensorrt, strict
-from tests.tensorrt_bindings import (API_MODULE, PLAN_NAMES, REPO, RETURNS, VERSIONS, bindings, collect_uses,
+from tests.helpers.fake_tensorrt_versions import REMOVED, fake_tensorrt, strict
+from tests.helpers.tensorrt_bindings import (API_MODULE, PLAN_NAMES, REPO, RETURNS, VERSIONS, bindings, collect_uses,
                                      missing_reason, parse_bindings, problems, version_dir)
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
@@ -90,7 +90,7 @@ def test_version_specific_names_reach_tensorrt_only_through_the_plan_of_their_ma
 
 
 def test_compute_capability_names_reach_only_tensorrt_rtx():
-    """The RTX-only names (tests/tensorrt_bindings.FLAVOUR_ONLY) sit behind plan.compute_capabilities,
+    """The RTX-only names (tests/helpers/tensorrt_bindings.FLAVOUR_ONLY) sit behind plan.compute_capabilities,
     which no TensorRT 10/11 plan fills: so skipping them in the 10/11 check is sound."""
     for major in SUPPORTED_MAJORS:
         assert plan_names(major)["ComputeCapability"] == set()
@@ -102,7 +102,7 @@ def test_compute_capability_names_reach_only_tensorrt_rtx():
 def test_every_name_optim_uses_exists_in_the_installed_tensorrt_rtx():
     """The same check against the real TensorRT-RTX bindings (introspected, not parsed), where installed."""
     rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed (pip install tensorrt-rtx-cu12)")
-    from tests.tensorrt_bindings import live_api
+    from tests.helpers.tensorrt_bindings import live_api
 
     api = live_api(rtx)
     major = int(api.version.split(".")[0])
@@ -177,11 +177,11 @@ def test_removing_one_name_from_a_copy_of_the_bindings_fails_the_check(major, na
 def onnx_int8(tmp_path):
     import onnx
 
-    from tests.test_build import _model
+    from tests.helpers.models import precision_model
 
     p = tmp_path / "m.int8.onnx"
-    onnx.save(_model("int8"), str(p))
-    assert onnx_precision(_model("int8")) == "int8"
+    onnx.save(precision_model("int8"), str(p))
+    assert onnx_precision(precision_model("int8")) == "int8"
     return p
 
 

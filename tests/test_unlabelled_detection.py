@@ -2,7 +2,7 @@
 as the metric, the FP32 boxes it rests on, NOT MEANINGFUL when they are too few, ``--strict``;
 and a broken INT8 detector failing the default gates.
 
-The model and images are tests/test_user_detector.py's square detector (a fixed-weight detector
+The model and images are tests/helpers/detectors.py's square detector (a fixed-weight detector
 in the Ultralytics layout that finds coloured 16x16 squares exactly) and its PNGs of mixed sizes.
 """
 
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from optim.errors import DataError
-from tests.test_user_detector import IMAGES, SIZE, coco_spec, export, invoke, write_data
+from tests.helpers.cli import invoke
+from tests.helpers.detectors import IMAGES, SIZE, coco_spec, export, write_data
 
 SQUARES = sum(len(s) for _, s in IMAGES)
 
@@ -124,6 +125,7 @@ def fashion(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # exports and quantizes a corpus detector, optim check
 @pytest.mark.parametrize("keep", ["--keep-head", "--no-keep-head"])
 def test_keep_head_by_structure_and_a_broken_int8_detector(fashion, keep):
     """keep_head finds the decode by the graph's structure and says so in optim quantize; the INT8
@@ -182,6 +184,7 @@ build: {{extra_targets: []}}
 """
 
 
+@pytest.mark.slow  # an optim run
 def test_run_on_an_unlabelled_folder(unlabelled, tmp_path):
     """optim run with an image folder as evaluation data: agreement and its boxes in the report, mAP
     "no labels"; with 4 images (8 boxes) the rows are NOT MEANINGFUL, said plainly, and --strict fails."""

@@ -16,8 +16,7 @@ from optim.executor import Executor, StageOutput
 from optim.runlock import LOCK_NAME, RunLock
 from optim.stages.report import collect, summary_lines, table_rows, task_of
 from optim.verify import problems
-from tests.test_cli import assert_one_line_error, optim
-from tests.test_report import run_dir as run_dir  # noqa: F401 - a hand-written run folder
+from tests.helpers.cli import assert_one_line_error, optim
 
 
 def _record_all(root) -> RunDir:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -36,16 +35,7 @@ from pathlib import Path
 #: optim's level names -> ``onnxruntime.GraphOptimizationLevel`` members
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 TEST_CRASH_ENV = "OPTIM_TEST_PROBE_CRASH"
-#: signals that mean the child crashed in native code (as opposed to being killed or interrupted)
-CRASH_SIGNALS = {"SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE", "SIGTRAP", "SIGSYS"}
 EXIT_LOAD_ERROR = 3
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +55,8 @@ class Verdict:
 
     @property
     def crashed(self) -> bool:
+        from optim.process import CRASH_SIGNALS  # here, not at the top: the child imports no optim module
+
         return self.signal in CRASH_SIGNALS
 
 
@@ -73,29 +65,22 @@ def probe(path: Path, level: str, *, providers: tuple[str, ...] = ("CPUExecution
     """Build a session for ``path`` at graph optimisation ``level`` in a child process.
 
     Raises ``KeyboardInterrupt`` when the child was interrupted (Ctrl-C reaches both)."""
+    from optim.process import run_child  # here, not at the top: the child imports no optim module
+
     cmd = [sys.executable, "-P", str(Path(__file__).resolve()), str(path), level,
            "--providers", ",".join(providers)] + (["--custom-ops"] if custom_ops else [])
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
-    except OSError as exc:  # no interpreter to start: the caller builds the session unprobed
-        return Verdict(False, level, detail=f"probe could not start: {exc}")
+    end = run_child(cmd)
     seconds = time.perf_counter() - t0
-    detail = proc.stderr[-4000:]
-    if proc.returncode < 0:
-        sig = signal_name(-proc.returncode)
-        if sig == "SIGINT":
-            raise KeyboardInterrupt
-        return Verdict(False, level, signal=sig, detail=detail, seconds=seconds)
-    try:
-        said = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        said = {}
-    if proc.returncode == 0 and said.get("ok"):
-        return Verdict(True, level, detail=detail, seconds=seconds)
-    if proc.returncode == EXIT_LOAD_ERROR and said.get("error"):
-        return Verdict(False, level, error=str(said["error"]), detail=detail, seconds=seconds)
-    return Verdict(False, level, detail=f"probe exited with code {proc.returncode}: {detail}", seconds=seconds)
+    if not end.started:  # no interpreter to start: the caller builds the session unprobed
+        return Verdict(False, level, detail=f"probe could not start: {end.detail}")
+    if end.signal:
+        return Verdict(False, level, signal=end.signal, detail=end.detail, seconds=seconds)
+    if end.code == 0 and end.said.get("ok"):
+        return Verdict(True, level, detail=end.detail, seconds=seconds)
+    if end.code == EXIT_LOAD_ERROR and end.said.get("error"):
+        return Verdict(False, level, error=str(end.said["error"]), detail=end.detail, seconds=seconds)
+    return Verdict(False, level, detail=f"probe exited with code {end.code}: {end.detail}", seconds=seconds)
 
 
 def _test_crash_levels() -> set[str]:

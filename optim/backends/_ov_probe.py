@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from optim.errors import BackendUnavailable, first_line
 from optim.install import INSTALL
+from optim.process import CRASH_SIGNALS, run_child
 
 #: layer types of OpenVINO's CPU runtime graph that do the arithmetic (whose precision is the model's speed)
 COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
 
 #: test hook: "1" makes the probe child kill itself with SIGSEGV before it compiles (only tests set it)
 TEST_CRASH_ENV = "OPTIM_TEST_OV_PROBE_CRASH"
-CRASH_SIGNALS = {"SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE", "SIGTRAP", "SIGSYS"}
 EXIT_LOAD_ERROR = 3
 
 # The child: compile with the given properties, run one zero batch of one, report what ran. It
@@ -125,15 +124,6 @@ class Probe:
 _probes: dict[tuple, Probe] = {}
 
 
-def _signal_name(number: int) -> str:
-    import signal
-
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
 def probe(path: Path, props: dict[str, str]) -> Probe:
     """Compile ``path`` with ``props`` on OpenVINO's CPU plugin in a child process (once per file,
     size, mtime and properties per process). Raises ``KeyboardInterrupt`` when the child was interrupted."""
@@ -143,31 +133,22 @@ def probe(path: Path, props: dict[str, str]) -> Probe:
     if key in _probes:
         return _probes[key]
     cmd = [sys.executable, "-P", "-c", _PROBE, str(path), json.dumps(props), json.dumps(list(COMPUTE_LAYERS))]
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace")
-    except OSError as exc:
-        return Probe(False, detail=f"probe could not start: {exc}")
-    detail = proc.stderr[-4000:]
-    if proc.returncode < 0:
-        sig = _signal_name(-proc.returncode)
-        if sig == "SIGINT":
-            raise KeyboardInterrupt
-        result = Probe(False, signal=sig, detail=detail)
+    end = run_child(cmd)
+    said = end.said
+    if not end.started:
+        return Probe(False, detail=f"probe could not start: {end.detail}")
+    if end.signal:
+        result = Probe(False, signal=end.signal, detail=end.detail)
+    elif end.code == 0 and said.get("ok"):
+        layers = {}
+        for k, n in said.get("layers", {}).items():
+            prec, _, prim = k.partition("|")
+            layers[(prec, prim)] = int(n)
+        result = Probe(True, _short_type(said["precision"]), said["streams"], said["threads"],
+                       max(1, said.get("requests", 1)), layers, bool(said.get("ran")), detail=end.detail)
+    elif end.code == EXIT_LOAD_ERROR and said.get("error"):
+        result = Probe(False, error=str(said["error"]), detail=end.detail)
     else:
-        try:
-            said = json.loads(proc.stdout.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            said = {}
-        if proc.returncode == 0 and said.get("ok"):
-            layers = {}
-            for k, n in said.get("layers", {}).items():
-                prec, _, prim = k.partition("|")
-                layers[(prec, prim)] = int(n)
-            result = Probe(True, _short_type(said["precision"]), said["streams"], said["threads"],
-                           max(1, said.get("requests", 1)), layers, bool(said.get("ran")), detail=detail)
-        elif proc.returncode == EXIT_LOAD_ERROR and said.get("error"):
-            result = Probe(False, error=str(said["error"]), detail=detail)
-        else:
-            return Probe(False, detail=f"probe exited with code {proc.returncode}: {detail}")
+        return Probe(False, detail=f"probe exited with code {end.code}: {end.detail}")
     _probes[key] = result
     return result

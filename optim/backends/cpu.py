@@ -14,10 +14,9 @@ import dataclasses
 import importlib.util
 
 from optim.artifacts import Artifact
+from optim.runfolder.entry import FAMILIES, PRIMARY, Entry
 
-#: CPU backend families, in report order
-FAMILIES = ("onnxruntime", "openvino")
-PRIMARY = FAMILIES[0]
+#: CPU backend families, in report order (FAMILIES, PRIMARY: defined with the run folder's names)
 _HINT = {"bf16": "openvino-bf16", "fp16": "openvino-f16"}
 
 
@@ -34,17 +33,18 @@ def route(family: str, tag: str, model: Artifact, fp32: Artifact) -> tuple[Artif
     """(the file to run, the registered backend name) for one entry on one family."""
     if family == PRIMARY:
         return model, "auto"
-    precision = tag.split("-", 1)[0]
+    precision = Entry.parse(tag).precision
     if family == "openvino" and precision in _HINT and not model.path.name.endswith(".frames.onnx"):
         return dataclasses.replace(fp32, tag=tag), _HINT[precision]
     return model, family
 
 
 def result_name(tag: str, family: str) -> str:
-    return tag if family == PRIMARY else f"{tag}@{family}"
+    """``TAG`` on the first family, ``TAG@family`` on the others (``optim.runfolder.Entry.result_name``)."""
+    return Entry.parse(tag).replace(backend=family).result_name
 
 
 def split(name: str) -> tuple[str, str]:
-    """``TAG@family`` -> (TAG, family); a plain TAG is the primary family's."""
-    tag, _, family = name.partition("@")
-    return tag, family or PRIMARY
+    """``TAG@family`` -> (TAG, family); a plain TAG is the primary family's (``optim.runfolder.Entry.parse``)."""
+    e = Entry.parse(name)
+    return e.tag, e.backend

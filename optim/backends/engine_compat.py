@@ -78,21 +78,21 @@ def major_implies(major: int, flavour: str = TENSORRT.key) -> str:
 
 
 def unsupported_hint() -> str:
-    return (" and ".join(str(m) for m in SUPPORTED_MAJORS)
+    return (" and ".join(str(major) for major in SUPPORTED_MAJORS)
             + "; install one with bash scripts/setup_gpu.sh --tensorrt " + "|".join(map(str, SUPPORTED_MAJORS)))
 
 
-def tensorrt_unsupported(m: Machine) -> str | None:
+def tensorrt_unsupported(machine: Machine) -> str | None:
     """Why the importable TensorRT is not one optim builds with (None when it is, or none is importable)."""
-    if m.tensorrt is None:
+    if machine.tensorrt is None:
         return None
     try:
-        major = tensorrt_major(m.tensorrt)
+        major = tensorrt_major(machine.tensorrt)
     except InputError as exc:
         return str(exc)
     if major in SUPPORTED_MAJORS:
         return None
-    return f"TensorRT {m.tensorrt} is installed; optim supports TensorRT {unsupported_hint()}"
+    return f"TensorRT {machine.tensorrt} is installed; optim supports TensorRT {unsupported_hint()}"
 
 
 def target(key: str) -> TargetGpu:
@@ -114,15 +114,15 @@ def target_problem(t: TargetGpu, gpu: Gpu, hardware_compatibility: str) -> str |
     return None
 
 
-def build_blocker(m: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> str | None:
+def build_blocker(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> str | None:
     """The one reason engines for ``t`` cannot be built here, or None."""
     if t.flavour == TENSORRT_RTX.key:  # builds on any machine where it imports
-        if m.tensorrt_rtx is None:
-            return (f"{TENSORRT_RTX.label} is not importable here ({m.tensorrt_rtx_error or 'not installed'}); "
-                    f"install: {INSTALL['tensorrt_rtx']}")
+        if machine.tensorrt_rtx is None:
+            why = machine.tensorrt_rtx_error or "not installed"
+            return f"{TENSORRT_RTX.label} is not importable here ({why}); install: {INSTALL['tensorrt_rtx']}"
         return None
-    return (tensorrt_missing(m) or tensorrt_unsupported(m) or gpu_missing(m)
-            or target_problem(t, m.gpu, hardware_compatibility))  # type: ignore[arg-type]
+    return (tensorrt_missing(machine) or tensorrt_unsupported(machine) or gpu_missing(machine)
+            or target_problem(t, machine.gpu, hardware_compatibility))  # type: ignore[arg-type]
 
 
 def _version(v: str) -> tuple[int, ...]:

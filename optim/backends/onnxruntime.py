@@ -21,6 +21,7 @@ from optim.backends._ort_probe import LEVELS, TEST_CRASH_ENV, Verdict, probe
 from optim.backends.base import Runner, TensorSpec
 from optim.errors import ModelError, first_line
 from optim.onnx_tools import single_input
+from optim.process import killed_by
 
 #: ONNX Runtime's input type names -> host dtypes
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -121,12 +122,11 @@ def open_session(model: Path | bytes, *, optimization: str = "all", threads: int
                          f"every graph optimization level tried ({', '.join(levels)}); a probe process took the "
                          "crash, so this file cannot run in ONNX Runtime here", detail=last.detail)
     if last.signal:  # killed from outside (out of memory, a kill), not a crash of ORT's
-        why = " (out of memory?)" if last.signal == "SIGKILL" else ""
         raise ModelError(f"the probe building an ONNX Runtime session for {label} (graph optimization "
-                         f"{last.level}) was killed by {last.signal}{why}", detail=last.detail)
+                         f"{last.level}) was {killed_by(last.signal)}", detail=last.detail)
     if last.error:
         raise ModelError(f"ONNX Runtime cannot load {label}: {last.error}", detail=last.detail)
-    # built in the probe, or the probe itself could not run (then build here as before, unprobed)
+    # built in the probe, or the probe itself could not run (then built here, unprobed)
     note = ""
     if crashes:
         note = (f"graph optimization {last.level}: ONNX Runtime crashed ({crashes[0].signal}) "

@@ -40,8 +40,9 @@ from optim import machine
 from optim.backends.base import WALL_TIME, Runner, TensorSpec
 from optim.errors import BackendUnavailable, ModelError, first_line
 from optim.onnx_tools import FLOAT8_TYPES, load_onnx, single_input, tensor_types
+from optim.process import killed_by
 from optim.backends._ov_probe import (  # noqa: F401  (re-exported for tests)
-    COMPUTE_LAYERS, CRASH_SIGNALS, EXIT_LOAD_ERROR, TEST_CRASH_ENV, Probe, _short_type, openvino_version, probe,
+    COMPUTE_LAYERS, EXIT_LOAD_ERROR, TEST_CRASH_ENV, Probe, _short_type, openvino_version, probe,
 )
 
 PRECISIONS = (None, "bf16", "f16")
@@ -206,8 +207,7 @@ class OpenVinoRunner(Runner):
             raise ModelError(f"{what} crashed ({p.signal}) compiling {self.label} for the CPU; a probe process took "
                              "the crash, so this file cannot run in OpenVINO here", detail=p.detail)
         if p.signal:
-            why = " (out of memory?)" if p.signal == "SIGKILL" else ""
-            raise ModelError(f"the probe compiling {self.label} with OpenVINO was killed by {p.signal}{why}",
+            raise ModelError(f"the probe compiling {self.label} with OpenVINO was {killed_by(p.signal)}",
                              detail=p.detail)
         if p.error:
             raise ModelError(f"{what} cannot load {self.label}: {p.error}", detail=p.detail)

@@ -19,7 +19,7 @@ from optim.errors import InputError
 Opener = Callable[..., Runner]
 
 AUTO = "auto"
-#: where ``auto`` sends a file whose suffix no backend claims (today's behaviour: ONNX Runtime)
+#: where ``auto`` sends a file whose suffix no backend claims (ONNX Runtime)
 DEFAULT_BACKEND = "onnxruntime"
 
 

@@ -167,10 +167,10 @@ class TensorRT:
         return int(str(self.version).split(".", 1)[0])
 
     def warnings(self) -> list[str]:
-        return [m for kind, m in self.logger.messages if kind == "warning"]
+        return [text for kind, text in self.logger.messages if kind == "warning"]
 
     def _last_error(self, default: str) -> str:
-        errors = [m for kind, m in self.logger.messages if kind == "error"]
+        errors = [text for kind, text in self.logger.messages if kind == "error"]
         return (errors[-1].strip().splitlines() or [default])[0][:300] if errors else default
 
     def load_plugins(self, paths: list[Path]) -> None:

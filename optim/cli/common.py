@@ -1,4 +1,5 @@
-"""Helpers shared by the commands: number lists, recipes, data for a model file."""
+"""Helpers shared by the commands: the --recipe option, and (from ``optim.arguments``, which the
+Python API reads its arguments through too) number lists, recipes, data for a model file, the task."""
 
 from __future__ import annotations
 
@@ -7,102 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from optim.errors import InputError
+from optim.arguments import (  # noqa: F401  (the commands' names for them)
+    fused_op as _fused_op, input_spec_from_onnx as _input_spec_from_onnx, ints as _ints, load_data as _load_data,
+    load_frames as _load_frames, names as _names, preprocess_for as _preprocess_for, recipe_from as _recipe,
+    task as _task, task_name as _task_name,
+)
 
 RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", help="Take preprocessing (and defaults) from this recipe.")]
-
-
-def _ints(text: str, what: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise InputError(f"{what} must be comma-separated integers, got '{text}'") from None
-    if not vals or any(v < 1 for v in vals):
-        raise InputError(f"{what} must be positive integers, got '{text}'")
-    return vals
-
-
-def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in (text or "").split(",") if v.strip())
-
-
-def _recipe(path: Path | None):
-    if path is None:
-        return None
-    from optim.recipe import load_recipe
-
-    return load_recipe(path)
-
-
-def _input_spec_from_onnx(path: Path):
-    """The input spec of an ONNX file (batch axis dynamic, the rest fixed)."""
-    from optim.onnx_tools import graph_inputs, load_onnx, single_input
-    from optim.recipe import InputSpec
-
-    name, _, shape = single_input(graph_inputs(load_onnx(path)), str(path))
-    return InputSpec(name=name, shape=shape)
-
-
-def _preprocess_for(spec, recipe):
-    from optim.recipe import Preprocess
-
-    if recipe is not None:
-        return recipe.preprocess
-    channels = spec.shape[0] if len(spec.shape) == 3 else 1
-    return Preprocess(color="gray" if channels == 1 else "rgb", mean=(0.0,), std=(1.0,))
-
-
-def _load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: Path | None = None, task=None):
-    """``arg`` (a --data/--calib value) as model inputs for ``onnx_path``; ``task`` (a Task) decides
-    whether a flat image folder is letterboxed (detection)."""
-    from optim.data import prepare, parse_data_arg
-
-    spec = parse_data_arg(arg)
-    if labels is not None:
-        spec = spec.model_copy(update={"labels": labels.resolve()})
-    ispec = _input_spec_from_onnx(onnx_path)
-    pp = _preprocess_for(ispec, recipe)
-    if recipe is None and spec.kind == "photos" and len(ispec.shape) == 3 and ispec.shape[1] == ispec.shape[2]:
-        side = ispec.shape[1]  # the photos are 256x256: bring them to the model's input, as a recipe would
-        pp = pp.model_copy(update={"resize": side, "crop": side})
-    return prepare(spec, pp, ispec, samples, bool(task is not None and task.letterbox_images))
-
-
-def _fused_op(path: Path):
-    from optim.onnx_tools import load_onnx
-    from optim.ops.preprocess import op_of
-
-    return op_of(load_onnx(path))
-
-
-def _load_frames(arg: str, fused, samples: int | None, labels: Path | None):
-    """Raw frames for a model with fused preprocessing, and the same frames preprocessed
-    on the host by the op's reference (what the FP32 reference model is fed)."""
-    from optim.data import parse_data_arg, prepare_frames
-
-    op, hwc = fused
-    spec = parse_data_arg(arg)
-    if labels is not None:
-        spec = spec.model_copy(update={"labels": labels.resolve()})
-    return prepare_frames(spec, op, hwc, samples)
-
-
-def _task_name(given: str | None, recipe) -> str:
-    """--task, else the recipe's task, else classification; a --task that contradicts the recipe is an error."""
-    from optim.tasks import task_names
-
-    if given is not None and given not in task_names():
-        raise InputError(f"--task '{given}' is not a task; known: {', '.join(task_names())}")
-    if recipe is not None:
-        if given is not None and given != recipe.task:
-            raise InputError(f"--task {given} contradicts the recipe's task {recipe.task}: drop --task or use "
-                             "a recipe of that task")
-        return recipe.task
-    return given or "classification"
-
-
-def _task(given: str | None, recipe):
-    """The Task of ``--task`` / the recipe (see ``_task_name``)."""
-    from optim.tasks import get_task
-
-    return get_task(_task_name(given, recipe))

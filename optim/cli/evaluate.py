@@ -7,32 +7,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from optim.cli.common import RecipeOpt, _fused_op, _ints, _load_data, _load_frames, _recipe, _task_name
-from optim.errors import InputError
+from optim.cli.common import RecipeOpt, _ints, _recipe, _task_name
 
 
 def _recipe_gates(r, candidate: Path) -> dict | None:
-    """The --recipe's gates for the candidate's entry (named in its file name, model.TAG.onnx; else the
-    recipe's 'default'), as gate values; None without a recipe."""
-    if r is None:
-        return None
-    tags = sorted((r.settings_for(c).tag for c in r.precisions), key=len, reverse=True)
-    tag = next((t for t in tags if f".{t}." in f".{candidate.name}"), "default")
-    return r.gates_for(tag).model_dump()
+    from optim.api import recipe_gates
+
+    return recipe_gates(r, candidate)
 
 
 def _gates(task, base: dict | None = None, **given: float | None):
-    """The task's gates model from ``base`` (the recipe's gates; default: the task's default gates) and the
-    gate options given (None: not given); an option the task has no gate for is an InputError naming
-    the task's gates."""
-    values = {k: v for k, v in given.items() if v is not None}
-    known = list(task.gates_model.model_fields)
-    foreign = [k for k in values if k not in known]
-    if foreign:
-        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
-        raise InputError(f"{flags} {'is not a gate' if len(foreign) == 1 else 'are not gates'} of task "
-                         f"{task.name}; its gates: {', '.join('--' + k.replace('_', '-') for k in known)}")
-    return task.gates_model(**{**(task.default_gates if base is None else base), **values})
+    """The task's gates (``optim.api.task_gates``), an unknown one named as its --flag."""
+    from optim.api import task_gates
+
+    return task_gates(task, base, flags=True, **given)
 
 
 def register(app: typer.Typer) -> None:
@@ -66,28 +54,23 @@ def register(app: typer.Typer) -> None:
         Gates are those of the task (--task, or the --recipe's): classification has
         --max-top1-drop, --min-cosine, --min-top1-agreement, --max-abs-error; detection has
         --max-map-drop, --min-map, --min-agreement, --max-abs-error."""
-        from optim.artifacts import Data, check_output_file, write_json
-        from optim.stages.check import check_files, raise_on_failures, settings_for
+        from optim import api
+        from optim.artifacts import check_output_file, write_json
+        from optim.backends import backend_for
+        from optim.stages.check import raise_on_failures
         from optim.tasks import get_task
 
         if json_out:
             check_output_file(json_out, "--json")
-        from optim.backends import backend_for
-
         backend_for(candidate, backend)  # an unknown name, or one that does not run this file: exit 2 now
         r = _recipe(recipe)
         task = get_task(_task_name(task_name, r))
         gates = _gates(task, _recipe_gates(r, candidate), max_top1_drop=max_top1_drop, min_cosine=min_cosine,
                        min_top1_agreement=min_top1_agreement, max_abs_error=max_abs_error,
                        max_map_drop=max_map_drop, min_map=min_map, min_agreement=min_agreement)
-        fused = None if candidate.suffix in (".plan", ".engine") else _fused_op(candidate)
-        if fused is None:
-            x, y, ds = _load_data(data, reference, r, samples, labels, task=task)
-            frames = None
-        else:  # the candidate takes raw frames; the reference gets them preprocessed on the host
-            frames, x, y, ds = _load_frames(data, fused, samples, labels)
-        res = check_files(candidate, reference, Data.of("evaluation", x, y, frames, ds.source),
-                          settings_for(task.name, gates, batch_size=batch_size, backend=backend))
+        # the Python API's check (optim.check): the same data loading and stage function
+        res = api.check(candidate, reference, data, labels=labels, samples=samples, batch_size=batch_size,
+                        task=task.name, gates=gates, recipe=r, backend=backend)
         for name, d in res.outputs.items():
             print(task.output_line(name, d))
         if res.accuracy:
@@ -118,15 +101,15 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[Optional[Path], typer.Option("--json", help="Write results as JSON here.")] = None,
     ) -> None:
         """Latency (median/p90/p99) and throughput per batch size: ORT CPU, TensorRT engines, ORT GPU providers."""
+        from optim import api
         from optim.artifacts import check_output_file, write_json
-        from optim.stages.bench import bench_model
         from optim.recipe import BenchSettings
 
         if json_out:
             check_output_file(json_out, "--json")
         s = BenchSettings(batch_sizes=_ints(batch_sizes, "--batch-sizes"), warmup=warmup,
                           iterations=iterations, threads=threads, cuda_graph=cuda_graph)
-        results = [bench_model(m, s, backend=backend) for m in models]
+        results = api.bench(list(models), settings=s, backend=backend)  # the Python API's bench (optim.bench)
         base = {}
         print(f"{'model':<36} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>10} {'x first':>8}")
         for res in results:

@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from optim.cli.common import _recipe
-
 NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="If another optim run holds the run folder, stop at once "
                                                        "(exit 6) instead of waiting for it.")]
 
@@ -70,14 +68,11 @@ def register(app: typer.Typer) -> None:
         no_wait: NoWaitOpt = False,
     ) -> None:
         """Run every stage of a recipe: export, quantize, check, bench, build (TensorRT, where it can), report."""
-        from optim.artifacts import check_output_dir
-        from optim.recipe import apply_overrides
-        from optim.workflow import Workflow
+        from optim import api
 
-        r = apply_overrides(_recipe(recipe), weights=weights.resolve() if weights else None,
-                            eval_samples=eval_samples, calib_samples=calib_samples, precisions=precisions,
-                            bench_iterations=bench_iterations, strict=strict)
-        check_output_dir(out_root / r.name, "--out-root: run folder")
-        Workflow(r, recipe, out_root=out_root, force=force, wait=not no_wait).run()
+        # the Python API's run (optim.run): a failed gate or engine build is raised, as exit 3 / 4
+        api.run(recipe, out_root=out_root, force=force, weights=weights, precisions=precisions,
+                eval_samples=eval_samples, calib_samples=calib_samples, bench_iterations=bench_iterations,
+                strict=strict, wait=not no_wait, raise_on_failure=True)
 
 

@@ -15,7 +15,7 @@ from optim.data.dataset import Dataset
 from optim.data.idx import read_idx
 from optim.console import info
 from optim.errors import DataError
-from optim.recipe import DataSpec
+from optim.settings import DataSpec
 
 BOX_KEYS = {"boxes", "classes", "image_index"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

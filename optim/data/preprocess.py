@@ -6,7 +6,7 @@ import numpy as np
 
 from optim.data.dataset import Dataset
 from optim.errors import DataError
-from optim.recipe import InputSpec, Preprocess
+from optim.settings import InputSpec, Preprocess
 
 
 def _to_channels(images: np.ndarray, color: str) -> np.ndarray:

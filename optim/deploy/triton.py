@@ -1,14 +1,14 @@
 """What a Triton model repository holds for a run folder, decided in plain code.
 
-One model per deployable entry of the run (``run.json`` tags; the ``-nobudget`` comparison
-entries are left out): the entry's TensorRT engine(s) (platform ``tensorrt_plan``; one
+One model per deployable entry of the run (``run.json`` tags, read as ``optim.runfolder.RunInfo``;
+the ``-nobudget`` comparison entries are left out): the entry's TensorRT engine(s) (platform ``tensorrt_plan``; one
 file per compute capability, named through ``cc_model_filenames``, when engines for more
 than one GPU architecture exist) or its ONNX file (backend ``onnxruntime``). Inputs and
 outputs (names, Triton data types, dims) are read from the ONNX graph (for an engine: the
 ONNX its manifest names, found by sha256, and the optimization profile its manifest
 records). ``max_batch_size`` and the dynamic batcher's preferred sizes come from the batch
-profile: an engine's own profile, else the recipe's ``input.batch`` (the recipe file the
-run's manifest names), else ``--max-batch``.
+profile: an engine's own profile, else the recipe's ``input.batch`` as run.json records it
+(``RunInfo.batch``), else ``--max-batch``.
 
 A model with fused preprocessing (uint8 NHWC frames through OptimPreprocess) is deployed
 as such where TensorRT runs it, with the plugin library copied beside it. Triton's
@@ -19,7 +19,6 @@ without the op (float NCHW input) is deployed and the README says so.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +26,8 @@ from typing import Any, Literal
 from optim.artifacts import MANIFEST, Manifest, sha256_file
 from optim.deploy import schema
 from optim.errors import InputError
+from optim.runfolder import Entry, RunInfo, RunLayout
 from optim.settings import Strict
-
-NOBUDGET = "-nobudget"  # optim.workflow's suffix of the comparison entries (not deployed)
 
 
 class TensorSpec(Strict):
@@ -91,21 +89,15 @@ def model_name(recipe: str, tag: str) -> str:
 
 
 # -- reading the run ---------------------------------------------------------------------------
-def _json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} is not a readable {what} ({type(exc).__name__})") from None
-
-
 class Run:
-    """A run folder as deploy reads it: run.json, the manifest, the files they name."""
+    """A run folder as deploy reads it: run.json (``RunInfo``), the manifest, the files they name."""
 
     def __init__(self, root: Path, exclude: Path | None = None) -> None:
         self.root = Path(root)
-        if not (self.root / "run.json").is_file():
+        self.layout = RunLayout(self.root)
+        if not self.layout.path(RunLayout.RUN_JSON).is_file():
             raise InputError(f"{self.root} is not an optim run folder (no run.json): run `optim run RECIPE` first")
-        self.info = _json(self.root / "run.json", "run.json")
+        self.info = RunInfo.read(self.layout.path(RunLayout.RUN_JSON))
         self.manifest = Manifest()
         if (self.root / MANIFEST).is_file():
             try:
@@ -117,10 +109,10 @@ class Run:
 
     @property
     def recipe(self) -> str:
-        return str(self.info.get("recipe") or self.root.name)
+        return str(self.info.recipe or self.root.name)
 
     def tags(self) -> list[str]:
-        return [t for t in self.info.get("tags") or [] if not t.endswith(NOBUDGET)]
+        return self.info.deployable_tags()
 
     def sha(self, p: Path) -> str:
         p = Path(p).resolve()
@@ -160,8 +152,9 @@ class Run:
                 and "/" not in r.path and ".nms." not in r.path and tensorrt(r.path)]
         if recs:
             return sorted(recs)
-        return [(p.name, "") for p in sorted(self.root.glob(f"model.{tag}.*.plan"))
-                if "." not in p.name[len(f"model.{tag}."):-len(".plan")] and tensorrt(p.name)]
+        prefix = RunLayout.model(tag, engine="*").removesuffix("*.plan")  # model.TAG.
+        return [(p.name, "") for p in sorted(self.root.glob(RunLayout.model(tag, engine="*")))
+                if "." not in p.name[len(prefix):-len(".plan")] and tensorrt(p.name)]
 
     def unfused(self, rel: str) -> str | None:
         """The model a fused ``*.frames.onnx`` was made from (its parent in the manifest)."""
@@ -170,30 +163,14 @@ class Run:
             parent = self.manifest.artifacts.get(rec.parents[0])
             if parent is not None and (self.root / parent.path).is_file():
                 return parent.path
-        guess = rel.removesuffix(".frames.onnx") + ".onnx"
+        guess = rel.removesuffix(".frames.onnx") + ".onnx"  # RunLayout.variant(guess, "frames") == rel
         return guess if guess != rel and (self.root / guess).is_file() else None
 
     def batch_profile(self, engine_manifests: list[dict]) -> tuple[tuple[int, int, int] | None, str]:
         """(min, opt, max) of the batch and where it was read from, or (None, why not)."""
-        b = self.info.get("batch") or (self.info.get("input") or {}).get("batch")
-        if isinstance(b, dict) and {"min", "opt", "max"} <= set(b):
-            return (int(b["min"]), int(b["opt"]), int(b["max"])), "run.json"
-        recipe = self.manifest.recipe
-        why = "the run's manifest names no recipe"
-        if recipe:
-            p = next((c for c in (Path(recipe), self.root / recipe, self.root.parent.parent / recipe) if c.is_file()), None)
-            if p is None:
-                why = f"the recipe {recipe} the manifest names is not here"
-            else:
-                from optim.recipe import load_recipe
-
-                try:
-                    b = load_recipe(p).input.batch
-                except InputError as exc:
-                    why = f"the recipe {recipe} the manifest names does not load ({exc})"
-                else:
-                    note = "" if sha256_file(p) == self.manifest.recipe_sha256 else " (changed since the run)"
-                    return (b.min, b.opt, b.max), f"recipe {recipe} input.batch{note}"
+        if self.info.batch is not None:
+            return self.info.batch.triple(), "run.json (the recipe's input.batch)"
+        why = "run.json has no batch (written by an optim before it recorded one: rerun optim run)"
         for man in engine_manifests:
             prof = (man.get("plan") or {}).get("profile") or {}
             if prof.get("max"):
@@ -308,9 +285,9 @@ def plan_engines(run: Run, tag: str, engines: list[tuple[str, str]], opts: Optio
 
 
 def plan_onnx(run: Run, tag: str, profile: tuple[int, int, int] | None, source: str, opts: Options) -> ModelPlan:
-    rel = (run.info.get("files") or {}).get(tag) or f"model.{tag}.onnx"
+    rel = run.info.files.get(tag) or RunLayout.model(tag)
     notes = []
-    with_nms = (run.info.get("nms_files") or {}).get(tag)
+    with_nms = run.info.nms_files.get(tag)
     if opts.nms and not with_nms:
         raise InputError(f"--nms: the run has no decode + NMS file for {tag} (give the recipe an nms: key "
                          "and rerun optim run)")
@@ -330,7 +307,7 @@ def plan_onnx(run: Run, tag: str, profile: tuple[int, int, int] | None, source: 
         rel = plain
         f = run.file(rel)
     ins, outs, batched = tensors(Path(f.src))
-    cpu_placed = tag.endswith("-onnxruntime")
+    cpu_placed = Entry.parse(tag).cpu_placed
     if cpu_placed and opts.onnx_instance == "gpu":
         notes.append(f"{rel} is placed for ONNX Runtime on CPU (integer CPU kernels, in the INT8 format of the "
                      "CPU class that made it): KIND_CPU whatever --onnx-instance says")
@@ -357,7 +334,7 @@ def plan_repository(run_dir: Path, opts: Options, exclude: Path | None = None) -
     run = Run(run_dir, exclude)
     tags = run.tags()
     if not tags:
-        raise InputError(f"{run.root}/run.json lists no entries to deploy")
+        raise InputError(f"{run.layout.path(RunLayout.RUN_JSON)} lists no entries to deploy")
     engines = {t: run.engines(t) for t in tags}
     mans = [read_manifest(run.root / rel) for es in engines.values() for rel, _ in es]
     profile, source = run.batch_profile(mans)
@@ -366,7 +343,7 @@ def plan_repository(run_dir: Path, opts: Options, exclude: Path | None = None) -
         if opts.backend != "onnxruntime" and engines[t]:
             models.append(plan_engines(run, t, engines[t], opts))
         elif opts.backend == "tensorrt":
-            why = ((run.info.get("gpu") or {}).get("not_run") or {}).get(t) or "no engine in the run folder"
+            why = run.info.gpu.not_run.get(t) or "no engine in the run folder"
             skipped.append((t, f"no TensorRT engine: {why}"))
         else:
             models.append(plan_onnx(run, t, profile, source, opts))

@@ -59,7 +59,7 @@ class PreprocessOp:
 
     def attributes(self) -> dict:
         return {
-            "scale": float(self.scale), "mean": ",".join(repr(float(m)) for m in self.mean),
+            "scale": float(self.scale), "mean": ",".join(repr(float(value)) for value in self.mean),
             "std": ",".join(repr(float(s)) for s in self.std), "out_h": int(self.out_h),
             "out_w": int(self.out_w), "out_dtype": self.out_dtype, "channel_order": self.channel_order,
             "plugin_namespace": NAMESPACE, "plugin_version": VERSION,
@@ -118,9 +118,9 @@ def make_node(op: PreprocessOp, inp: str, out: str, name: str = "optim_preproces
 def prepend(model: onnx.ModelProto, op: PreprocessOp, frame_hw: tuple[int, int],
             frame_input: str = "frames") -> onnx.ModelProto:
     """A copy of ``model`` whose single float input is fed by the op from uint8 NHWC frames."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
+    edited = onnx.ModelProto()
+    edited.CopyFrom(model)
+    g = edited.graph
     inits = {i.name for i in g.initializer}
     ins = [i for i in g.input if i.name not in inits]
     if len(ins) != 1:
@@ -150,9 +150,9 @@ def prepend(model: onnx.ModelProto, op: PreprocessOp, frame_hw: tuple[int, int],
     g.input.insert(0, new_in)
     for node in reversed(nodes):
         g.node.insert(0, node)
-    if not any(o.domain == DOMAIN for o in m.opset_import):
-        m.opset_import.append(helper.make_opsetid(DOMAIN, 1))
-    return m
+    if not any(o.domain == DOMAIN for o in edited.opset_import):
+        edited.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    return edited
 
 
 def has_op(model: onnx.ModelProto) -> bool:

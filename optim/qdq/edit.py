@@ -82,9 +82,9 @@ def _per_axis(node: onnx.NodeProto, scale: np.ndarray, zp: np.ndarray, ndim: int
 def dequantize_nodes(model: onnx.ModelProto, names: set[str] | list[str]) -> onnx.ModelProto:
     """A copy of ``model`` in which the named nodes take their inputs in high precision."""
     names = set(names)
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
+    edited = onnx.ModelProto()
+    edited.CopyFrom(model)
+    g = edited.graph
     known = {n.name for n in g.node}
     missing = names - known
     if missing:
@@ -112,7 +112,7 @@ def dequantize_nodes(model: onnx.ModelProto, names: set[str] | list[str]) -> onn
     g.initializer.extend(new_inits.values())
     _drop_output_qdq(g, names)
     _prune(g)
-    return m
+    return edited
 
 
 def _drop_output_qdq(g: onnx.GraphProto, names: set[str]) -> None:
@@ -163,13 +163,13 @@ def unpack_weights(model: onnx.ModelProto, fp32: onnx.ModelProto) -> tuple[onnx.
     (``W_quantized`` -> DequantizeLinear) are computed from the FP32 model's own ``W`` through a
     QuantizeLinear with the same scale and zero point, and the names of those ``W``.
 
-    The same integers result, but taking a node back to high precision (``dequantize_nodes``) now
+    The same integers result, but taking a node back to high precision (``dequantize_nodes``) then
     gives it FP32's weights rather than their 8-bit values, so the budget can reach FP32 again.
     int32 biases stay integers (no QuantizeLinear makes int32); FP32's values ride along as
     unused initializers ``B__fp32``, which ``dequantize_nodes`` takes for a node it takes back."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
+    edited = onnx.ModelProto()
+    edited.CopyFrom(model)
+    g = edited.graph
     originals = {i.name: i for i in fp32.graph.initializer}
     inits = {i.name: i for i in g.initializer}
     done: list[str] = []
@@ -197,7 +197,7 @@ def unpack_weights(model: onnx.ModelProto, fp32: onnx.ModelProto) -> tuple[onnx.
             t.name = name + FP32_SUFFIX
             g.initializer.append(t)
             have.add(t.name)
-    return m, done
+    return edited, done
 
 
 def _original(name: str) -> str:
@@ -209,9 +209,9 @@ def pack_weights(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     """The inverse of ``unpack_weights`` for the weights ``names`` still fed to a QuantizeLinear:
     the integers computed once (round half to even, saturated, as QuantizeLinear does) and stored
     as ``W_quantized``, so the file keeps ONNX Runtime's compact form."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
+    edited = onnx.ModelProto()
+    edited.CopyFrom(model)
+    g = edited.graph
     inits = {i.name: i for i in g.initializer}
     prod = _producers(g)
     wanted = set(names)
@@ -232,4 +232,4 @@ def pack_weights(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
         g.initializer.append(packed)
         g.node.remove(q)
     _prune(g)
-    return m
+    return edited

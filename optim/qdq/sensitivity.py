@@ -146,7 +146,7 @@ def node_sensitivity(model: onnx.ModelProto, ev: Evaluator) -> SensitivityReport
     with progress() as bar:
         task = bar.add_task("sensitivity", total=len(nodes))
         for n in nodes:
-            f = ev.score(dequantize_nodes(model, [m for m in names if m != n.name]))
+            f = ev.score(dequantize_nodes(model, [other for other in names if other != n.name]))
             rep.rows.append(NodeSensitivity(n.name, n.op_type, round(1.0 - f.cosine, 9),
                                             f.max_abs_error, f.drop, f.agreement))
             bar.advance(task)

@@ -91,8 +91,8 @@ class C2f(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = list(self.cv1(x).split((self.c, self.c), 1))
-        for m in self.m:
-            y.append(m(y[-1]))
+        for bottleneck in self.m:
+            y.append(bottleneck(y[-1]))
         return self.cv2(torch.cat(y, 1))
 
 

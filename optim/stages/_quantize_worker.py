@@ -21,7 +21,7 @@ import numpy as np
 
 from optim.artifacts import write_json
 from optim.errors import OptimError, first_line
-from optim.recipe import QuantizeSettings
+from optim.settings import QuantizeSettings
 
 
 PR_SET_PDEATHSIG = 1

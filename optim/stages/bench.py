@@ -18,7 +18,7 @@ import numpy as np
 
 from optim.console import progress
 from optim.executor import StageOutput
-from optim.recipe import BenchSettings
+from optim.settings import BenchSettings
 from optim.backends import open_runner
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import onnx
 
-from optim import __version__
+from optim.version import __version__
 from optim.artifacts import atomic_path, sha256_file, write_json, write_text
 from optim.backends.engine_compat import (major_implies, manifest_path, target, target_problem, tensorrt_major,
                                          unsupported_hint)

@@ -86,7 +86,7 @@ def _output_names(s: ExportSettings, n_out: int) -> list[str]:
 
     Names may be given as a list or as one comma-separated string (``--output-name
     boxes,scores``). The default name ("output",) on a model with several outputs numbers
-    them ``output_0, output_1, ...`` as before; an explicit list of the wrong length is an
+    them ``output_0, output_1, ...``; an explicit list of the wrong length is an
     error, raised before anything is written.
     """
     names = [n.strip() for name in s.output_names for n in name.split(",") if n.strip()]

@@ -57,11 +57,11 @@ def run(inputs: list[Artifact], settings: Settings, ctx: StageContext) -> StageO
     from optim.tasks.detect_graph import with_nms
 
     model, data = inputs
-    m = with_nms(load_onnx(model.path), max_det=settings.max_det, conf=settings.conf, iou=settings.iou,
+    with_decode = with_nms(load_onnx(model.path), max_det=settings.max_det, conf=settings.conf, iou=settings.iou,
                  form=settings.form, max_candidates=settings.max_candidates)
     with tempfile.TemporaryDirectory(prefix="optim-nms-") as d:
         tmp = Path(d) / ctx.out.name
-        save_onnx(m, tmp)
+        save_onnx(with_decode, tmp)
         boxes = verify(model.path, tmp, np.ascontiguousarray(data.x[:CHECK_IMAGES]), settings)
         with atomic_path(ctx.out) as final:  # the checked file itself, not a second serialisation
             shutil.copyfile(tmp, final)

@@ -44,8 +44,8 @@ from optim.executor import StageOutput
 from optim.errors import OptimError, QuantizeError, first_line
 from optim.onnx_tools import graph_inputs, load_onnx, name_some, quant_coverage, single_input
 from optim.qdq.scheme import resolve
-from optim.recipe import QuantizeSettings
-from optim.process import doing, sweep
+from optim.process import doing, killed_by, signal_name, sweep
+from optim.settings import QuantizeSettings
 
 CALIB_BATCH = 32
 #: ORT's quantizer keeps Relu/Clip after a quantized node (instead of folding them into the Q/DQ
@@ -241,16 +241,7 @@ def _quantize_in_worker(src: Path, s: QuantizeSettings, out: Path, calib: np.nda
         detail = log.read_text(errors="replace")[-4000:]
         if not result.is_file():
             if proc.returncode < 0:  # killed by a signal: name it (a native crash in modelopt/ORT, OOM)
-                import signal
-
-                try:
-                    sig = signal.Signals(-proc.returncode).name
-                except ValueError:
-                    sig = f"signal {-proc.returncode}"
-                why = {"SIGKILL": "out of memory?", "SIGSEGV": "a crash in native code",
-                       "SIGABRT": "a crash in native code", "SIGBUS": "a crash in native code",
-                       "SIGILL": "a crash in native code", "SIGFPE": "a crash in native code"}.get(sig, "")
-                how = f"was killed by {sig}" + (f" ({why})" if why else "")
+                how = f"was {killed_by(signal_name(-proc.returncode))}"
             else:
                 how = f"exited with code {proc.returncode} (out of memory?)"
             err = QuantizeError(f"the {s.tag} quantization worker {how} before finishing; "

@@ -10,7 +10,6 @@ left blank or filled in.
 
 from __future__ import annotations
 
-import os
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,14 +20,13 @@ from optim.artifacts import write_json, write_text
 from optim.backends import cpu
 from optim.errors import InputError
 from optim.executor import StageOutput
-from optim.run_sizes import NOBUDGET
+from optim.runfolder import NOT_RUN, Entry, RunInfo, RunLayout
 from optim.stages import report_html, report_plot, report_sizes, report_tuning
 from optim.stages.bench import BatchTiming, BenchResult
 from optim.stages.check import CheckResult
 from optim.tasks import Task, get_task
-from optim.verify import Trust, current_trust, mark_unverified, read_result, reading
+from optim.verify import Trust, current_trust, mark_unverified, read_result, read_run_info, reading
 
-NOT_RUN = "not run"
 ORDER = ("fp32", "fp16", "bf16", "int8", "fp8")
 
 
@@ -50,6 +48,12 @@ class Row:
     disagrees: str | None = None
     #: onnxruntime INT8: the integer format and why this CPU got it (``optim.qdq.scheme``)
     int8_scheme: str | None = None
+    #: from quantize/<tag>.json: the tool that made the file, its calibration method and sample count,
+    #: and the INT8 format chosen for this CPU class (``u8s8``, ...); None where not applicable
+    quantizer: str | None = None
+    calibration_method: str | None = None
+    calibration_samples: int | None = None
+    int8_format: str | None = None
     size_bytes: int | None = None
     coverage: str | None = None
     checked: bool = False
@@ -101,11 +105,11 @@ def _results(folder: Path, kind: type, what: str) -> dict[str, Any]:
         raise InputError(f"{folder} holds a {what} result optim cannot read ({exc}); rerun the {what}") from None
 
 
-def task_of(run: dict[str, Any]) -> Task:
-    return get_task(run.get("task") or "classification")
+def task_of(run: RunInfo | dict[str, Any]) -> Task:
+    return get_task(RunInfo.of(run).task or "classification")
 
 
-def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
+def collect(run_dir: Path) -> tuple[RunInfo, list[Row]]:
     """The run's rows, read through the run's manifest (``optim.verify``): a result file that does not
     match it is not read, and the rows that needed it say so (``Row.unverified``)."""
     run_dir = Path(run_dir)
@@ -115,44 +119,45 @@ def collect(run_dir: Path) -> tuple[dict[str, Any], list[Row]]:
         with reading(Trust(run_dir)):
             return collect(run_dir)
     trust = current_trust()
-    run = {}
-    if (run_dir / "run.json").is_file() or os.path.lexists(run_dir / "run.json"):
-        run = read_result(run_dir / "run.json")
-        if run is None:
-            raise InputError(f"{trust.untrusted['run.json']}: `optim run RECIPE` redoes it; "
-                             f"`optim verify {run_dir}` lists every problem")
+    layout = RunLayout(run_dir)
+    run = read_run_info(run_dir)  # no run.json: the defaults; one that is not valid: an InputError naming it
+    if run is None:
+        raise InputError(f"{trust.untrusted[RunLayout.RUN_JSON]}: `optim run RECIPE` redoes it; "
+                         f"`optim verify {run_dir}` lists every problem")
     task = task_of(run)
-    quant, checks, benches = _by_tag(run_dir / "quantize"), _results(run_dir / "check", CheckResult, "check"), \
-        _results(run_dir / "bench", BenchResult, "bench")
-    for tag, t in _by_tag(run_dir / "tune").items():  # budgeted models: coverage after the budget
+    quant, checks, benches = _by_tag(layout.dir(layout.QUANTIZE_DIR)), \
+        _results(layout.dir(layout.CHECK_DIR), CheckResult, "check"), \
+        _results(layout.dir(layout.bench_dir()), BenchResult, "bench")
+    for tag, t in _by_tag(layout.dir(layout.TUNE_DIR)).items():  # budgeted models: coverage after the budget
         if t.get("coverage"):
-            quant[tag] = {"coverage": t["coverage"],
-                          "int8_scheme": (quant.get(tag + NOBUDGET) or {}).get("int8_scheme")}
-    gpu = [_by_tag(run_dir / "gpu" / "build"), _results(run_dir / "gpu" / "check", CheckResult, "check"),
-           _results(run_dir / "gpu" / "bench", BenchResult, "bench")]
+            raw = quant.get(Entry.parse(tag).replace(budget=False).tag) or {}  # the model the budget started from
+            quant[tag] = {"coverage": t["coverage"], **{k: raw.get(k) for k in QUANT_KEYS if k != "coverage"}}
+    gpu = [_by_tag(layout.dir(layout.gpu_dir("build"))),
+           _results(layout.dir(layout.gpu_dir("check")), CheckResult, "check"),
+           _results(layout.dir(layout.gpu_dir("bench")), BenchResult, "bench")]
     # a run lists its entries; result files of entries a recipe no longer has are ignored
-    tags = list(run["tags"]) if run.get("tags") else list(dict.fromkeys(["fp32", *quant, *checks, *benches]))
+    tags = list(run.tags) if run.tags else list(dict.fromkeys(["fp32", *quant, *checks, *benches]))
     if not (quant or checks or benches):
         raise InputError(f"{run_dir} holds no optim results (no quantize/, check/ or bench/ JSON); "
                          "run `optim run RECIPE` first")
-    families = list(run.get("backends") or [cpu.PRIMARY])
-    cpu_not_run = run.get("cpu_not_run") or {}
+    families = run.families
+    cpu_not_run = run.cpu_not_run
     rows = []
     for t in tags:
         for i, family in enumerate(families):
-            name = cpu.result_name(t, family)
+            name = Entry.parse(t).replace(backend=family).result_name
             row = _row(task, t, run_dir, run, quant.get(t), checks.get(name), benches.get(name))
             row.backend, row.primary = family, i == 0
             if name in cpu_not_run:
                 row.accuracy_method = row.timing_method = f"{NOT_RUN}: {cpu_not_run[name]}"
             rows.append(row)
-    not_run = (run.get("gpu") or {}).get("not_run") or {}
+    not_run = run.gpu.not_run
     for r in rows:
         if r.primary:
             _gpu_columns(task, r, not_run.get(r.tag), *(g.get(r.tag) for g in gpu))
         else:
             r.gpu_method = "on the entry's first row"
-    for key, cells in (run.get("engines") or {}).items():
+    for key, cells in run.engines.items():
         for r in rows:
             if r.primary and isinstance(cells, dict):
                 r.engines[key] = str(cells.get(f"{r.tag}.{key}") or NOT_RUN)
@@ -178,13 +183,13 @@ BACKEND_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 AGREEMENT_GAP = 10.0
 
 
-def flag_backends(task: Task, run: dict, rows: list[Row]) -> None:
+def flag_backends(task: Task, run: RunInfo, rows: list[Row]) -> None:
     """Mark the rows whose backend computes the entry wrongly while another computes it right: their
     gates failed where another backend's passed, or their agreement with FP32 is ``AGREEMENT_GAP``
     points below another's. Where every backend fails, the file itself is off: nothing is marked."""
     from optim.hostcpu import CpuInfo
 
-    feats = (run.get("host") or {}).get("cpu_features")
+    feats = RunInfo.of(run).host.get("cpu_features")
     where = CpuInfo("", 1, frozenset(feats or ()), feats is not None).int8_label()
     by_tag: dict[str, list[Row]] = {}
     for r in rows:
@@ -260,11 +265,15 @@ def _gpu_columns(task: Task, row: Row, why_not: str | None, build: dict | None, 
     row.gpu_method = "; ".join(parts)
 
 
-def _row(task: Task, tag: str, run_dir: Path, run: dict, q: dict | None, c: CheckResult | None,
+#: what the report reads from quantize/<tag>.json (``optim.stages.quantize.QuantizeReport.as_dict``)
+QUANT_KEYS = ("coverage", "int8_scheme", "tool", "method", "calibration_samples")
+
+
+def _row(task: Task, tag: str, run_dir: Path, run: RunInfo, q: dict | None, c: CheckResult | None,
          b: BenchResult | None) -> Row:
-    precision, _, target = tag.partition("-")
-    file = (run.get("files") or {}).get(tag) or (q or {}).get("path") or ""
-    row = Row(tag, precision, target or ("reference" if tag == "fp32" else "any"), Path(file).name)
+    e = Entry.parse(tag)
+    file = run.files.get(tag) or (q or {}).get("path") or ""
+    row = Row(tag, e.precision, e.target_label, Path(file).name)
     if c:
         row.file = Path(c.candidate).name or row.file
     f = run_dir / row.file if row.file else None
@@ -276,6 +285,8 @@ def _row(task: Task, tag: str, run_dir: Path, run: dict, q: dict | None, c: Chec
     scheme = (q or {}).get("int8_scheme")
     if scheme:
         row.int8_scheme = f"{scheme.get('label', scheme.get('format'))} ({scheme.get('reason', '')})"
+        row.int8_format = scheme.get("format")
+    _quantizer(row, q)
     if c:
         row.checked, row.accuracy = True, task.row_values(c.outputs, c.accuracy)
         row.notes += [w for w in c.warnings if w not in row.notes]
@@ -295,6 +306,20 @@ def _row(task: Task, tag: str, run_dir: Path, run: dict, q: dict | None, c: Chec
     return row
 
 
+def _quantizer(row: Row, q: dict | None) -> None:
+    """The tool, calibration method and sample count of the entry's quantize/<tag>.json (a method and
+    samples only where the file was calibrated: INT8/FP8)."""
+    q = q or {}
+    row.quantizer = q.get("tool") or None
+    samples = q.get("calibration_samples")
+    if q.get("method") and samples:
+        row.calibration_method, row.calibration_samples = str(q["method"]), int(samples)
+
+
+def _calibration_cell(r: Row) -> str:
+    return f"{r.calibration_method}, {r.calibration_samples}" if r.calibration_method else "-"
+
+
 def _fmt(v: float | None, nd: int = 2, suffix: str = "") -> str:
     return NOT_RUN if v is None else f"{v:.{nd}f}{suffix}"
 
@@ -312,7 +337,8 @@ def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]
             "× ORT fp32" if several else "× fp32",
             f"GPU {headline.header}", f"GPU p50 b{lb} ms", f"GPU img/s b{tb}" if tb else "GPU img/s", "GPU × fp32",
             *[f"{engine_label(k)} engine" for k in extra],
-            "size KB", "Q/DQ coverage", "gates", "not meaningful"]
+            "size KB", "Q/DQ coverage", "quantizer", "calibration (method, samples)", "INT8 scheme",
+            "gates", "not meaningful"]
     body = []
     for r in rows:
         gpu = ([headline.cell(r.gpu_accuracy.get(headline.key), r.gpu_checked), _fmt(r.gpu_p50_ms, 3),
@@ -323,7 +349,7 @@ def table_rows(task: Task, rows: list[Row]) -> tuple[list[str], list[list[str]]]
             _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3), _fmt(r.throughput, 1), _fmt(r.speedup_vs_fp32, 2), *gpu,
             *[r.engines.get(k, "") if r.primary else "" for k in extra],
             _fmt(None if r.size_bytes is None else r.size_bytes / 1024, 1),
-            r.coverage or "-", _gates_text(r),
+            r.coverage or "-", r.quantizer or "-", _calibration_cell(r), r.int8_format or "-", _gates_text(r),
             "; ".join(r.notes) or "-",
         ])
     return head, body
@@ -344,10 +370,10 @@ def engine_label(key: str) -> str:
     return FLAVOURS[t.flavour].short if t else key
 
 
-def engines_markdown(run: dict) -> list[str]:
+def engines_markdown(run: RunInfo) -> list[str]:
     """Every engine built without a GPU (all entries, NMS deployables, other sizes), one line each."""
     out = []
-    for key, cells in (run.get("engines") or {}).items():
+    for key, cells in RunInfo.of(run).engines.items():
         if not isinstance(cells, dict) or not cells:
             continue
         out += ["", f"## {engine_label(key)} engines (built here without a GPU; not run: no such GPU here)", ""]
@@ -355,19 +381,20 @@ def engines_markdown(run: dict) -> list[str]:
     return out
 
 
-def _notes(run: dict) -> list[str]:
-    notes = list(run.get("notes", []))
-    if run.get("accuracy_meaningful") is False:
-        notes.insert(0, "ACCURACY COLUMNS ARE NOT MEANINGFUL: " + run.get("accuracy_reason", ""))
+def _notes(run: RunInfo) -> list[str]:
+    notes = list(run.notes)
+    if run.accuracy_meaningful is False:
+        notes.insert(0, "ACCURACY COLUMNS ARE NOT MEANINGFUL: " + run.accuracy_reason)
     return notes
 
 
-def to_markdown(run: dict, rows: list[Row], extra: list[str] = (), pictures: list[tuple[str, str]] = ()) -> str:
+def to_markdown(run: RunInfo, rows: list[Row], extra: list[str] = (), pictures: list[tuple[str, str]] = ()) -> str:
     """The whole report; ``pictures``: (alt text, file name beside the report) shown after the table."""
+    run = RunInfo.of(run)
     head, body = table_rows(task_of(run), rows)
-    out = [f"# optim report: {run.get('recipe', '?')}", ""]
-    if run.get("description"):
-        out += [run["description"], ""]
+    out = [f"# optim report: {run.recipe or '?'}", ""]
+    if run.description:
+        out += [run.description, ""]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(cells) + " |" for cells in body]
     for alt, name in pictures:
@@ -375,7 +402,9 @@ def to_markdown(run: dict, rows: list[Row], extra: list[str] = (), pictures: lis
     out += ["", "## How each number was obtained", ""]
     for r in rows:
         scheme = f"INT8 format: {r.int8_scheme}; " if r.int8_scheme else ""
-        out.append(f"- **{cpu.result_name(r.tag, r.backend)}** (`{r.file}`): {scheme}accuracy: {r.accuracy_method}; "
+        made = f"made by {r.quantizer}" + (f", calibrated with {r.calibration_method} on {r.calibration_samples} "
+                                           "samples" if r.calibration_method else "") + "; " if r.quantizer else ""
+        out.append(f"- **{_name(r)}** (`{r.file}`): {made}{scheme}accuracy: {r.accuracy_method}; "
                    f"timing: {r.timing_method}; GPU: {r.gpu_method}")
     out += engines_markdown(run)
     if extra:
@@ -383,15 +412,21 @@ def to_markdown(run: dict, rows: list[Row], extra: list[str] = (), pictures: lis
     notes = _notes(run)
     if notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    host = run.get("host", {})
+    host = run.host
     if host:
         out += ["", f"Host: {host.get('cpu', '?')}, {host.get('cpu_count', '?')} CPUs. "
-                f"Generated {run.get('generated', '')}."]
+                f"Generated {run.generated}."]
     return "\n".join(out) + "\n"
 
 
-def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
+def _name(r: Row) -> str:
+    """The row's result name: TAG, or TAG@backend on a CPU backend other than the first."""
+    return Entry.parse(r.tag).replace(backend=r.backend).result_name
+
+
+def summary_lines(run: RunInfo, rows: list[Row], width: int = 100) -> list[str]:
     """The end of ``optim run`` on a terminal: one short line per entry (the full table is in the files)."""
+    run = RunInfo.of(run)
     task = task_of(run)
     key, _ = report_plot.y_key(task, rows)
     head = task.column(key).header if any(c.key == key for c in task.columns) else key
@@ -401,11 +436,11 @@ def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
         acc = NOT_RUN if v is None else (f"{v:+.2f}" if key != task.agreement else f"{v:.2f}")
         gates = r.gates + (f"; GPU {r.gpu_gates}" if r.gpu_gates else "") + ("; NOT MEANINGFUL" if r.notes else "")
         gates = f"UNVERIFIED: {r.unverified}" if r.unverified else gates
-        name = cpu.result_name(r.tag, r.backend) + (" ★" if r.fastest and len({x.backend for x in rows}) > 1 else "")
+        name = _name(r) + (" ★" if r.fastest and len({x.backend for x in rows}) > 1 else "")
         gpu = _fmt(r.gpu_speedup_vs_fp32, 2) if r.primary else ""
         line = f"{name:<38}{acc:>15}{_fmt(r.speedup_vs_fp32, 2):>11}{gpu:>11}  {gates}"
         out.append(line if len(line) <= width else line[:width - 3] + "...")
-    extra = [f"{cpu.result_name(r.tag, r.backend)}: {r.disagrees}; not ★" for r in rows if r.disagrees]
+    extra = [f"{_name(r)}: {r.disagrees}; not ★" for r in rows if r.disagrees]
     flagged = [r for r in rows if r.notes and not r.unverified]
     if flagged:  # said plainly: passed gates on such a row prove nothing
         extra.append(f"NOT MEANINGFUL: {len(flagged)} of {len(rows)} checks: their gates cannot tell a good "
@@ -416,7 +451,7 @@ def summary_lines(run: dict, rows: list[Row], width: int = 100) -> list[str]:
         if r.int8_scheme and r.primary:
             schemes.setdefault(r.int8_scheme, []).append(r.tag)
     extra += [f"{', '.join(tags)}: {text}" for text, tags in schemes.items()]
-    for key, cells in (run.get("engines") or {}).items():  # one line per target built without a GPU
+    for key, cells in run.engines.items():  # one line per target built without a GPU
         if isinstance(cells, dict) and cells:
             built = [n for n, c in cells.items() if str(c).startswith("built")]
             failed = [n for n, c in cells.items() if str(c).startswith("not built") and "placed for ONNX" not in str(c)
@@ -434,29 +469,30 @@ def write_report(run_dir: Path) -> dict[str, Path]:
 
 def _write_report(run_dir: Path, trust: Trust) -> dict[str, Path]:
     run, rows = collect(run_dir)
+    layout = RunLayout(run_dir)
     if not trust.checked:
-        run = {**run, "notes": [f"UNVERIFIED: {run_dir} has no manifest.json; nothing in this report was checked "
-                                "against one", *run.get("notes", [])]}
+        run = run.model_copy(update={"notes": [f"UNVERIFIED: {run_dir} has no {RunLayout.MANIFEST}; nothing in this "
+                                               "report was checked against one", *run.notes]})
     task = task_of(run)
     tuning = report_tuning.collect_tuning(run_dir, [r.tag for r in rows])
-    paths = {k: run_dir / f"report.{k}" for k in ("md", "html", "json", "png")}
+    paths = {k: layout.path(RunLayout.report(k)) for k in ("md", "html", "json", "png")}
     pictures = []
     if report_plot.plot(run, task, rows, paths["png"]):
         pictures.append(("accuracy change vs speed-up over FP32, per backend", paths["png"].name))
     else:
         paths.pop("png")
-    sens_png = run_dir / "report.sensitivity.png"
+    sens_png = layout.path(RunLayout.report("sensitivity.png"))
     if report_tuning.sensitivity_plot(tuning, sens_png):
         paths["sensitivity_png"] = sens_png
         pictures.append(("per-node sensitivity (output error with only that node quantized)", sens_png.name))
     md = to_markdown(run, rows, report_sizes.markdown(run, rows) + report_tuning.markdown(tuning, task), pictures)
     write_text(paths["md"], md)
-    write_text(paths["html"], report_html.render(md, f"optim report: {run.get('recipe', '')}"))
+    write_text(paths["html"], report_html.render(md, f"optim report: {run.recipe or ''}"))
     write_json(paths["json"], {
-        "recipe": run.get("recipe"), "task": task.name, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "recipe": run.recipe, "task": task.name, "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "columns": [{"key": c.key, "header": c.header} for c in task.columns],
-        "accuracy_meaningful": run.get("accuracy_meaningful", True), "notes": _notes(run),
-        "host": run.get("host", {}), "tools": run.get("tools", {}),
+        "accuracy_meaningful": run.accuracy_meaningful, "notes": _notes(run),
+        "host": run.host, "tools": run.tools,
         "rows": [asdict(r) for r in rows], "tuning": tuning,
     })
     return paths

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from optim.artifacts import atomic_path
+from optim.runfolder import RunInfo
 
 if TYPE_CHECKING:
     from optim.tasks import Task
@@ -84,7 +85,7 @@ def _bands(rows: list) -> dict[float, list[str]]:
     return bands
 
 
-def plot(run: dict, task: Task, rows: list, out: Path) -> bool:
+def plot(run: RunInfo | dict, task: Task, rows: list, out: Path) -> bool:
     """Write the picture to ``out``; False (and no file) when no entry has both numbers."""
     ps, ylabel = panels(task, rows)
     if not ps:
@@ -135,9 +136,10 @@ def plot(run: dict, task: Task, rows: list, out: Path) -> bool:
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles.keys()), loc="center left", bbox_to_anchor=(1.0, 0.5),
                fontsize=8, frameon=False)
-    title = f"{run.get('recipe', '')}: accuracy change vs speed-up, per precision"
-    if run.get("accuracy_meaningful") is False:
-        title += " (accuracy NOT meaningful: " + (run.get("accuracy_reason") or "see notes")[:60] + ")"
+    run = RunInfo.of(run)
+    title = f"{run.recipe or ''}: accuracy change vs speed-up, per precision"
+    if run.accuracy_meaningful is False:
+        title += " (accuracy NOT meaningful: " + (run.accuracy_reason or "see notes")[:60] + ")"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(out) as tmp:

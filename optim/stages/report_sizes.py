@@ -11,26 +11,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from optim.backends import cpu
+from optim.runfolder import NOT_RUN, Entry, RunInfo, RunLayout
 from optim.stages.bench import BenchResult
 
-NOT_RUN = "not run"
 
-
-def attach(run_dir: Path, run: dict[str, Any], rows: list, load) -> None:
+def attach(run_dir: Path, run: RunInfo | dict[str, Any], rows: list, load) -> None:
     """Fill ``row.sizes`` from ``bench/<size>/`` (``load``: the report's typed-result loader)."""
-    sizes = run.get("sizes") or []
-    not_run = run.get("size_not_run") or {}
-    for label in sizes:
-        results: dict[str, BenchResult] = load(Path(run_dir) / "bench" / label, BenchResult, "bench")
-        base = _timings(results.get(cpu.result_name("fp32", cpu.PRIMARY)))
+    run = RunInfo.of(run)
+    layout = RunLayout(run_dir)
+    not_run = run.size_not_run
+    for label in run.sizes:
+        results: dict[str, BenchResult] = load(layout.dir(layout.bench_dir(label)), BenchResult, "bench")
+        base = _timings(results.get(Entry("fp32").result_name))
         for r in rows:
-            name = cpu.result_name(r.tag, r.backend)
-            b = results.get(name)
+            e = Entry.parse(r.tag).replace(backend=r.backend, size=label)
+            b = results.get(e.result_name)
             cell = _cell(b, base) or {"why": (b.skipped if b and b.skipped else "")
-                                      or not_run.get(f"{label}/{name}") or ("" if b else NOT_RUN)}
+                                      or not_run.get(e.sized_name) or ("" if b else NOT_RUN)}
             r.sizes[label] = cell
-        gpu = load(Path(run_dir) / "gpu" / "bench" / label, BenchResult, "bench")
+        gpu = load(layout.dir(layout.gpu_dir("bench", label)), BenchResult, "bench")
         gpu_base = _timings(gpu.get("fp32"))
         for r in rows:
             g = _cell(gpu.get(r.tag), gpu_base) if r.primary else None
@@ -56,9 +55,10 @@ def _cell(b: BenchResult | None, base: dict) -> dict[str, Any] | None:
     return cell
 
 
-def markdown(run: dict[str, Any], rows: list) -> list[str]:
+def markdown(run: RunInfo | dict[str, Any], rows: list) -> list[str]:
     """The section, or nothing when the recipe timed no other size."""
-    sizes = run.get("sizes") or []
+    run = RunInfo.of(run)
+    sizes = run.sizes
     if not sizes:
         return []
     head = ["precision", "target", "backend"]
@@ -68,7 +68,7 @@ def markdown(run: dict[str, Any], rows: list) -> list[str]:
         tb = next((c["throughput_batch"] for c in cells if "throughput_batch" in c), None)
         head += [f"{label}: p50 b{lb} ms", f"{label}: p99 b{lb} ms", f"{label}: img/s b{tb}" if tb else
                  f"{label}: img/s", f"{label}: × ORT fp32"]
-    gpu_why = ((run.get("gpu") or {}).get("not_run") or {})
+    gpu_why = run.gpu.not_run
     engines = ("TensorRT engines are built from the same files where TensorRT and a GPU are"
                + (f" (not run here: {next(iter(gpu_why.values()))})" if gpu_why and not any(
                    "gpu" in r.sizes.get(label, {}) for r in rows for label in sizes) else "") + ". ")

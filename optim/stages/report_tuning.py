@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from optim.artifacts import atomic_path
+from optim.runfolder import Entry, RunLayout
 from optim.tasks import Task
 from optim.verify import read_result
 
@@ -18,15 +19,16 @@ TOP = 10
 
 def collect_tuning(run_dir: Path, tags: list[str] | None = None) -> dict[str, Any]:
     """Tuning results of the run's entries (``tags``; all files when None)."""
-    tune = {p.stem: t for p in sorted((Path(run_dir) / "tune").glob("*.json"))
+    layout = RunLayout(run_dir)
+    tune = {p.stem: t for p in sorted(layout.dir(layout.TUNE_DIR).glob("*.json"))
             if (tags is None or p.stem in tags) and (t := read_result(p)) is not None}
-    study_p = Path(run_dir) / "study" / "calibration.json"
+    study_p = layout.path(RunLayout.STUDY)
     kept = {}
-    for p in sorted((Path(run_dir) / "quantize").glob("*.json")):
+    for p in sorted(layout.dir(layout.QUANTIZE_DIR).glob("*.json")):
         q = read_result(p) or {}  # None: it does not match the run's manifest (optim.verify)
-        if q.get("kept") and (tags is None or p.stem in tags or p.stem.removesuffix("-nobudget") in tags):
-            # the budgeted entry starts from the -nobudget model: name the entry
-            kept[p.stem.removesuffix("-nobudget")] = {"nodes": q["kept"], "patterns": q.get("kept_patterns", [])}
+        entry = Entry.parse(p.stem).base_tag  # the budgeted entry starts from the -nobudget model: name the entry
+        if q.get("kept") and (tags is None or p.stem in tags or entry in tags):
+            kept[entry] = {"nodes": q["kept"], "patterns": q.get("kept_patterns", [])}
     return {"tune": tune, "kept": kept,
             "study": read_result(study_p) if study_p.is_file() else None}
 

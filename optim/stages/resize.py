@@ -137,6 +137,6 @@ def carry_over(variant: onnx.ModelProto, base: onnx.ModelProto, other: onnx.Mode
 def run(inputs: list[Artifact], settings: Settings, ctx: StageContext) -> StageOutput:
     """``inputs``: the variant, the FP32 model it was made from, the FP32 model at the new size."""
     variant, base, other = inputs
-    m = carry_over(load_onnx(variant.path), load_onnx(base.path), load_onnx(other.path))
-    save_onnx(m, ctx.out)
+    carried = carry_over(load_onnx(variant.path), load_onnx(base.path), load_onnx(other.path))
+    save_onnx(carried, ctx.out)
     return StageOutput({"shape": list(settings.shape), "from": variant.path.name})

@@ -10,11 +10,14 @@ Tasks register by name (``optim.tasks.register_task``); a recipe's ``task`` name
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel
+
+from optim.errors import DataError, QuantizeError
 
 
 class Head(NamedTuple):
@@ -35,6 +38,37 @@ class GateResult:
         verdict = "passed" if self.passed else "FAILED"
         value = 0.0 if self.value == 0 else self.value  # no "-0"
         return f"gate {self.gate} {verdict} for {tag}: measured {value:.4g}, limit {self.limit:g}"
+
+    @classmethod
+    def judge(cls, gate: str, value: float, limit: float) -> GateResult:
+        """``value`` against ``limit``, the way the gate's name says: a ``max_...`` gate passes at or
+        below its limit, a ``min_...`` gate at or above it."""
+        if gate.startswith("max_"):
+            return cls(gate, value, limit, value <= limit)
+        if gate.startswith("min_"):
+            return cls(gate, value, limit, value >= limit)
+        raise ValueError(f"gate {gate!r}: a gate's name starts with max_ or min_")
+
+
+def gate_results(gates: BaseModel, readers: dict[str, Callable[[], float]]) -> list[GateResult]:
+    """The gates that ``gates`` sets, in the order of ``readers`` (gate name -> how to read its value),
+    each judged on its value (``GateResult.judge``). A value is read only for a gate that is set."""
+    return [GateResult.judge(gate, read(), limit) for gate, read in readers.items()
+            if (limit := getattr(gates, gate)) is not None]
+
+
+def require_labels(gates: BaseModel, names: Iterable[str], accuracy: dict[str, float] | None) -> None:
+    """``DataError`` when one of the gates ``names`` is set and the data has no labels (``accuracy`` None)."""
+    if accuracy is not None:
+        return
+    for gate in names:
+        if getattr(gates, gate) is not None:
+            raise DataError(f"gate {gate} needs labelled evaluation data; this data has no labels")
+
+
+def max_abs_error(outputs: dict[str, dict[str, float]]) -> float:
+    """The largest ``max_abs_error`` over a check's outputs (``Task.output_deltas`` of each)."""
+    return max(o["max_abs_error"] for o in outputs.values())
 
 
 @dataclass
@@ -104,7 +138,7 @@ class Task(abc.ABC):
 
     def compare(self, ref_outputs: dict[str, np.ndarray], got_outputs: dict[str, np.ndarray],
                 labels: Any) -> dict[str, float]:
-        """Candidate metrics plus ``reference_<m>`` and ``<m>_delta`` (points) for each metric."""
+        """Candidate metrics plus ``reference_<metric>`` and ``<metric>_delta`` (points) for each metric."""
         ref, got = self.accuracy(ref_outputs, labels), self.accuracy(got_outputs, labels)
         return {**got, **{f"reference_{k}": v for k, v in ref.items()},
                 **{f"{k}_delta": got[k] - ref[k] for k in got}}
@@ -134,15 +168,28 @@ class Task(abc.ABC):
                     gates: BaseModel) -> list[GateResult]:
         """Gate results for a check's per-output deltas and accuracy."""
 
-    @abc.abstractmethod
     def fidelity(self, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], labels: Any,
                  metric: str) -> Fidelity:
-        """Score a model variant against FP32 in ``metric`` (one of ``budget_metrics``)."""
+        """Score a model variant against FP32 in ``metric`` (one of ``budget_metrics``).
+
+        The score is the metric the gates read: the labelled metric (``budget_metrics[0]``) drops by
+        the ``headline`` points lost against the labels, the agreement metric by 100 minus the
+        ``agreement`` value of the first output's deltas. ``cosine`` and ``max_abs_error`` come from
+        the same deltas (the sensitivity ranking sorts by the cosine, a continuous measure)."""
+        deltas = self.output_deltas(first_output(ref), first_output(got))
+        f = Fidelity(deltas["cosine"], deltas["max_abs_error"], deltas.get(self.agreement, 100.0))
+        if labels is not None:
+            f.score = self.accuracy(got, labels)[self.headline]
+        if metric == self.budget_metrics[0]:
+            if labels is None:
+                raise DataError(f"budget metric {metric} needs labelled data; use metric {self.budget_metrics[-1]}")
+            f.drop = self.accuracy(ref, labels)[self.headline] - f.score
+        else:
+            f.drop = 100.0 - f.agreement
+        return f
 
     def resolve_metric(self, metric: str, has_labels: bool) -> str:
         """``auto`` -> the labelled metric when labels exist, else the agreement metric."""
-        from optim.errors import QuantizeError
-
         if metric == "auto":
             return self.budget_metrics[0] if has_labels else self.budget_metrics[-1]
         if metric not in self.budget_metrics:

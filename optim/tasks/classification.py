@@ -15,7 +15,7 @@ from pydantic import Field
 from optim.errors import DataError
 from optim.settings import Strict
 from optim.tasks import register_task
-from optim.tasks.base import Column, Fidelity, GateResult, Task, first_output
+from optim.tasks.base import Column, GateResult, Task, first_output, gate_results, max_abs_error, require_labels
 
 
 def output_deltas(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -107,38 +107,15 @@ class Classification(Task):
     def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
                     gates: Gates) -> list[GateResult]:
         first = first_output(outputs)
-        out: list[GateResult] = []
-        if gates.max_top1_drop is not None:
-            if accuracy is None:
-                raise DataError("gate max_top1_drop needs labelled evaluation data; this data has no labels")
-            drop = -accuracy["top1_delta"]
-            out.append(GateResult("max_top1_drop", drop, gates.max_top1_drop, drop <= gates.max_top1_drop))
-        if gates.min_cosine is not None:
-            v = first["cosine"]
-            out.append(GateResult("min_cosine", v, gates.min_cosine, v >= gates.min_cosine))
-        if gates.min_top1_agreement is not None:
-            if "top1_agreement" not in first:
-                raise DataError("gate min_top1_agreement needs a (N, classes) output")
-            v = first["top1_agreement"]
-            out.append(GateResult("min_top1_agreement", v, gates.min_top1_agreement,
-                                  v >= gates.min_top1_agreement))
-        if gates.max_abs_error is not None:
-            v = max(o["max_abs_error"] for o in outputs.values())
-            out.append(GateResult("max_abs_error", v, gates.max_abs_error, v <= gates.max_abs_error))
-        return out
-
-    def fidelity(self, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], labels: Any,
-                 metric: str) -> Fidelity:
-        r, g = first_output(ref), first_output(got)
-        d = output_deltas(r, g)
-        f = Fidelity(d["cosine"], d["max_abs_error"], d.get("top1_agreement", 100.0))
-        if labels is not None:
-            f.score = topk_accuracy(g, labels)["top1"]
-        if metric == "top1":
-            f.drop = topk_accuracy(r, labels)["top1"] - f.score
-        else:
-            f.drop = 100.0 - f.agreement
-        return f
+        require_labels(gates, ("max_top1_drop",), accuracy)
+        if gates.min_top1_agreement is not None and "top1_agreement" not in first:
+            raise DataError("gate min_top1_agreement needs a (N, classes) output")
+        return gate_results(gates, {
+            "max_top1_drop": lambda: -accuracy["top1_delta"],
+            "min_cosine": lambda: first["cosine"],
+            "min_top1_agreement": lambda: first["top1_agreement"],
+            "max_abs_error": lambda: max_abs_error(outputs),
+        })
 
     def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
         first = first_output(outputs)
@@ -151,4 +128,4 @@ class Classification(Task):
         acc = accuracy or {}
         return {"top1": acc.get("top1"), "top5": acc.get("top5"), "top1_delta": acc.get("top1_delta"),
                 "cosine": first.get("cosine"), "top1_agreement": first.get("top1_agreement"),
-                "max_abs_error": max(o["max_abs_error"] for o in outputs.values())}
+                "max_abs_error": max_abs_error(outputs)}

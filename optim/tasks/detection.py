@@ -30,7 +30,8 @@ from pydantic import Field
 from optim.errors import DataError
 from optim.settings import Strict
 from optim.tasks import register_task
-from optim.tasks.base import Column, Fidelity, GateResult, Head, Task, first_output
+from optim.tasks.base import (Column, GateResult, Head, Task, first_output, gate_results, max_abs_error,
+                              require_labels)
 from optim.tasks.detect_head import find_head, head_nodes  # noqa: F401  (head_nodes re-exported)
 from optim.tasks.detect_ops import BoxLabels, as_box_labels, coco_map, decode
 
@@ -68,8 +69,8 @@ def fp32_agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
     if labels.count == 0:  # FP32 is confident about nothing: agree when the candidate is not either
         v = 0.0 if any(len(d) for d in decode(got, conf=AGREE_CONF)) else 100.0
         return {"agreement": v, "agreement50": v, "reference_boxes": boxes}
-    m = coco_map(labels, decode(got), nc)
-    return {"agreement": m["map"], "agreement50": m["map50"], "reference_boxes": boxes}
+    scores = coco_map(labels, decode(got), nc)
+    return {"agreement": scores["map"], "agreement50": scores["map50"], "reference_boxes": boxes}
 
 
 def reference_boxes(ref: np.ndarray) -> BoxLabels:
@@ -124,6 +125,9 @@ class Detection(Task):
     #: agreement with FP32 needs no labels: a backend or a file that computes garbage (a few % agreement)
     #: fails even on unlabelled data; correct INT8/FP8 detectors score 90-99 here
     default_gates = {"min_agreement": 75.0}
+    #: the budget search scores the metric the gates read, not a proxy: one NumPy decode + NMS per
+    #: image and one faster-coco-eval pass cost milliseconds per hundred images at 160x160, small next
+    #: to running the variant's ONNX model on the same images, and a proxy could disagree with the gate
     budget_metrics = ("map", "agreement")
     metric_labels = {"map": "mAP@0.5:0.95", "agreement": "mAP@0.5:0.95 against FP32's detections"}
     columns = (Column("mAP50-95 %", "map", needs_labels=True, description="mAP@0.5:0.95 (%)"),
@@ -162,58 +166,24 @@ class Detection(Task):
                        f"{AGREE_CONF}) in {len(y)} images: too few to mean anything (at least "
                        f"{MIN_REFERENCE_BOXES}); evaluate on more images")
         elif labels is not None:
-            m = detection_accuracy(y, labels)["map"]
-            if m < 1.0:
-                out.append(f"the FP32 reference has mAP@0.5:0.95 {m:.2f}%: untrained weights, or labels "
+            fp32_map = detection_accuracy(y, labels)["map"]
+            if fp32_map < 1.0:
+                out.append(f"the FP32 reference has mAP@0.5:0.95 {fp32_map:.2f}%: untrained weights, or labels "
                            "whose boxes are not in the model input's pixels")
         return out
 
     def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
                     gates: Gates) -> list[GateResult]:
         first = first_output(outputs)
-        out: list[GateResult] = []
-        for gate in ("max_map_drop", "min_map"):
-            if getattr(gates, gate) is not None and accuracy is None:
-                raise DataError(f"gate {gate} needs labelled evaluation data; this data has no labels")
-        if gates.max_map_drop is not None:
-            drop = -accuracy["map_delta"]
-            out.append(GateResult("max_map_drop", drop, gates.max_map_drop, drop <= gates.max_map_drop))
-        if gates.min_map is not None:
-            v = accuracy["map"]
-            out.append(GateResult("min_map", v, gates.min_map, v >= gates.min_map))
-        if gates.min_agreement is not None:
-            if "agreement" not in first:
-                raise DataError("gate min_agreement needs a [N, 4 + classes, anchors] detection output")
-            v = first["agreement"]
-            out.append(GateResult("min_agreement", v, gates.min_agreement, v >= gates.min_agreement))
-        if gates.max_abs_error is not None:
-            v = max(o["max_abs_error"] for o in outputs.values())
-            out.append(GateResult("max_abs_error", v, gates.max_abs_error, v <= gates.max_abs_error))
-        return out
-
-    def fidelity(self, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], labels: Any,
-                 metric: str) -> Fidelity:
-        """The budget search's score: the metric the gates read, not a proxy.
-
-        ``map``: mAP@0.5:0.95 points lost against the labels; ``agreement``: 100 minus the
-        agreement mAP. Both cost one NumPy decode + NMS per image and one faster-coco-eval
-        pass (milliseconds per hundred images at 160x160, small next to running the
-        variant's ONNX model on the same images), so a cheaper proxy would buy nothing
-        and could disagree with the gate. ``cosine`` is the class-score cosine: the
-        continuous measure the sensitivity ranking sorts by (mAP on a few hundred images
-        moves in steps)."""
-        r, g = first_output(ref), first_output(got)
-        d = output_deltas(r, g)
-        f = Fidelity(d["cosine"], d["max_abs_error"], d.get("agreement", 100.0))
-        if labels is not None:
-            f.score = detection_accuracy(g, labels)["map"]
-        if metric == "map":
-            if labels is None:
-                raise DataError("budget metric map needs labelled data; use metric agreement")
-            f.drop = detection_accuracy(r, labels)["map"] - f.score
-        else:
-            f.drop = 100.0 - f.agreement
-        return f
+        require_labels(gates, ("max_map_drop", "min_map"), accuracy)
+        if gates.min_agreement is not None and "agreement" not in first:
+            raise DataError("gate min_agreement needs a [N, 4 + classes, anchors] detection output")
+        return gate_results(gates, {
+            "max_map_drop": lambda: -accuracy["map_delta"],
+            "min_map": lambda: accuracy["map"],
+            "min_agreement": lambda: first["agreement"],
+            "max_abs_error": lambda: max_abs_error(outputs),
+        })
 
     def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
         first = first_output(outputs)
@@ -230,4 +200,4 @@ class Detection(Task):
         return {"map": acc.get("map"), "map_delta": acc.get("map_delta"), "map50": acc.get("map50"),
                 "agreement": first.get("agreement"), "reference_boxes": first.get("reference_boxes"),
                 "cosine": first.get("cosine"),
-                "max_abs_error": max(o["max_abs_error"] for o in outputs.values())}
+                "max_abs_error": max_abs_error(outputs)}

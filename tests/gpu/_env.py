@@ -18,6 +18,8 @@ from optim.backends.engine_compat import TARGETS, build_blocker
 from optim.install import INSTALL
 from optim.machine import Machine, gpu_missing, probe
 
+#: the engines of the bundled default recipe that the session fixture gpu_run (tests/gpu/conftest.py) builds
+ENGINE_TAGS = ["fp32", "fp16", "bf16", "int8-tensorrt", "fp8-tensorrt"]
 EXPORT_PACKAGES = ("torch", "onnx", "onnxslim")
 RUN_PACKAGES = ("nvidia-modelopt",)
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.gpu._env import RUN_REASON
-from tests.test_cli import optim
-
-ENGINE_TAGS = ["fp32", "fp16", "bf16", "int8-tensorrt", "fp8-tensorrt"]
+from tests.helpers.cli import optim
 
 
 @pytest.fixture(scope="session")

@@ -21,10 +21,9 @@ from optim.machine import cuda_gpus, onnxruntime_providers
 from optim.recipe import BenchSettings, load_recipe
 from optim.backends import open_runner, run_batched
 from optim.backends.tensorrt_api import installed_version
-from tests.conftest import REPO
-from tests.gpu._env import RUN_REASON
-from tests.gpu.conftest import ENGINE_TAGS
-from tests.test_cli import optim
+from tests.helpers import REPO
+from tests.gpu._env import ENGINE_TAGS, RUN_REASON
+from tests.helpers.cli import optim
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(RUN_REASON is not None, reason=RUN_REASON or "")]
 

@@ -1,4 +1,4 @@
-"""Sensitivity ranking and the accuracy budget on a tiny CNN with one deliberately broken layer.
+"""The tune stage: sensitivity ranking and the accuracy budget, on a tiny CNN with one broken layer.
 
 The first convolution has one output channel with a huge outlier (weights x300,
 bias 300) which the second convolution ignores in FP32 (its weights for that
@@ -131,6 +131,7 @@ def test_budget_is_deterministic(broken):
     assert BROKEN in [e["node"] for e in ra.excluded]
 
 
+@pytest.mark.slow  # quantizes (a quantize worker)
 def test_onnxruntime_placement_is_reversible_with_fp32_weights(tmp_path, tiny_onnx, calib_x):
     """optim's ORT-placed INT8 keeps Relu explicit; its integer weights computed from FP32's again
     (unpack_weights) make every node reversible, so sensitivity and the budget run on it, and
@@ -154,6 +155,7 @@ def test_onnxruntime_placement_is_reversible_with_fp32_weights(tmp_path, tiny_on
             assert np.array_equal(again[i.name], onnx.numpy_helper.to_array(i)), i.name
 
 
+@pytest.mark.slow  # quantizes (a quantize worker)
 def test_onnxruntime_file_with_folded_relu_is_refused(tmp_path, tiny_onnx, calib_x):
     """A file whose quantizer folded Relu into the Q/DQ ranges cannot be taken back by removing Q/DQ."""
     import subprocess
@@ -220,20 +222,9 @@ def test_tune_stage_writes_the_budgeted_model(tmp_path, broken, broken_files):
     assert res.as_dict()["budget"]["after"]["drop"] <= 2.0
 
 
-def test_calibration_study_rows_and_skips(tiny_onnx, calib_x, eval_xy):
-    from optim.recipe import CalibrationStudySettings
-    from optim.stages.study import calibration_study
-
-    x, y = eval_xy
-    res = calibration_study(tiny_onnx, calib_x, x, y, CalibrationStudySettings(
-        methods=("max", "entropy", "percentile"), sizes=(16, 1000)))
-    assert [(r.method, r.calibration_samples) for r in res.rows] == [("max", 16), ("entropy", 16)]
-    assert any("percentile" in s for s in res.skipped) and any("1000" in s for s in res.skipped)
-    assert res.metric == "top1" and all(0.9 < r.cosine <= 1.0 + 1e-9 for r in res.rows)
-
-
+@pytest.mark.slow  # optim subprocesses that quantize and tune
 def test_cli_sensitivity_and_quantize_with_budget(tmp_path, broken, broken_files):
-    from tests.test_cli import assert_one_line_error, optim
+    from tests.helpers.cli import assert_one_line_error, optim
 
     model, x, ref = broken
     fp32, q = broken_files

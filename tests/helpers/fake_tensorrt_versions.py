@@ -1,13 +1,13 @@
-"""The recording fake of ``tensorrt`` (tests/fake_tensorrt.py), made to mimic one TensorRT version.
+"""The recording fake of ``tensorrt`` (tests/helpers/fake_tensorrt.py), made to mimic one TensorRT version.
 
 ``strict(fake)`` wraps a ``FakeTensorRT`` so that every attribute optim takes from the module,
-and from the objects it returns (classes from ``tests.tensorrt_bindings.RETURNS``), must
+and from the objects it returns (classes from ``tests.helpers.tensorrt_bindings.RETURNS``), must
 exist in the real Python API of the version the fake claims (``fake_tensorrt(11)`` claims
 11.1.0), read from that version's binding sources; setting an attribute needs a settable
 property there. Anything else raises AttributeError, as the real module would. The
 recording fake underneath still records every call.
 
-Where the binding sources are absent (``tests.tensorrt_bindings.missing_reason``), the
+Where the binding sources are absent (``tests.helpers.tensorrt_bindings.missing_reason``), the
 wrapper knows only what TensorRT 11 removed that optim could ask for (``REMOVED``) and lets
 everything else through; tests/test_tensorrt_api_check.py checks ``REMOVED`` against the
 sources where they are present.
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tests.fake_tensorrt import FakeTensorRT
-from tests.tensorrt_bindings import RETURNS, VERSIONS, Api, bindings
+from tests.helpers.fake_tensorrt import FakeTensorRT
+from tests.helpers.tensorrt_bindings import RETURNS, VERSIONS, Api, bindings
 
 #: the fake's full version string per major (10 keeps the one the older tests use)
 FULL = {10: "10.16.1.11", 11: "11.1.0.106"}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 API_MODULE = REPO / "optim" / "backends" / "tensorrt_api.py"
 #: the header/bindings folder of each supported TensorRT major
 VERSIONS = {10: "10.16.1", 11: "11.1.0"}
@@ -275,7 +275,7 @@ def problems(api: Api, uses: list[Use], plan_names: dict[str, set[str]], flavour
         if u.how == "dynamic":
             if u.cls not in PLAN_NAMES:
                 out.append(f"getattr({u.cls}, {u.expr}) at tensorrt_api.py:{u.line}: no rule says where its "
-                           "names come from (tests/tensorrt_bindings.PLAN_NAMES)")
+                           "names come from (tests/helpers/tensorrt_bindings.PLAN_NAMES)")
             continue
         if u.cls == "" and u.name in PACKAGE_NAMES:
             continue
@@ -294,7 +294,7 @@ def problems(api: Api, uses: list[Use], plan_names: dict[str, set[str]], flavour
                 out.append(f"{where} has no {enum}.{name} (an engine plan for TensorRT {api.version} uses it)")
     for (cls, name), ret in sorted(RETURNS.items()):
         if api.kind(cls, name) is None or api.kind("", ret) != "class":
-            out.append(f"{where} has no {cls or 'tensorrt'}.{name} returning {ret} (tests/tensorrt_bindings.RETURNS)")
+            out.append(f"{where} has no {cls or 'tensorrt'}.{name} returning {ret} (tests/helpers/tensorrt_bindings.RETURNS)")
     return out
 
 

@@ -326,7 +326,7 @@ def write_all(folder: Path) -> dict[str, Path]:
     return {name: export(name, Path(folder) / f"{name}.onnx") for name in CORPUS}
 
 
-if __name__ == "__main__":  # python -m tests.detector_corpus OUT_DIR: write and verify every graph
+if __name__ == "__main__":  # python -m tests.helpers.detector_corpus OUT_DIR: write and verify every graph
     import sys
 
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "detector_corpus")
