@@ -40,8 +40,8 @@ if TYPE_CHECKING:  # for readers and type checkers only: nothing heavy is import
     from optim.stages.build import BuildReport
     from optim.stages.check import CheckResult
     from optim.stages.export import ExportReport
-    from optim.stages.quantize import QuantizeReport
-    from optim.stages.report import Row
+    from optim.stages.quantize.stage import QuantizeReport
+    from optim.stages.report.stage import Row
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: a ``--data`` string (or a path to the same), or a NumPy array of model inputs (N, *input shape)
@@ -194,7 +194,7 @@ class RunResult:
     folder: Path
     #: the report files by kind: md, html, json, png, sensitivity.png (those written)
     reports: dict[str, Path]
-    #: one per entry and CPU backend, as in report.json (``optim.stages.report.Row``); ``accuracy`` holds
+    #: one per entry and CPU backend, as in report.json (``optim.stages.report.stage.Row``); ``accuracy`` holds
     #: the task's column values by key (``columns``), e.g. ``top1``, ``top1_drop`` for classification
     rows: list[Row]
     #: the task's accuracy columns: (key, header)
@@ -218,8 +218,8 @@ class RunResult:
 
 
 def read_run(folder: PathLike, reports: Mapping[str, Path] | None = None) -> RunResult:
-    """A run folder's ``report.json`` as a RunResult (rows typed as ``optim.stages.report.Row``)."""
-    from optim.stages.report import Row
+    """A run folder's ``report.json`` as a RunResult (rows typed as ``optim.stages.report.stage.Row``)."""
+    from optim.stages.report.stage import Row
 
     folder = Path(folder)
     path = folder / "report.json"
@@ -253,7 +253,7 @@ def run(recipe: PathLike, *, out_root: PathLike = "artifacts", force: bool = Fal
     ``raise_on_failure`` it is raised instead, with the result as its ``result`` attribute."""
     from optim.artifacts import check_output_dir
     from optim.recipe import apply_overrides, load_recipe
-    from optim.workflow import Workflow
+    from optim.workflow.run import Workflow
 
     path = _path(recipe, "recipe")
     names = _names(precisions)
@@ -364,9 +364,9 @@ def quantize(onnx: PathLike, precision: str | None = None, *, target: str = "ten
     from optim.artifacts import check_output_file, stage_writes
     from optim.console import info, warn
     from optim.onnx_tools import load_onnx
-    from optim.qdq import scheme
+    from optim.stages.quantize import scheme
     from optim.settings import QuantizeSettings
-    from optim.stages.quantize import quantize_file
+    from optim.stages.quantize.stage import quantize_file
 
     src = _existing(onnx, "ONNX model")
     r = _as_recipe(recipe)

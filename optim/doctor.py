@@ -1,7 +1,7 @@
 """``optim doctor``: what this machine has, which stages can run here, and how to get what is missing.
 
 ``inventory`` and ``stages`` are plain functions of a ``Machine`` record (tests build
-one by hand); ``optim.machine.probe()`` fills it on the real machine.
+one by hand); ``optim.backends.machine.probe()`` fills it on the real machine.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from optim.backends.engine_compat import (SUPPORTED_MAJORS, TARGETS, TargetGpu, 
                                          tensorrt_major, tensorrt_unsupported)
 from optim.backends.trt_flavour import TENSORRT_RTX
 from optim.install import INSTALL
-from optim.machine import Machine, gpu_missing, ort_conflict, tensorrt_missing
+from optim.backends.machine import Machine, gpu_missing, ort_conflict, tensorrt_missing
 
 
 @dataclass
@@ -74,10 +74,10 @@ def inventory(machine: Machine) -> list[Item]:
 
 def _cpu_item(machine: Machine) -> Item:
     """The CPU, its features that decide reduced-precision speed, what it computes natively, and the
-    INT8 format onnxruntime-target files get here (``optim.qdq.scheme``)."""
+    INT8 format onnxruntime-target files get here (``optim.stages.quantize.scheme``)."""
     if machine.cpu is None:
         return Item("CPU", "not probed", True)
-    from optim.qdq.scheme import ort_int8_scheme
+    from optim.stages.quantize.scheme import ort_int8_scheme
 
     sc = ort_int8_scheme(machine.cpu)
     return Item("CPU", f"{machine.cpu.describe()}; ONNX Runtime INT8 here: {sc.label()} ({sc.reason})", True)

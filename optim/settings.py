@@ -150,7 +150,7 @@ class QuantizeOptions(Strict):
     high_precision: Literal["fp32", "fp16"] = "fp32"
     ort_int8: OrtInt8 = Field(
         default="auto", description="INT8 format of onnxruntime-target files: auto picks the one this CPU's "
-                                    "integer kernels compute exactly (see optim.qdq.scheme)")
+                                    "integer kernels compute exactly (see optim.stages.quantize.scheme)")
     keep_head: bool | None = Field(
         default=None, description="keep the output head's decode (detection: DFL, sigmoid, box arithmetic, "
                                   "final Concat) unquantized; default: the task's choice (detection: yes)")
@@ -158,7 +158,7 @@ class QuantizeOptions(Strict):
 
 class Int8Scheme(Strict):
     """The integer format of an ``onnxruntime``-target INT8 file, as chosen for a CPU class
-    (``optim.qdq.scheme``). Part of the quantize settings, so of the file's cache key."""
+    (``optim.stages.quantize.scheme``). Part of the quantize settings, so of the file's cache key."""
 
     format: Literal["u8s8", "u8s8_7bit", "u8u8", "s8s8"]
     cpu_class: str = Field(description="the CPU class that decided it (the features that change the file)")

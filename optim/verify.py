@@ -101,7 +101,7 @@ def read_result(path: Path) -> Any | None:
 
 
 def mark_unverified(trust: Trust, run_dir: Path, rows: list) -> None:
-    """Mark each report row (``optim.stages.report.Row``) whose model or result files did not match
+    """Mark each report row (``optim.stages.report.stage.Row``) whose model or result files did not match
     the manifest (``Row.unverified``, one line naming the file): it then gets no ★ and no "passed"."""
     from optim.runfolder import Entry, RunLayout
 

@@ -6,7 +6,7 @@ From one FP32 ONNX (default: torchvision ResNet-50 with random weights at 3x224x
 
   (a) optim's INT8 file: ``optim quantize --precision int8 --target tensorrt`` (modelopt Q/DQ),
   (a') optim's other INT8 file: ``--target onnxruntime`` (ONNX Runtime's Q/DQ, in the integer format
-      this CPU class gets: ``optim.qdq.scheme``; it also quantizes the final Gemm),
+      this CPU class gets: ``optim.stages.quantize.scheme``; it also quantizes the final Gemm),
   (b) NNCF's post-training INT8 (``nncf.quantize`` on the OpenVINO model, saved as OpenVINO IR),
 
 then times side by side in one process, in interleaved rounds (each round runs every model, in a
@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from optim.backends import open_runner  # noqa: E402
-from optim.machine import cpu_info  # noqa: E402
-from optim.qdq.scheme import ort_int8_scheme  # noqa: E402
+from optim.backends.machine import cpu_info  # noqa: E402
+from optim.stages.quantize.scheme import ort_int8_scheme  # noqa: E402
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.force or not optim_file.is_file():
         optim_cli("quantize", fp32, "--precision", "int8", "--target", "tensorrt", "--calib", calib_file,
                   "--calib-samples", len(calib), "-o", optim_file)
-    # optim's onnxruntime placement, in the INT8 format this CPU class gets (optim.qdq.scheme)
+    # optim's onnxruntime placement, in the INT8 format this CPU class gets (optim.stages.quantize.scheme)
     scheme = ort_int8_scheme(cpu)
     ort_file = args.work / f"{fp32.stem.removesuffix('.fp32')}.int8-onnxruntime.{scheme.format}.onnx"
     if args.force or not ort_file.is_file():

@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import REPO
 from tests.helpers.models import TINY_SHAPE
 
-HEAVY = ("torch", "onnxruntime", "onnx", "openvino", "modelopt", "typer", "optim.api", "optim.workflow")
+HEAVY = ("torch", "onnxruntime", "onnx", "openvino", "modelopt", "typer", "optim.api", "optim.workflow.run")
 
 
 def readme_example() -> str:
@@ -77,8 +77,8 @@ def test_readme_example_prints_each_entry_and_the_check(example):
 def test_readme_example_returns_typed_results(example):
     import optim
     from optim.stages.check import CheckResult
-    from optim.stages.quantize import QuantizeReport
-    from optim.stages.report import Row
+    from optim.stages.quantize.stage import QuantizeReport
+    from optim.stages.report.stage import Row
 
     ns, _, where = example
     res, q, c = ns["res"], ns["q"], ns["c"]
@@ -140,7 +140,7 @@ def test_export_a_module_and_a_source(tmp_path):
 def test_build(tmp_path, tiny_onnx):
     import optim
     from optim.errors import BackendUnavailable
-    from optim.machine import probe
+    from optim.backends.machine import probe
 
     src = tmp_path / tiny_onnx.name
     src.write_bytes(tiny_onnx.read_bytes())

@@ -49,7 +49,7 @@ def test_bench_fused_preprocessing_model_on_uint8_frames(fused, monkeypatch):
 
 @pytest.mark.slow  # quantizes to BF16
 def test_bench_skips_bf16_with_reason(tmp_path, tiny_onnx):
-    from optim.stages.quantize import quantize_onnx
+    from optim.stages.quantize.stage import quantize_onnx
     from optim.recipe import QuantizeSettings
 
     bf16 = tmp_path / "bf16.onnx"

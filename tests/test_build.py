@@ -21,7 +21,7 @@ import pytest
 from optim.stages.build import engine_from_onnx, layer_summary, onnx_precision, plan_engine, profile_for
 from optim.backends.engine_compat import manifest_path
 from optim.errors import BackendUnavailable, InputError, ModelError, RecipeError
-from optim.machine import Gpu
+from optim.backends.machine import Gpu
 from optim.onnx_tools import TensorInfo, graph_inputs, load_onnx
 from optim.recipe import BatchRange, BuildSettings, load_recipe
 from optim.backends.tensorrt_api import TensorRT

@@ -1,6 +1,6 @@
 """INT8 that is right on every x86 CPU class (issue 19).
 
-- the CPU's integer instructions decide the onnxruntime INT8 format (``optim.qdq.scheme``), for
+- the CPU's integer instructions decide the onnxruntime INT8 format (``optim.stages.quantize.scheme``), for
   each class with patched CPU features; the AVX2 decision changes the file and its cache key;
 - a backend that computes a file wrongly (a fake OpenVINO here) fails its row's gate, is never ★,
   and the console and report say why in one phrase;
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from optim.hostcpu import CpuInfo, cpu_info
-from optim.qdq.scheme import NO_VNNI, NOT_X86, UNKNOWN, VNNI, ort_int8_scheme, resolve
+from optim.stages.quantize.scheme import NO_VNNI, NOT_X86, UNKNOWN, VNNI, ort_int8_scheme, resolve
 from optim.settings import QuantizeSettings
 
 AVX2_ONLY = ("avx2",)  # AMD EPYC (Zen 3) class: AVX2 + FMA only
@@ -81,7 +81,7 @@ def test_avx2_class_gets_7bit_weights_and_its_own_cache_key(tmp_path, tiny_onnx,
     manifest, and a run folder moved to a VNNI CPU quantizes again (a file for that class)."""
     from optim.artifacts import Artifact, Data
     from optim.executor import Executor
-    from optim.stages import quantize
+    from optim.stages.quantize import stage as quantize
 
     fp32 = Artifact.of_file(tiny_onnx, "fp32", "onnx")
     calib = Data.of("data/calibration", calib_x)
@@ -187,7 +187,7 @@ def fake_openvino():
 
 def _run(tmp_path: Path, recipe: dict):
     from optim.recipe import load_recipe
-    from optim.workflow import Workflow
+    from optim.workflow.run import Workflow
 
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -199,7 +199,7 @@ def _run(tmp_path: Path, recipe: dict):
 def test_a_backend_that_computes_int8_wrongly_fails_its_gate_is_not_starred_and_says_why(
         tmp_path, fake_openvino, capsys):
     from optim.errors import GateError
-    from optim.stages.report import collect
+    from optim.stages.report.stage import collect
 
     fake_openvino(lambda m: _quantized(m))
     wf, root = _run(tmp_path, TINY)
@@ -228,7 +228,7 @@ def test_a_backend_that_computes_int8_wrongly_fails_its_gate_is_not_starred_and_
 def test_the_budget_keeps_the_node_one_backend_computes_wrongly(tmp_path, fake_openvino):
     """int8-onnxruntime gets the budget; ONNX Runtime alone meets it, the (fake) OpenVINO computes the file
     wrongly while /2/Conv is quantized: the budget ranks on OpenVINO, keeps /2/Conv, and both rows pass."""
-    from optim.stages.report import collect
+    from optim.stages.report.stage import collect
 
     fake_openvino(lambda m: _quantized(m, KEPT))
     recipe = {**TINY, "tuning": {"samples": 64, "sensitivity_samples": 32, "max_drop": {"int8": 50.0},

@@ -15,11 +15,11 @@ import onnx
 import pytest
 
 from optim.artifacts import RunDir, sha256_file
-from optim.deploy import schema
-from optim.deploy.triton import Options
+from optim.stages.deploy import schema
+from optim.stages.deploy.triton import Options
 from optim.errors import InputError, OutputPathError
-from optim.stages import deploy as deploy_stage
-from optim.stages.deploy import deploy_triton
+from optim.stages.deploy import stage as deploy_stage
+from optim.stages.deploy.stage import deploy_triton
 from tests.helpers.cli import assert_one_line_error, optim
 
 RECIPE = """

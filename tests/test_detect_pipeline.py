@@ -63,7 +63,7 @@ def test_fp32_carried_over_equals_the_export_at_that_size(exports):
 @pytest.mark.slow  # exports the bundled detector at two sizes (module fixture)
 def test_a_quantized_model_keeps_its_scales_at_the_new_size(exports):
     from optim.settings import QuantizeSettings
-    from optim.stages.quantize import quantize_here
+    from optim.stages.quantize.stage import quantize_here
 
     d, a, b = exports
     calib = np.random.default_rng(1).random((8, 3, 64, 64), dtype=np.float32)
@@ -182,7 +182,7 @@ DET = {
 @pytest.mark.slow  # an optim run at two sizes
 def test_run_times_every_entry_at_the_other_size(tmp_path):
     from optim.recipe import load_recipe
-    from optim.workflow import Workflow
+    from optim.workflow.run import Workflow
 
     p = tmp_path / "det.yaml"
     p.write_text(yaml.safe_dump(DET))
@@ -224,7 +224,7 @@ def test_run_times_every_entry_at_the_other_size(tmp_path):
 
     assert problems(root) == []  # every engine and its manifest (sizes/ included) recorded where it is
     # Triton gets the NMS models where the run has them (--raw: the raw-output ones)
-    from optim.deploy.triton import Options, plan_repository
+    from optim.stages.deploy.triton import Options, plan_repository
     from optim.errors import InputError
 
     plan = plan_repository(root, Options())
@@ -248,7 +248,7 @@ def test_modelopt_int8_gives_a_concat_one_scale(exports):
     from onnx import numpy_helper
 
     from optim.settings import QuantizeSettings
-    from optim.stages.quantize import quantize_here
+    from optim.stages.quantize.stage import quantize_here
     from optim.tasks.detection import head_nodes
 
     d, a, _ = exports
@@ -272,7 +272,7 @@ def test_engines_at_sizes_build_from_the_carried_over_files(tmp_path):
     replaced by a recorder: this checks optim's plan, not TensorRT)."""
     from optim.artifacts import Artifact
     from optim.recipe import load_recipe
-    from optim.workflow import Workflow
+    from optim.workflow.run import Workflow
 
     p = tmp_path / "det.yaml"
     p.write_text(yaml.safe_dump(DET))
@@ -299,9 +299,9 @@ def test_engines_at_sizes_build_from_the_carried_over_files(tmp_path):
 
 
 def test_report_shows_engine_rows_at_sizes(tmp_path):
-    from optim.stages import report_sizes
+    from optim.stages.report import sizes as report_sizes
     from optim.stages.bench import BatchTiming, BenchResult
-    from optim.stages.report import Row, _results
+    from optim.stages.report.stage import Row, _results
 
     for folder, tag, ms in (("bench/640", "fp32", 50.0), ("gpu/bench/640", "fp32", 2.0),
                             ("gpu/bench/640", "int8-tensorrt", 1.0)):

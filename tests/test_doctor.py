@@ -8,7 +8,7 @@ import pytest
 
 from optim.doctor import inventory, render, stages
 from optim.backends.engine_compat import TARGETS
-from optim.machine import Gpu, Machine
+from optim.backends.machine import Gpu, Machine
 from tests.helpers.cli import optim
 
 H100 = TARGETS["h100"]

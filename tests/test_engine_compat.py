@@ -13,7 +13,7 @@ import pytest
 
 from optim.backends.engine_compat import TARGETS, build_blocker, engine_problem, manifest_path, read_manifest, target_problem
 from optim.errors import BackendUnavailable, InputError
-from optim.machine import Gpu, Machine
+from optim.backends.machine import Gpu, Machine
 from optim.backends import open_runner
 from optim.backends.tensorrt import EngineRunner
 from optim.backends.tensorrt_api import TensorRT

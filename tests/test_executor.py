@@ -19,7 +19,7 @@ from optim.artifacts import Artifact, Data
 from optim.executor import Executor
 from optim.backends.tensorrt_api import installed_version
 from optim.recipe import load_recipe
-from optim.workflow import Workflow
+from optim.workflow.run import Workflow
 
 TINY = {
     "name": "tiny",
@@ -123,7 +123,8 @@ def test_toy_task_and_backend(tmp_path):
     from pydantic import BaseModel
 
     from optim.backends import Runner, TensorSpec, register_backend, unregister_backend
-    from optim.stages import bench, check, report
+    from optim.stages import bench, check
+    from optim.stages.report import stage as report
     from optim.settings import BenchSettings
     from optim.tasks import Column, Fidelity, GateResult, Task, register_task, unregister_task
 

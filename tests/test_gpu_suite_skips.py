@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from optim.machine import Gpu, Machine
+from optim.backends.machine import Gpu, Machine
 from tests.helpers import REPO
 from tests.gpu._env import KERNEL_REASON, reasons
 

@@ -14,7 +14,7 @@ pair of products into a signed 16-bit lane and saturates there (255 x 127 x 2 = 
 A 1x1 Conv whose products pairs exceed 16 bits comes out saturated on both (OpenVINO's signed
 INT8 activations, shifted to uint8 inside, collapse to almost 0: the defect that gave a trained
 YOLOv8n 2.4% agreement on an AVX2-only EPYC); with the 7-bit weights optim gives that class
-(``optim.qdq.scheme``: 255 x 64 x 2 = 32,640) both are exact.
+(``optim.stages.quantize.scheme``: 255 x 64 x 2 = 32,640) both are exact.
 """
 
 from __future__ import annotations
@@ -115,10 +115,10 @@ def test_optims_avx2_file_of_the_bundled_classifier_is_right_on_an_emulated_avx2
     (the 8-bit file optim made before gave cosine 0.960 and lost 3 points on a real AVX2-only EPYC)."""
     from optim import data as data_mod
     from optim.backends import open_runner
-    from optim.qdq.scheme import resolve
+    from optim.stages.quantize.scheme import resolve
     from optim.recipe import QuantizeSettings, load_recipe
     from optim.stages.export import onnx_from_torch
-    from optim.stages.quantize import quantize_onnx
+    from optim.stages.quantize.stage import quantize_onnx
     from optim.sources import load_model
 
     r = load_recipe(Path("recipes/fashion_resnet.yaml"))

@@ -1,5 +1,5 @@
 """The OpenVINO CPU backends (openvino, openvino-bf16, openvino-f16) on the tiny CNN, and the CPU
-identity they describe themselves with (``optim.machine.cpu_info``).
+identity they describe themselves with (``optim.backends.machine.cpu_info``).
 
 Tests that need OpenVINO skip themselves where it is not installed; the CPU-identity, registry and
 "not installed" tests run everywhere."""
@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from optim import machine
+from optim.backends import machine
 from optim.backends import backend_for, backend_names, get_backend, open_runner
 from optim.errors import BackendUnavailable, InputError, ModelError
 from optim.install import INSTALL
@@ -162,7 +162,7 @@ def test_describe_f16_int8_fp8_and_unknown_features():
 def int8_files(tmp_path_factory, tiny_onnx, calib_x):
     """The tiny CNN quantized to INT8 Q/DQ with modelopt (TensorRT placement) and ORT quantize_static."""
     from optim.recipe import QuantizeSettings
-    from optim.stages.quantize import quantize_onnx
+    from optim.stages.quantize.stage import quantize_onnx
 
     d = tmp_path_factory.mktemp("ov-int8")
     files = {}
@@ -249,7 +249,7 @@ def test_f16_hint_says_what_ran(tiny_onnx, eval_xy):
 @needs_ov
 def test_fp8_and_bf16_files_load_or_say_why(tmp_path, tiny_onnx, calib_x, eval_xy):
     from optim.recipe import QuantizeSettings
-    from optim.stages.quantize import quantize_onnx
+    from optim.stages.quantize.stage import quantize_onnx
 
     x, _ = eval_xy
     ref = _ort(tiny_onnx, x)

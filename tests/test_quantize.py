@@ -8,7 +8,7 @@ import pytest
 
 from optim.errors import ModelError, QuantizeError
 from optim.onnx_tools import has_bfloat16, has_float8, load_onnx, quant_coverage
-from optim.stages.quantize import quantize_onnx
+from optim.stages.quantize.stage import quantize_onnx
 from optim.recipe import QuantizeSettings
 from optim.backends import open_runner
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from optim.errors import InputError
-from optim.stages.report import NOT_RUN, collect, write_report
+from optim.stages.report.stage import NOT_RUN, collect, write_report
 from tests.helpers.runs import bench_record as _bench, check_record as _check, write_json as _write
 
 
@@ -88,7 +88,7 @@ def test_html_has_real_tables_and_every_linked_file_exists(run_dir):
 
 
 def test_console_summary_fits_100_columns(run_dir):
-    from optim.stages.report import summary_lines
+    from optim.stages.report.stage import summary_lines
 
     lines = summary_lines(*collect(run_dir))
     assert lines[0].split()[:2] == ["entry", "Δ"] and len(lines) == 4
@@ -98,7 +98,7 @@ def test_console_summary_fits_100_columns(run_dir):
 
 
 def test_plot_lists_entries_it_cannot_place(run_dir):
-    from optim.stages.report_plot import panels
+    from optim.stages.report.plot import panels
     from optim.tasks import get_task
 
     _, rows = collect(run_dir)
@@ -110,7 +110,7 @@ def test_plot_lists_entries_it_cannot_place(run_dir):
 def test_a_row_per_cpu_backend_and_the_fastest_marked(run_dir):
     """Two CPU backends: a row per (entry, backend), × fp32 against ONNX Runtime FP32, ★ on the fastest
     row of each precision that passed its gates, and a backend that could not run a file says why."""
-    from optim.stages.report import summary_lines, table_rows, task_of
+    from optim.stages.report.stage import summary_lines, table_rows, task_of
 
     run = json.loads((run_dir / "run.json").read_text())
     run.update(backends=["onnxruntime", "openvino"], cpu_not_run={"bf16@openvino": "OpenVINO cannot load it"})

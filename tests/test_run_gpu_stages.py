@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from optim import machine
-from optim.machine import Machine
-from optim.workflow import Workflow
+from optim.backends import machine
+from optim.backends.machine import Machine
+from optim.workflow.run import Workflow
 from optim.recipe import load_recipe
-from optim.stages.report import NOT_RUN, collect, write_report
+from optim.stages.report.stage import NOT_RUN, collect, write_report
 from tests.helpers.runs import TINY, bench_record, check_record, write_json
 
 SKIP_LINE = "skipped build (TensorRT engines) and GPU bench: "

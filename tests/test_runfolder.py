@@ -10,7 +10,7 @@ import pytest
 from optim.errors import InputError, OptimError
 from optim.recipe import load_recipe
 from optim.runfolder import NOBUDGET, NOT_RUN, Entry, RunInfo, RunLayout
-from optim.stages.report import NOT_RUN as REPORT_NOT_RUN, collect, write_report
+from optim.stages.report.stage import NOT_RUN as REPORT_NOT_RUN, collect, write_report
 from tests.helpers.runs import bench_record as _bench, check_record as _check, write_json as _write
 
 RECIPES = sorted(Path(__file__).resolve().parents[1].glob("recipes/*.yaml"))
@@ -77,7 +77,7 @@ def test_entry_refuses_what_is_not_a_name(bad):
 
 def test_constants_are_defined_once():
     from optim.backends import cpu
-    from optim.stages import report_sizes
+    from optim.stages.report import sizes as report_sizes
 
     assert NOBUDGET == "-nobudget" and NOT_RUN == REPORT_NOT_RUN == report_sizes.NOT_RUN == "not run"
     assert cpu.result_name("int8-tensorrt", "openvino") == "int8-tensorrt@openvino"
@@ -221,7 +221,7 @@ def test_report_shows_quantizer_method_samples_and_scheme(tmp_path):
 
 def test_not_built_reason_of_a_cpu_placed_comparison():
     """int8-onnxruntime-nobudget is named as the comparison it is (as before optim.runfolder)."""
-    from optim.workflow import Workflow
+    from optim.workflow.run import Workflow
 
     wf = Workflow.__new__(Workflow)
     assert wf.not_built_reason("int8-onnxruntime-nobudget").startswith("the entry without its budget")

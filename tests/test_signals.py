@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from optim.process import PROC_PREFIX, doing, sweep
-from optim.stages.quantize import JOB_PREFIX
+from optim.stages.quantize.stage import JOB_PREFIX
 from tests.helpers import REPO
 from tests.helpers.processes import alive, quantize_workers
 
@@ -95,7 +95,7 @@ def test_a_full_tmpdir_names_the_folder_and_the_stage(monkeypatch, capsys):
 def test_a_full_tmpdir_in_the_worker_names_the_folder_and_the_entry(tmp_path, monkeypatch):
     import tempfile
 
-    from optim.stages._quantize_worker import _os_error
+    from optim.stages.quantize.worker import _os_error
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     msg = _os_error(OSError(errno.ENOSPC, "No space left on device"), {"precision": "fp8", "target": "tensorrt"})

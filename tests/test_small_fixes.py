@@ -119,7 +119,7 @@ def test_quantize_names_the_nodes_it_left_unquantized(tmp_path, narrow_onnx, cap
     from optim.artifacts import Artifact, Data
     from optim.executor import StageContext
     from optim.recipe import QuantizeSettings
-    from optim.stages import quantize
+    from optim.stages.quantize import stage as quantize
 
     calib = np.random.default_rng(0).standard_normal((32, 3, 16, 16)).astype(np.float32)
     ctx = StageContext(tmp_path, tmp_path / "model.fp8.onnx", "fp8")
@@ -135,7 +135,7 @@ def test_quantize_names_the_nodes_it_left_unquantized(tmp_path, narrow_onnx, cap
 
 
 def test_left_unquantized_text_names_five_then_counts():
-    from optim.stages.quantize import QuantizeReport, _left_text
+    from optim.stages.quantize.stage import QuantizeReport, _left_text
 
     def rep(left, kept=()):
         return QuantizeReport("m.onnx", "int8", "int8", "tensorrt", "modelopt onnx ptq", "max", 8,

@@ -22,7 +22,7 @@ from optim.backends.engine_compat import (SUPPORTED_MAJORS, TARGETS, build_block
 from optim.doctor import as_dict, inventory, render
 from optim.errors import InputError
 from optim.install import INSTALL
-from optim.machine import Gpu, Machine
+from optim.backends.machine import Gpu, Machine
 from tests.helpers import REPO
 
 H100 = Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0), 81559)

@@ -14,13 +14,13 @@ import numpy as np
 import onnx
 import pytest
 
-from optim.qdq.budget import apply_budget
+from optim.stages.tune.budget import apply_budget
 from optim.errors import QuantizeError
-from optim.qdq.edit import dequantize_nodes, quantized_nodes
-from optim.stages.quantize import quantize_onnx
+from optim.stages.tune.edit import dequantize_nodes, quantized_nodes
+from optim.stages.quantize.stage import quantize_onnx
 from optim.recipe import QuantizeSettings
 from optim.backends import open_runner
-from optim.qdq.sensitivity import Evaluator, node_sensitivity
+from optim.stages.tune.sensitivity import Evaluator, node_sensitivity
 
 BROKEN = "/2/Conv"
 
@@ -136,7 +136,7 @@ def test_onnxruntime_placement_is_reversible_with_fp32_weights(tmp_path, tiny_on
     """optim's ORT-placed INT8 keeps Relu explicit; its integer weights computed from FP32's again
     (unpack_weights) make every node reversible, so sensitivity and the budget run on it, and
     packing gives back the very same integers."""
-    from optim.qdq.edit import pack_weights, unpack_weights
+    from optim.stages.tune.edit import pack_weights, unpack_weights
 
     q = tmp_path / "ort.onnx"
     quantize_onnx(tiny_onnx, QuantizeSettings(precision="int8", target="onnxruntime", method="max"), q, calib_x)
@@ -161,13 +161,13 @@ def test_onnxruntime_file_with_folded_relu_is_refused(tmp_path, tiny_onnx, calib
     import subprocess
     import sys
 
-    from optim.qdq.edit import unpack_weights
+    from optim.stages.tune.edit import unpack_weights
 
     # ORT's quantizer in a fresh process (as optim's worker does: modelopt, run in this one by earlier
     # tests, patches ORT's calibrators), told to fold Relu as ORT does by default
     q, calib = tmp_path / "ort.onnx", tmp_path / "calib.npy"
     np.save(calib, calib_x)
-    code = ("import sys, numpy as np; from pathlib import Path; import optim.stages.quantize as Q; "
+    code = ("import sys, numpy as np; from pathlib import Path; import optim.stages.quantize.stage as Q; "
             "from optim.recipe import QuantizeSettings; Q.KEEP_ACTIVATIONS = False; "
             "Q.quantize_here(Path(sys.argv[1]), QuantizeSettings(precision='int8', target='onnxruntime', "
             "method='max'), Path(sys.argv[2]), np.load(sys.argv[3]))")
@@ -203,7 +203,7 @@ def test_tune_stage_writes_the_budgeted_model(tmp_path, broken, broken_files):
     from optim.artifacts import Artifact, Data
     from optim.executor import StageContext
     from optim.recipe import TuningSettings
-    from optim.stages import tune
+    from optim.stages.tune import stage as tune
 
     model, x, ref = broken
     fp32, q = broken_files

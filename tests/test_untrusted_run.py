@@ -14,7 +14,7 @@ from optim.artifacts import MANIFEST, RunDir
 from optim.errors import InputError, OutputPathError
 from optim.executor import Executor, StageOutput
 from optim.runlock import LOCK_NAME, RunLock
-from optim.stages.report import collect, summary_lines, table_rows, task_of
+from optim.stages.report.stage import collect, summary_lines, table_rows, task_of
 from optim.verify import problems
 from tests.helpers.cli import assert_one_line_error, optim
 

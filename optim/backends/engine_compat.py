@@ -23,7 +23,7 @@ from typing import Any
 from optim.backends.trt_flavour import FLAVOURS, TENSORRT, TENSORRT_RTX
 from optim.errors import InputError
 from optim.install import INSTALL
-from optim.machine import Gpu, Machine, gpu_missing, tensorrt_missing
+from optim.backends.machine import Gpu, Machine, gpu_missing, tensorrt_missing
 
 
 @dataclass(frozen=True)

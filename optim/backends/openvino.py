@@ -9,7 +9,7 @@
   bf16 on AVX-512 CPUs, f32 elsewhere; bf16 is accepted on any AVX-512 CPU, emulated without
   AVX512_BF16). The runner reads back the precision the compiled model uses and the precision of
   every Conv/MatMul layer in OpenVINO's runtime graph, and ``method`` says both, with the CPU
-  features that decide the speed (``optim.machine.cpu_info``). Where the precision that ran is
+  features that decide the speed (``optim.backends.machine.cpu_info``). Where the precision that ran is
   not the one asked for, or the CPU has no native instructions for it, ``method`` and
   ``timing_note`` say so: no BF16 speed is claimed on a CPU without BF16.
 - Q/DQ INT8 files (modelopt's TensorRT placement, ORT ``quantize_static``) run with OpenVINO's
@@ -36,7 +36,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from optim import machine
+from optim.backends import machine
 from optim.backends.base import WALL_TIME, Runner, TensorSpec
 from optim.errors import BackendUnavailable, ModelError, first_line
 from optim.onnx_tools import FLOAT8_TYPES, load_onnx, single_input, tensor_types

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from optim.errors import BackendUnavailable
 from optim.install import INSTALL
-from optim.machine import onnxruntime_providers
+from optim.backends.machine import onnxruntime_providers
 from optim.backends.onnxruntime import OrtRunner
 
 PROVIDERS = {

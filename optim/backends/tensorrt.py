@@ -16,7 +16,7 @@ import numpy as np
 
 from optim.backends.engine_compat import engine_problem, read_manifest
 from optim.errors import BackendUnavailable, ModelError
-from optim.machine import Gpu, Machine, cuda_gpus, gpu_missing
+from optim.backends.machine import Gpu, Machine, cuda_gpus, gpu_missing
 from optim.backends.base import Runner, TensorSpec
 
 TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",

@@ -42,9 +42,9 @@ def triton_cmd(
                                                 "them) or the raw-output ones.")] = None,
 ) -> None:
     """Write a Triton model repository: one model per entry of the run, configs checked against Triton's schema."""
-    from optim.deploy.triton import Options
+    from optim.stages.deploy.triton import Options
     from optim.errors import InputError
-    from optim.stages.deploy import deploy_triton
+    from optim.stages.deploy.stage import deploy_triton
 
     choices = {"--backend": (backend, ("auto", "tensorrt", "onnxruntime")), "--onnx-instance": (onnx_instance, ("gpu", "cpu"))}
     for flag, (value, allowed) in choices.items():
@@ -68,7 +68,7 @@ def rtx_cmd(
     from rich.markup import escape
 
     from optim.console import info
-    from optim.deploy.rtx import deploy_rtx
+    from optim.stages.deploy.rtx import deploy_rtx
 
     index = deploy_rtx(run_dir, out, force=force)
     info(escape(f"wrote {out} ({len(index['engines'])} TensorRT-RTX engines with their manifests); which GPUs each "

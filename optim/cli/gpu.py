@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         """What this machine has, which stages can run here, and the command for each missing piece."""
         from optim import doctor as doc
         from optim.backends.engine_compat import target as get_target
-        from optim.machine import probe
+        from optim.backends.machine import probe
 
         t = get_target(target)
         m = probe()

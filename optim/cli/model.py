@@ -109,8 +109,8 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from optim.artifacts import check_output_file, stage_writes
-        from optim.qdq import scheme
-        from optim.stages.quantize import quantize_file
+        from optim.stages.quantize import scheme
+        from optim.stages.quantize.stage import quantize_file
         from optim.recipe import QuantizeSettings, RecipeError, validation_message
 
         r = _recipe(recipe)

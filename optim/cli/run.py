@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         from optim.artifacts import MANIFEST, RunDir, check_output_dir, stage_writes
         from optim.errors import InputError
         from optim.runlock import RunLock
-        from optim.stages.report import collect, summary_lines, write_report
+        from optim.stages.report.stage import collect, summary_lines, write_report
 
         if not Path(run_dir).is_dir():
             raise InputError(f"run folder not found: {run_dir}")

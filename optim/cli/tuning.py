@@ -18,7 +18,7 @@ def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensit
     from pydantic import ValidationError
 
     from optim.recipe import RecipeError, validation_message
-    from optim.stages import tune
+    from optim.stages.tune import stage as tune
 
     try:
         return tune.Settings(task=task, metric=metric, samples=samples, max_excluded=max_excluded,
@@ -33,7 +33,8 @@ def quantize_with_budget(fp32: Path, qs, out: Path, calib, data, s) -> None:
     the same stage functions ``optim run`` uses."""
     from optim.artifacts import Artifact, Data
     from optim.executor import StageContext
-    from optim.stages import quantize, tune
+    from optim.stages.quantize import stage as quantize
+    from optim.stages.tune import stage as tune
 
     with tempfile.TemporaryDirectory(prefix="optim-budget-") as d:
         src = Artifact.of_file(fp32, "fp32", "onnx")
@@ -66,8 +67,8 @@ def register(app: typer.Typer) -> None:
         from optim.artifacts import check_output_file, write_json
         from optim.onnx_tools import load_onnx
         from optim.recipe import load_recipe
-        from optim.qdq.sensitivity import Evaluator, node_sensitivity
-        from optim.stages.tune import reference_outputs
+        from optim.stages.tune.sensitivity import Evaluator, node_sensitivity
+        from optim.stages.tune.stage import reference_outputs
 
         if json_out:
             check_output_file(json_out, "--json")
@@ -76,7 +77,7 @@ def register(app: typer.Typer) -> None:
         from optim.tasks import get_task
 
         x, y, ds = load_data(data, reference, r, samples, labels, task=get_task(s.task))
-        from optim.qdq.edit import unpack_weights
+        from optim.stages.tune.edit import unpack_weights
 
         model, _ = unpack_weights(load_onnx(quantized), load_onnx(reference))  # ORT's integer weights: FP32's again
         rep = node_sensitivity(model, Evaluator(x, reference_outputs(reference, x), y, s.metric))

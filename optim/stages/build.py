@@ -38,7 +38,7 @@ from optim.backends.engine_compat import (major_implies, manifest_path, target, 
                                          unsupported_hint)
 from optim.backends.trt_flavour import FLAVOURS, TENSORRT, flavour_of, sms
 from optim.errors import BackendUnavailable, InputError
-from optim.machine import Gpu, Machine, cuda_gpus, driver_version, gpu_missing
+from optim.backends.machine import Gpu, Machine, cuda_gpus, driver_version, gpu_missing
 from optim.onnx_tools import TensorInfo, graph_inputs, has_float8, load_onnx, single_input, tensor_types
 from optim.executor import StageOutput
 from optim.settings import BatchRange, BuildSettings, Strict

@@ -13,9 +13,9 @@ from optim.artifacts import Artifact, write_json
 from optim.console import info
 from optim.executor import StageContext, StageOutput
 from optim.onnx_tools import load_onnx
-from optim.qdq.sensitivity import Evaluator
+from optim.stages.tune.sensitivity import Evaluator
 from optim.settings import CalibrationStudySettings, QuantizeOptions, QuantizeSettings, Strict
-from optim.stages.tune import reference_outputs
+from optim.stages.tune.stage import reference_outputs
 from optim.tasks import get_task
 
 NAME = "study"
@@ -67,7 +67,7 @@ class StudyResult:
 def calibration_study(fp32: Path, calib: np.ndarray, x: np.ndarray, labels: np.ndarray | None,
                       s: CalibrationStudySettings, options: QuantizeOptions | None = None,
                       task: str = "classification") -> StudyResult:
-    from optim.stages.quantize import quantize_onnx
+    from optim.stages.quantize.stage import quantize_onnx
 
     ev = Evaluator(x, reference_outputs(fp32, x), labels, task=get_task(task))
     res = StudyResult(s.precision, s.target, ev.metric, len(x))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from optim.backends.engine_compat import TARGETS, build_blocker
 from optim.install import INSTALL
-from optim.machine import Machine, gpu_missing, probe
+from optim.backends.machine import Machine, gpu_missing, probe
 
 #: the engines of the bundled default recipe that the session fixture gpu_run (tests/gpu/conftest.py) builds
 ENGINE_TAGS = ["fp32", "fp16", "bf16", "int8-tensorrt", "fp8-tensorrt"]

@@ -17,7 +17,7 @@ from optim.stages.check import output_deltas
 from optim.data import prepare
 from optim.backends.engine_compat import engine_problem, manifest_path, read_manifest
 from optim.errors import BackendUnavailable
-from optim.machine import cuda_gpus, onnxruntime_providers
+from optim.backends.machine import cuda_gpus, onnxruntime_providers
 from optim.recipe import BenchSettings, load_recipe
 from optim.backends import open_runner, run_batched
 from optim.backends.tensorrt_api import installed_version
@@ -148,7 +148,7 @@ def test_triton_repository_holds_the_engines(gpu_run, tmp_path):
     """`optim deploy triton` on the engine run: every engine entry is a tensorrt_plan model whose
     model.plan is byte-identical to the run's engine, and every config parses against Triton's schema."""
     from optim.artifacts import sha256_file
-    from optim.deploy.schema import parse as parse_config
+    from optim.stages.deploy.schema import parse as parse_config
 
     run, _ = gpu_run
     repo = tmp_path / "repo"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WORKER = "optim.stages._quantize_worker"
+WORKER = "optim.stages.quantize.worker"
 
 
 def quantize_workers(parent: int) -> list[int]:

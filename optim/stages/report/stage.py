@@ -21,7 +21,7 @@ from optim.backends import cpu
 from optim.errors import InputError
 from optim.executor import StageOutput
 from optim.runfolder import NOT_RUN, Entry, RunInfo, RunLayout
-from optim.stages import report_html, report_plot, report_sizes, report_tuning
+from optim.stages.report import html as report_html, plot as report_plot, sizes as report_sizes, tuning as report_tuning
 from optim.stages.bench import BatchTiming, BenchResult
 from optim.stages.check import CheckResult
 from optim.tasks import Task, get_task
@@ -46,7 +46,7 @@ class Row:
     timing_caveat: bool = False  # the backend said its timing is not this precision's speed
     #: this backend computes the entry's file wrongly where another backend computes it right (one phrase)
     disagrees: str | None = None
-    #: onnxruntime INT8: the integer format and why this CPU got it (``optim.qdq.scheme``)
+    #: onnxruntime INT8: the integer format and why this CPU got it (``optim.stages.quantize.scheme``)
     int8_scheme: str | None = None
     #: from quantize/<tag>.json: the tool that made the file, its calibration method and sample count,
     #: and the INT8 format chosen for this CPU class (``u8s8``, ...); None where not applicable
@@ -265,7 +265,7 @@ def _gpu_columns(task: Task, row: Row, why_not: str | None, build: dict | None, 
     row.gpu_method = "; ".join(parts)
 
 
-#: what the report reads from quantize/<tag>.json (``optim.stages.quantize.QuantizeReport.as_dict``)
+#: what the report reads from quantize/<tag>.json (``optim.stages.quantize.stage.QuantizeReport.as_dict``)
 QUANT_KEYS = ("coverage", "int8_scheme", "tool", "method", "calibration_samples")
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from optim.deploy import schema
-from optim.deploy.triton import ModelPlan, RepoPlan, TensorSpec
+from optim.stages.deploy import schema
+from optim.stages.deploy.triton import ModelPlan, RepoPlan, TensorSpec
 
 TAG_PLACEHOLDER = "<yy.mm>"  # an NGC release, e.g. the one whose TensorRT built the engines
 SERVER_IMAGE = "nvcr.io/nvidia/tritonserver"

@@ -1,8 +1,8 @@
 """Stage: accuracy-aware quantization of a Q/DQ model.
 
-``run`` (tune): rank the quantized nodes by sensitivity (``optim.qdq.sensitivity``)
+``run`` (tune): rank the quantized nodes by sensitivity (``optim.stages.tune.sensitivity``)
 and, with a budget, take the fewest most sensitive ones back to high precision
-(``optim.qdq.budget``); writes the tuned model when a budget is set.
+(``optim.stages.tune.budget``); writes the tuned model when a budget is set.
 Runs on the tuning data, never on the evaluation set that the report scores.
 """
 
@@ -22,9 +22,9 @@ from optim.console import info
 from rich.markup import escape
 from optim.executor import StageContext, StageOutput
 from optim.onnx_tools import load_onnx, quant_coverage, save_onnx
-from optim.qdq.budget import BudgetResult, apply_budget
-from optim.qdq.edit import pack_weights, unpack_weights
-from optim.qdq.sensitivity import ORT, Evaluator, SensitivityReport, node_sensitivity, worst
+from optim.stages.tune.budget import BudgetResult, apply_budget
+from optim.stages.tune.edit import pack_weights, unpack_weights
+from optim.stages.tune.sensitivity import ORT, Evaluator, SensitivityReport, node_sensitivity, worst
 from optim.settings import Strict
 from optim.tasks import get_task
 

@@ -18,7 +18,7 @@ from optim.runfolder import RunInfo
 if TYPE_CHECKING:
     from optim.tasks import Task
 
-# ``rows`` below are optim.stages.report.Row objects (not imported: report imports this module)
+# ``rows`` below are optim.stages.report.stage.Row objects (not imported: report imports this module)
 
 MARKERS = "osD^vP*Xph<>"
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",

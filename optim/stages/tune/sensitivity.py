@@ -2,7 +2,7 @@
 
 For each quantized node of a Q/DQ model (named by its ONNX node name and op
 type), build the model in which *only that node* keeps its Q/DQ (all others are
-taken back to high precision with ``optim.qdq.edit.dequantize_nodes``; the scales are
+taken back to high precision with ``optim.stages.tune.edit.dequantize_nodes``; the scales are
 the ones calibration chose, nothing is recalibrated) and measure, against FP32 on
 the same inputs: the output error (1 - cosine, max abs error) and the task
 metric (top-1 points lost with labels, else top-1 agreement with FP32). Nodes are
@@ -24,7 +24,7 @@ from optim.tasks import Fidelity, Task, get_task
 from optim.console import progress
 from optim.errors import BackendUnavailable, ModelError, QuantizeError, first_line
 from optim.onnx_tools import has_float8, save_onnx
-from optim.qdq.edit import QuantNode, dequantize_nodes, quantized_nodes
+from optim.stages.tune.edit import QuantNode, dequantize_nodes, quantized_nodes
 from optim.backends.base import run_batched
 from optim.backends.onnxruntime import OrtRunner
 from optim.backends import open_runner

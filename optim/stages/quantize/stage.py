@@ -9,11 +9,11 @@ Two placements of Q/DQ, for two backends:
 * ``onnxruntime``: ONNX Runtime's own static QDQ quantizer (per-channel weights), which ORT's
   CPU provider fuses into integer kernels. INT8 only. The integer format (uint8 or int8
   activations, 8- or 7-bit weights) is the one this CPU's integer kernels compute exactly
-  (``optim.qdq.scheme``); Relu/Clip stay explicit so the budget can take nodes back.
+  (``optim.stages.quantize.scheme``); Relu/Clip stay explicit so the budget can take nodes back.
 
 FP16 and BF16 come from modelopt's AutoCast, keeping FP32 inputs and outputs.
 
-Each quantization runs in a fresh worker process (``optim.stages._quantize_worker``):
+Each quantization runs in a fresh worker process (``optim.stages.quantize.worker``):
 modelopt patches ONNX Runtime's calibrators in the process that calls it (which
 breaks a later ORT ``quantize_static`` there), and the worker keeps the tools'
 console chatter in a log that is shown only when something fails (``--debug``).
@@ -43,7 +43,7 @@ from optim.console import info
 from optim.executor import StageOutput
 from optim.errors import OptimError, QuantizeError, first_line
 from optim.onnx_tools import graph_inputs, load_onnx, name_some, quant_coverage, single_input
-from optim.qdq.scheme import resolve
+from optim.stages.quantize.scheme import resolve
 from optim.process import doing, killed_by, signal_name, sweep
 from optim.settings import QuantizeSettings
 
@@ -66,7 +66,7 @@ class QuantizeReport:
     seconds: float
     kept: list[str] = field(default_factory=list)  # nodes the exclusions kept in high precision
     kept_patterns: list[str] = field(default_factory=list)  # the exclude_nodes / exclude_op_types that did it
-    #: onnxruntime INT8: the integer format, the CPU class that chose it and why (``optim.qdq.scheme``)
+    #: onnxruntime INT8: the integer format, the CPU class that chose it and why (``optim.stages.quantize.scheme``)
     int8_scheme: dict | None = None
     notes: list[str] = field(default_factory=list)  # what the quantizer had to do differently, one line each
 
@@ -209,7 +209,7 @@ def quantize_onnx(src: Path, s: QuantizeSettings, out: Path,
                   calib: np.ndarray | None = None) -> QuantizeReport:
     """Make one precision variant of ``src``; ``out`` appears only if it succeeded.
 
-    The work runs in a fresh ``python -m optim.stages._quantize_worker`` process that gets
+    The work runs in a fresh ``python -m optim.stages.quantize.worker`` process that gets
     its job (paths, settings, calibration array) as plain JSON and ``.npy`` files in a
     private job folder, and writes only there: this process copies the result to ``out``.
     The worker dies with this process (``kill -9`` included); job folders are removed on
@@ -234,7 +234,7 @@ def _quantize_in_worker(src: Path, s: QuantizeSettings, out: Path, calib: np.nda
             "settings": s.model_dump(mode="json"), "calib": calib is not None}))
         log = job / "worker.log"
         with open(log, "wb") as lf:
-            proc = subprocess.run([sys.executable, "-m", "optim.stages._quantize_worker", str(job)],
+            proc = subprocess.run([sys.executable, "-m", "optim.stages.quantize.worker", str(job)],
                                   stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env={**os.environ, "TQDM_DISABLE": "1", "TMPDIR": str(job / "tmp")})
         result = job / "result.json"

@@ -53,7 +53,7 @@ class OfflineEngines:
     def build_all(self, models: dict[str, Artifact], nms_models: dict[str, Artifact],
                   sized: dict[str, dict[str, Artifact]], evaluation: Data) -> list[str]:
         """Every engine of every ``build.extra_targets`` target; returns the build failures (one line each)."""
-        from optim import machine
+        from optim.backends import machine
 
         r = self.wf.recipe
         if not r.build.extra_targets:

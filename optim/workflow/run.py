@@ -17,7 +17,7 @@ Layout of ``artifacts/<recipe name>/`` (every path named by ``optim.runfolder.Ru
 This module only decides which stage gets which inputs and settings; the executor
 derives every cache key and records every file. Without TensorRT or a GPU the
 H100 engine stages are skipped with one line saying why; TensorRT-RTX engines are built
-wherever tensorrt-rtx is installed (``optim.run_engines``).
+wherever tensorrt-rtx is installed (``optim.workflow.engines``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from optim import data as data_mod
 from optim.artifacts import Artifact, Data, host_info, sha256_file
 from rich.markup import escape
 
-from optim import machine
+from optim.backends import machine
 from optim.backends.engine_compat import build_blocker, target
 from optim.console import info, warn
 from optim.executor import Executor
@@ -41,13 +41,16 @@ from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
 from optim.backends import cpu
 from optim.errors import BackendUnavailable, BuildError, ModelError, OptimError, first_line
 from optim.install import INSTALL
-from optim.qdq import scheme
-from optim.run_engines import OfflineEngines
-from optim.run_sizes import Sizes
+from optim.stages.quantize import scheme
+from optim.workflow.engines import OfflineEngines
+from optim.workflow.sizes import Sizes
 from optim.runfolder import Entry, RunInfo, RunLayout
 from optim.runfolder.info import BatchInfo, GpuInfo, InputInfo
 from optim.runfolder.layout import GPU
-from optim.stages import bench, build, check, export, fuse, nms, quantize, report, study, tune
+from optim.stages import bench, build, check, export, fuse, nms, study
+from optim.stages.quantize import stage as quantize
+from optim.stages.report import stage as report
+from optim.stages.tune import stage as tune
 from optim.stages.check import CheckResult, raise_on_failures
 from optim.tasks import get_task
 
@@ -239,7 +242,7 @@ class Workflow:
         """CPU benches of every entry on every CPU backend, measured together: if one must be
         measured again, all are, so that the report never compares timings taken at different times."""
         jobs = []
-        main = self.recipe.bench.at_recipe_size()  # the other sizes: run_sizes.Sizes.bench
+        main = self.recipe.bench.at_recipe_size()  # the other sizes: sizes.Sizes.bench
         for family in families:
             for t, m in models.items():
                 name = cpu.result_name(t, family)

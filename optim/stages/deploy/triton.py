@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from optim.artifacts import MANIFEST, Manifest, sha256_file
-from optim.deploy import schema
+from optim.stages.deploy import schema
 from optim.errors import InputError
 from optim.runfolder import Entry, RunInfo, RunLayout
 from optim.settings import Strict

@@ -10,7 +10,7 @@ Layout of REPO::
     README.md                            how to serve and measure it
     deploy.json                          every file, its sha256 and where it came from
 
-What goes in is decided by ``optim.deploy.triton`` (plain code, no writing); this module
+What goes in is decided by ``optim.stages.deploy.triton`` (plain code, no writing); this module
 writes it. Every config is Triton's ModelConfig message printed with text_format and
 parsed back against Triton's schema before anything is renamed into place. The whole
 repository is built in a hidden ``.REPO.partial-PID`` folder beside REPO and renamed to
@@ -29,14 +29,14 @@ import time
 from contextlib import nullcontext
 from pathlib import Path, PurePosixPath
 
-from optim.artifacts import (Artifact, atomic_path, check_output_dir, sha256_file, stage_writes, write_failed,
-                             write_json, write_text)
+from optim.artifacts import Artifact, atomic_path, sha256_file, stage_writes, write_json, write_text
 from rich.markup import escape
 
 from optim.console import info, skipped
-from optim.deploy import schema
-from optim.deploy.readme import readme
-from optim.deploy.triton import Options, RepoPlan, config_text, model_config, plan_repository
+from optim.stages.deploy import schema
+from optim.stages.deploy.publish import building, check_out
+from optim.stages.deploy.readme import readme
+from optim.stages.deploy.triton import Options, RepoPlan, config_text, model_config, plan_repository
 from optim.errors import InputError, OutputPathError
 from optim.executor import Executor, StageContext, StageOutput
 from optim.settings import Strict
@@ -53,47 +53,13 @@ class Settings(Strict):
     command: str = "optim deploy triton"
 
 
-def _pid_alive(pid: int) -> bool:
-    from optim.process import pid_alive
-
-    return pid_alive(pid)
-
-
-def _remove_dead_partials(repo: Path) -> None:
-    """Half-built repositories of deploys that died (``.REPO.partial-PID``, ``.REPO.old-PID``)."""
-    for p in repo.parent.glob(f".{repo.name}.*-*"):
-        kind, _, pid = p.name[len(repo.name) + 2:].rpartition("-")
-        if kind in ("partial", "old") and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _swap(tmp: Path, repo: Path) -> None:
-    """Put the finished ``tmp`` at ``repo``; an existing ``repo`` is moved aside first, then removed."""
-    old = repo.with_name(f".{repo.name}.old-{os.getpid()}")
-    try:
-        if repo.exists():
-            os.rename(repo, old)
-        try:
-            os.rename(tmp, repo)
-        except OSError:
-            if old.exists():
-                os.rename(old, repo)
-            raise
-    except OSError as exc:
-        raise write_failed(repo, exc) from exc
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def write_repository(plan: RepoPlan, repo: Path, command: str) -> dict:
     """Build the repository beside ``repo`` and rename it into place; returns the index (deploy.json)."""
     repo = Path(repo)
-    _remove_dead_partials(repo)
-    tmp = repo.with_name(f".{repo.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     run_dir = Path(plan.run_dir)
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     models = []
-    try:
+    with building(repo) as tmp:
         for m in plan.models:
             files = []
             for f in m.files:
@@ -116,9 +82,6 @@ def write_repository(plan: RepoPlan, repo: Path, command: str) -> dict:
                  "validated_with": schema.describe(), "models": models,
                  "skipped": {t: why for t, why in plan.skipped}}
         write_json(tmp / INDEX, index)
-        _swap(tmp, repo)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return index
 
 
@@ -146,23 +109,12 @@ def _inputs(plan: RepoPlan) -> list[Artifact]:
     return out
 
 
-def _check_out(run_dir: Path, out: Path, force: bool) -> bool:
-    """Refuse an output that would replace the run or its results; True when ``out`` is inside the run."""
-    check_output_dir(out, "-o: repository folder")
-    r_run, r_out = run_dir.resolve(), out.resolve()
-    if r_out == r_run or r_out in r_run.parents:
-        raise OutputPathError(f"-o {out} would replace the run folder {run_dir}; give a new folder, beside it or inside it")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputPathError(f"-o {out} exists and is not empty; pass --force to replace it")
-    return r_run in r_out.parents
-
-
 def deploy_triton(run_dir: Path, out: Path, opts: Options, *, force: bool = False, wait: bool = True) -> dict:
     """Write the Triton repository of ``run_dir`` to ``out`` (whole or not at all); returns its index."""
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
         raise InputError(f"run folder not found: {run_dir}")
-    inside = _check_out(run_dir, out, force)
+    inside = check_out(run_dir, out, force)
     schema.pb2()  # the schema is needed to write anything: fail before the work if it cannot load
     command = " ".join(["optim", *sys.argv[1:]])[:300] if sys.argv[1:2] == ["deploy"] else "optim deploy triton"
     from optim.runlock import RunLock

@@ -1,4 +1,4 @@
-"""Worker process for ``optim.stages.quantize.quantize_onnx``: ``python -m optim.stages._quantize_worker JOB_DIR``.
+"""Worker process for ``optim.stages.quantize.stage.quantize_onnx``: ``python -m optim.stages.quantize.worker JOB_DIR``.
 
 Reads ``job.json`` (and ``calib.npy``, never unpickled) from JOB_DIR, quantizes into
 JOB_DIR, and writes ``result.json``: the report, or the error's class name and message.
@@ -60,7 +60,7 @@ def _os_error(exc: OSError, settings: dict) -> str:
 def main(job_dir: Path) -> None:
     job = json.loads((job_dir / "job.json").read_text())
     die_with_parent(int(job["parent"]))
-    from optim.stages.quantize import quantize_here
+    from optim.stages.quantize.stage import quantize_here
 
     calib = np.load(job_dir / "calib.npy", allow_pickle=False) if job["calib"] else None
     try:

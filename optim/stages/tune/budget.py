@@ -2,7 +2,7 @@
 high precision until the model loses at most ``max_drop`` points vs FP32.
 
 1. Score the fully quantized model; if it is within budget, nothing changes.
-2. Rank nodes by sensitivity (``optim.qdq.sensitivity``) and take them back to high
+2. Rank nodes by sensitivity (``optim.stages.tune.sensitivity``) and take them back to high
    precision one at a time, most sensitive first, until the budget is met.
 3. Try returning each kept node to its quantized form, least sensitive first, and
    keep it quantized if the budget still holds (fewer high-precision nodes).
@@ -19,8 +19,8 @@ import onnx
 
 from optim.console import progress
 from optim.errors import QuantizeError
-from optim.qdq.edit import dequantize_nodes, quantized_nodes
-from optim.qdq.sensitivity import Evaluator, Fidelity, SensitivityReport, check_reversible, node_sensitivity
+from optim.stages.tune.edit import dequantize_nodes, quantized_nodes
+from optim.stages.tune.sensitivity import Evaluator, Fidelity, SensitivityReport, check_reversible, node_sensitivity
 
 
 @dataclass

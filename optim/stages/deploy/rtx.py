@@ -14,7 +14,6 @@ is copied. OUT is built beside itself and renamed into place whole, like the Tri
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from pathlib import Path
 from optim.artifacts import atomic_path, sha256_file, write_json, write_text
 from optim.backends.engine_compat import manifest_path, read_manifest
 from optim.backends.trt_flavour import FLAVOURS, flavour_of, sms
-from optim.deploy.triton import Run
+from optim.stages.deploy.publish import building, check_out
+from optim.stages.deploy.triton import Run
 from optim.errors import InputError
 
 INDEX = "deploy.json"
@@ -68,24 +68,19 @@ def readme(recipe: str, found: list[tuple[str, dict]], command: str, created: st
 
 def deploy_rtx(run_dir: Path, out: Path, *, force: bool = False) -> dict:
     """Copy every TensorRT-RTX engine of ``run_dir`` (with its manifest) to ``out``, whole or not at all."""
-    from optim.stages.deploy import _check_out, _remove_dead_partials, _swap
-
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
         raise InputError(f"run folder not found: {run_dir}")
-    _check_out(run_dir, out, force)
+    check_out(run_dir, out, force)
     run = Run(run_dir)
     found = engines(run)
     if not found:
         raise InputError(f"{run_dir} has no TensorRT-RTX engines: install tensorrt-rtx (bash scripts/setup.sh) and "
                          "rerun optim run (build.extra_targets: [rtx])")
-    _remove_dead_partials(out)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     command = f"optim deploy rtx {run_dir} -o {out}"
     files = []
-    try:
+    with building(out) as tmp:
         for rel, man in found:
             for src in (rel, manifest_path(Path(rel)).as_posix()):
                 with atomic_path(tmp / src) as t:
@@ -98,7 +93,4 @@ def deploy_rtx(run_dir: Path, out: Path, *, force: bool = False) -> dict:
                  "engines": [{"path": rel, "runs_on": man.get("compute_capabilities"), "flavour": man["flavour"],
                               "version": man.get("tensorrt")} for rel, man in found], "files": files}
         write_json(tmp / INDEX, index)
-        _swap(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return index
