@@ -1,6 +1,6 @@
 """optim: export, quantize, check, benchmark and report vision models for deployment.
 
-The Python API (``optim/api.py``): ``optim.run``, ``optim.export``, ``optim.quantize``, ``optim.check``,
+The Python API (``optim/api/``): ``optim.run``, ``optim.export``, ``optim.quantize``, ``optim.check``,
 ``optim.bench``, ``optim.build`` and ``optim.RunResult``, loaded on first use, so that ``import optim``
 imports no torch, ONNX Runtime or stage module.
 """

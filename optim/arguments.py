@@ -35,14 +35,14 @@ def recipe_from(path: Path | None):
 def input_spec_from_onnx(path: Path):
     """The input spec of an ONNX file (batch axis dynamic, the rest fixed)."""
     from optim.onnx_tools import graph_inputs, load_onnx, single_input
-    from optim.recipe import InputSpec
+    from optim.settings import InputSpec
 
     name, _, shape = single_input(graph_inputs(load_onnx(path)), str(path))
     return InputSpec(name=name, shape=shape)
 
 
 def preprocess_for(spec, recipe):
-    from optim.recipe import Preprocess
+    from optim.settings import Preprocess
 
     if recipe is not None:
         return recipe.preprocess
@@ -52,7 +52,7 @@ def preprocess_for(spec, recipe):
 
 def load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: Path | None = None, task=None):
     """``arg`` (a --data/--calib value) as model inputs for ``onnx_path``; ``task`` (a Task) decides
-    whether a flat image folder is letterboxed (detection)."""
+    which labels it takes and whether a flat image folder is letterboxed (``optim.data.load_dataset``)."""
     from optim.data import prepare, parse_data_arg
 
     spec = parse_data_arg(arg)
@@ -63,7 +63,7 @@ def load_data(arg: str, onnx_path: Path, recipe, samples: int | None, labels: Pa
     if recipe is None and spec.kind == "photos" and len(ispec.shape) == 3 and ispec.shape[1] == ispec.shape[2]:
         side = ispec.shape[1]  # the photos are 256x256: bring them to the model's input, as a recipe would
         pp = pp.model_copy(update={"resize": side, "crop": side})
-    return prepare(spec, pp, ispec, samples, bool(task is not None and task.letterbox_images))
+    return prepare(spec, pp, ispec, samples, task)
 
 
 def fused_op(path: Path):
@@ -73,16 +73,16 @@ def fused_op(path: Path):
     return op_of(load_onnx(path))
 
 
-def load_frames(arg: str, fused, samples: int | None, labels: Path | None):
+def load_frames(arg: str, fused, samples: int | None, labels: Path | None, task=None):
     """Raw frames for a model with fused preprocessing, and the same frames preprocessed
-    on the host by the op's reference (what the FP32 reference model is fed)."""
+    on the host by the op's reference (what the FP32 reference model is fed); ``task``: as ``load_data``."""
     from optim.data import parse_data_arg, prepare_frames
 
     op, hwc = fused
     spec = parse_data_arg(arg)
     if labels is not None:
         spec = spec.model_copy(update={"labels": labels.resolve()})
-    return prepare_frames(spec, op, hwc, samples)
+    return prepare_frames(spec, op, hwc, samples, task)
 
 
 def task_name(given: str | None, recipe) -> str:

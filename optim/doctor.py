@@ -1,7 +1,10 @@
-"""``optim doctor``: what this machine has, which stages can run here, and how to get what is missing.
+"""``optim doctor``: what this machine has, which stages and backends can run here, and how to get
+what is missing.
 
-``inventory`` and ``stages`` are plain functions of a ``Machine`` record (tests build
-one by hand); ``optim.backends.machine.probe()`` fills it on the real machine.
+``inventory``, ``stages`` and ``backend_rows`` are plain functions of a ``Machine`` record (tests
+build one by hand); ``optim.backends.machine.probe()`` fills it on the real machine. The backends
+and tasks are read from their registries (``optim.backends.registry``, ``optim.tasks``): one
+registered by a plugin or a test is listed like the built-in ones.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from optim.backends.engine_compat import (SUPPORTED_MAJORS, TARGETS, TargetGpu, 
                                          tensorrt_major, tensorrt_unsupported)
 from optim.backends.trt_flavour import TENSORRT_RTX
 from optim.install import INSTALL
-from optim.backends.machine import Machine, gpu_missing, ort_conflict, tensorrt_missing
+from optim.backends.machine import Machine, ort_conflict
+from optim.backends.registry import backends
+from optim.stages import stages as registered_stages, summary
+from optim.tasks import task_names
 
 
 @dataclass
@@ -28,6 +34,26 @@ class StageStatus:
     stage: str
     ok: bool
     why: str = ""
+
+
+@dataclass
+class BackendStatus:
+    """One registered backend: its names, what it runs, whether ``optim run`` uses it, and whether it can run here."""
+
+    backend: str
+    files: str
+    family: bool
+    ok: bool
+    why: str = ""
+
+
+def backend_rows(machine: Machine) -> list[BackendStatus]:
+    """Every registered backend, in registration order, with why it cannot run here (``Backend.blocker``)."""
+    rows = []
+    for b in backends():
+        why = b.blocker(machine) or ""
+        rows.append(BackendStatus(", ".join((b.name, *b.aliases)), b.files, b.family, not why, why))
+    return rows
 
 
 def _pkg(machine: Machine, name: str) -> str | None:
@@ -115,34 +141,39 @@ def tensorrt_info(machine: Machine) -> dict:
 
 
 def stages(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> list[StageStatus]:
-    missing = [n for n in ("torch", "onnx", "nvidia-modelopt") if not _pkg(machine, n)]
-    if ort_conflict(machine):
-        ort_why = "both onnxruntime and onnxruntime-gpu are installed: " + INSTALL["ort-conflict"]
-    elif "CPUExecutionProvider" not in machine.ort_providers:
-        ort_why = f"onnxruntime is not installed or has no CPU provider: {INSTALL['base']}"
-    else:
-        ort_why = ""
-    base_missing = [n for n in missing if n != "nvidia-modelopt"]
-    export_why = f"{', '.join(base_missing)} missing: {INSTALL['base']}" if base_missing else ""
-    quant_why = ort_why or (f"nvidia-modelopt missing: {INSTALL['base']}" if "nvidia-modelopt" in missing else "")
-    rows = [
-        StageStatus("export (PyTorch -> ONNX)", not export_why, export_why),
-        StageStatus("quantize (modelopt, ORT)", not quant_why, quant_why),
-        StageStatus("check, bench on CPU (ORT)", not ort_why, ort_why),
-    ]
-    blocker = build_blocker(machine, t, hardware_compatibility) or ""
-    rows.append(StageStatus(f"build TensorRT engines for {t.name} ({t.sm})", not blocker, blocker))
-    rows.append(StageStatus("check, bench engines on the GPU", not blocker, blocker))
-    rtx = TARGETS["rtx"]
-    rtx_why = build_blocker(machine, rtx) or ""
-    rows.append(StageStatus(f"build TensorRT-RTX engines for {rtx.sm} (no GPU needed)", not rtx_why, rtx_why))
-    for backend, provider in (("ort-cuda", "CUDAExecutionProvider"), ("ort-tensorrt", "TensorrtExecutionProvider")):
-        why = gpu_missing(machine) or ("" if provider in machine.ort_providers else
-                                 f"ONNX Runtime has no {provider}: {INSTALL['onnxruntime-gpu']}")
-        if not why and provider == "TensorrtExecutionProvider":
-            why = tensorrt_missing(machine) or ""
-        rows.append(StageStatus(f"bench --backend {backend}", not why, why))
+    """Every registered stage (``optim.stages``), in the order a run takes them: each one's own answer
+    (``doctor``), or whether its ``TOOLS`` are installed."""
+    rows = []
+    for stage in registered_stages():
+        ask = getattr(stage, "doctor", None)
+        found = ask(machine, t, hardware_compatibility) if ask else [(summary(stage), _tools_missing(machine, stage))]
+        rows += [StageStatus(f"{stage.NAME}: {what}", not why, why or "") for what, why in found]
     return rows
+
+
+def stage_tools() -> tuple[str, ...]:
+    """The packages every registered stage names in its ``TOOLS`` (what ``probe`` looks up for doctor)."""
+    return tuple(dict.fromkeys(t for stage in registered_stages() for t in _tools(stage)))
+
+
+def probe() -> Machine:
+    """This machine, with the version of every stage's tools."""
+    from optim.backends.machine import probe as probe_machine
+
+    return probe_machine(stage_tools())
+
+
+def _tools(stage) -> tuple[str, ...]:
+    return tuple(stage.TOOLS() if callable(stage.TOOLS) else stage.TOOLS)
+
+
+#: a tool that another distribution provides too (the GPU wheel of ONNX Runtime is ONNX Runtime)
+_PROVIDED_BY = {"onnxruntime": "onnxruntime-gpu"}
+
+
+def _tools_missing(machine: Machine, stage) -> str | None:
+    missing = [t for t in _tools(stage) if not (_pkg(machine, t) or _pkg(machine, _PROVIDED_BY.get(t, t)))]
+    return f"{', '.join(missing)} missing: {INSTALL['base']}" if missing else None
 
 
 def render(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> str:
@@ -157,6 +188,13 @@ def render(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none")
     w = max(len(r.stage) for r in rows) + 2
     for r in rows:
         out.append(f"  {r.stage:<{w}}{'yes' if r.ok else 'NO: ' + r.why}")
+    brows = backend_rows(machine)
+    out += ["", "Backends (optim check/bench --backend NAME; * optim run checks and times every entry on it):", ""]
+    w = max(len(r.backend) for r in brows) + 4
+    for r in brows:
+        name = f"{'*' if r.family else ' '} {r.backend}"
+        out.append(f"  {name:<{w}}{r.files}: {'yes' if r.ok else 'NO: ' + r.why}")
+    out += ["", f"Tasks (a recipe's task:): {', '.join(task_names())}"]
     blocker = build_blocker(machine, t, hardware_compatibility)
     rtx = "" if build_blocker(machine, TARGETS["rtx"]) else f"; TensorRT-RTX engines for {TARGETS['rtx'].sm} are built"
     out += ["", "optim run here: " + ("every stage, including TensorRT engines and GPU bench" if blocker is None
@@ -168,4 +206,5 @@ def render(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none")
 def as_dict(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none") -> dict:
     return {"machine": machine.as_dict(), "items": [asdict(i) for i in inventory(machine)],
             "tensorrt": tensorrt_info(machine),
-            "stages": [asdict(r) for r in stages(machine, t, hardware_compatibility)], "target": t.key}
+            "stages": [asdict(r) for r in stages(machine, t, hardware_compatibility)],
+            "backends": [asdict(r) for r in backend_rows(machine)], "tasks": task_names(), "target": t.key}

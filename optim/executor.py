@@ -1,7 +1,7 @@
 """Runs stages and caches their outputs: the one place that derives cache keys.
 
 A stage is a module with ``NAME``, ``TOOLS`` (the packages whose versions change its
-output), an optional ``environment()`` (what else of this machine changes it: the CPU
+output, or a function giving them: check and bench take every registered backend's), an optional ``environment()`` (what else of this machine changes it: the CPU
 for a benchmark, the GPU and TensorRT for an engine) and
 ``run(inputs, settings, ctx) -> StageOutput``. Stages know nothing of caching:
 ``Executor.step`` derives the key from the stage's name, the sha256 of every input
@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from optim.artifacts import Artifact, RunDir, sha256_json, tool_versions
+from optim.artifacts import Artifact, RunDir, installed_versions, sha256_json, tool_versions
 from optim.console import info, skipped
 from optim.process import doing
 from rich.markup import escape
@@ -77,6 +77,7 @@ class Executor:
         self.rd = RunDir(Path(root), reset=force)
         self.force = force
         self.versions = tool_versions()
+        self.looked_up: set[str] = set()  # stage tools whose version was asked for
         self.events: list[Event] = []
         self.memo: dict[str, Any] = {}
 
@@ -85,13 +86,21 @@ class Executor:
         return self.rd.root
 
     # -- keys --------------------------------------------------------------------------------
+    def tool_versions(self, stage: ModuleType) -> dict[str, str | None]:
+        """optim's version and those of the stage's ``TOOLS`` (None: not installed)."""
+        tools = stage.TOOLS() if callable(stage.TOOLS) else stage.TOOLS
+        unseen = [t for t in tools if t not in self.versions and t not in self.looked_up]
+        self.looked_up.update(unseen)
+        self.versions.update(installed_versions(unseen))  # those installed: the run's tools
+        return {t: self.versions.get(t) for t in ("optim", *tools)}
+
     def key(self, stage: ModuleType, inputs: Sequence[Artifact], settings: BaseModel | dict | None) -> str:
         env = getattr(stage, "environment", None)
         return sha256_json({
             "stage": stage.NAME,
             "inputs": [[a.name, a.sha256] for a in inputs],
             "settings": settings_dump(settings),
-            "tools": {t: self.versions.get(t) for t in ("optim", *stage.TOOLS)},
+            "tools": self.tool_versions(stage),
             "environment": env() if env else None,
         })
 

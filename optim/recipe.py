@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from optim.errors import InputError, RecipeError
+from optim.runfolder.entry import Entry
 from optim.tasks import get_task, task_names
 from optim.settings import (  # noqa: F401  (re-exported: modules import these from optim.recipe)
     PRECISIONS, QUANTIZED, BatchRange, BenchSettings, BenchSize, BuildSettings, CalibMethod, CalibrationSettings,
@@ -121,15 +122,15 @@ class Recipe(Strict):
         if self.tuning is not None and not self.tuned_tags():
             raise ValueError(f"tuning applies to {list(self.tuning.precisions)} entries; "
                              f"this recipe has none of them {tags}")
-        from optim.backends.cpu import FAMILIES
+        from optim.backends.cpu import families
 
-        bad = [b for b in self.backends or () if b not in FAMILIES]
+        bad = [b for b in self.backends or () if b not in families()]
         if bad or (self.backends is not None and not self.backends):
-            raise ValueError(f"backends names {bad or 'nothing'}; CPU backends are {', '.join(FAMILIES)}")
+            raise ValueError(f"backends names {bad or 'nothing'}; CPU backends are {', '.join(families())}")
         unknown = sorted(set(self.build.precisions or ()) - set(tags))
         if unknown:
             raise ValueError(f"build.precisions names {unknown}, not precisions of this recipe {tags}")
-        ort = sorted(t for t in self.build.precisions or () if t.endswith("-onnxruntime"))
+        ort = sorted(t for t in self.build.precisions or () if Entry.parse(t).cpu_placed)
         if ort:
             raise ValueError(f"build.precisions names {ort}, placed for ONNX Runtime on CPU: TensorRT's parser refuses "
                              "their int32-bias Q/DQ; list the entry placed for TensorRT (target: tensorrt) instead")
@@ -140,7 +141,7 @@ class Recipe(Strict):
         tags = [self.settings_for(c).tag for c in self.precisions]
         if self.build.precisions is not None:
             return [t for t in tags if t in self.build.precisions]
-        return [t for t, c in zip(tags, self.precisions) if c.precision not in QUANTIZED or c.target == "tensorrt"]
+        return [t for t in tags if not Entry.parse(t).cpu_placed]
 
     def preprocess_op(self):
         """The fused preprocessing op of this recipe (``optim.ops.preprocess.PreprocessOp``), or None."""
@@ -169,7 +170,7 @@ class Recipe(Strict):
         task = get_task(self.task)
         model = task.gates_model
         merged: dict[str, Any] = dict(task.default_gates)
-        for key in ("default", tag.split("-")[0], tag):
+        for key in ("default", Entry.parse(tag).precision, tag):
             if key in self.gates:
                 merged.update({k: v for k, v in self.gates[key].model_dump().items() if v is not None})
         return model(**merged)

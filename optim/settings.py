@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from optim.runfolder.entry import QUANTIZED, Entry
+
 __all__ = [
     "BatchRange", "BenchSettings", "BuildSettings", "CalibMethod", "CalibrationSettings",
     "BenchSize", "CalibrationStudySettings", "Candidate", "CheckSettings", "DataSpec", "EvaluationSettings",
@@ -26,7 +28,6 @@ CalibMethod = Literal["max", "entropy", "percentile"]
 #: ONNX Runtime INT8 formats: activations x weights ("_7bit": weights in 7 bits, ORT's reduce_range)
 OrtInt8 = Literal["auto", "u8s8", "u8s8_7bit", "u8u8", "s8s8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8", "fp8", "fp16", "bf16")
-QUANTIZED = ("int8", "fp8")
 
 
 class Strict(BaseModel):
@@ -191,7 +192,8 @@ class QuantizeSettings(QuantizeOptions):
 
     @property
     def tag(self) -> str:
-        return f"{self.precision}-{self.target}" if self.precision in QUANTIZED else self.precision
+        """The entry's tag (``Entry.of``): ``int8-tensorrt``, ``fp8-tensorrt``, ``fp16``, ..."""
+        return Entry.of(self).tag
 
 
 class CheckSettings(Strict):
@@ -336,9 +338,10 @@ class TuningSettings(Strict):
         return v
 
     def budget_for(self, tag: str) -> float | None:
+        """``max_drop`` for one entry: its tag's value, else its precision's."""
         if not isinstance(self.max_drop, dict):
             return self.max_drop
-        return self.max_drop.get(tag, self.max_drop.get(tag.split("-")[0]))
+        return self.max_drop.get(tag, self.max_drop.get(Entry.parse(tag).precision))
 
 
 class CalibrationStudySettings(Strict):

@@ -24,7 +24,7 @@ from tests.helpers.runs import write_run_folder  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     from optim.stages.export import onnx_from_torch
-    from optim.recipe import ExportSettings, InputSpec
+    from optim.settings import ExportSettings, InputSpec
     from optim.sources import LoadedModel
 
     out = tmp_path_factory.mktemp("tiny") / "tiny.fp32.onnx"

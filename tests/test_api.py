@@ -1,4 +1,4 @@
-"""The Python API (``optim/api.py``): the README's example as written, each function on small inputs,
+"""The Python API (``optim/api/``): the README's example as written, each function on small inputs,
 bad input raising the project's exceptions (never SystemExit), and ``import optim`` staying cheap."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 from optim.backends import WALL_TIME
 from optim.stages.bench import BenchResult, bench_model, stats
 from optim.errors import InputError, ModelError
-from optim.recipe import BenchSettings
+from optim.settings import BenchSettings
 from tests.helpers.runners import ToyRunner
 
 
@@ -50,7 +50,7 @@ def test_bench_fused_preprocessing_model_on_uint8_frames(fused, monkeypatch):
 @pytest.mark.slow  # quantizes to BF16
 def test_bench_skips_bf16_with_reason(tmp_path, tiny_onnx):
     from optim.stages.quantize.stage import quantize_onnx
-    from optim.recipe import QuantizeSettings
+    from optim.settings import QuantizeSettings
 
     bf16 = tmp_path / "bf16.onnx"
     quantize_onnx(tiny_onnx, QuantizeSettings(precision="bf16"), bf16)

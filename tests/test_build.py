@@ -23,7 +23,8 @@ from optim.backends.engine_compat import manifest_path
 from optim.errors import BackendUnavailable, InputError, ModelError, RecipeError
 from optim.backends.machine import Gpu
 from optim.onnx_tools import TensorInfo, graph_inputs, load_onnx
-from optim.recipe import BatchRange, BuildSettings, load_recipe
+from optim.recipe import load_recipe
+from optim.settings import BatchRange, BuildSettings
 from optim.backends.tensorrt_api import TensorRT
 from optim.errors import BuildError
 from tests.helpers import REPO

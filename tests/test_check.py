@@ -8,7 +8,7 @@ import pytest
 
 from optim.artifacts import Data
 from optim.errors import DataError, GateError
-from optim.recipe import QuantizeSettings
+from optim.settings import QuantizeSettings
 from optim.stages.check import CheckResult, check_files, raise_on_failures, settings_for
 from optim.stages.quantize.stage import quantize_onnx
 from optim.tasks.classification import Classification, Gates, output_deltas, topk_accuracy

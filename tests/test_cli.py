@@ -31,7 +31,7 @@ def test_help(cmd):
 
 def test_a_clamped_sample_count_is_said(capsys):
     from optim.data.loaders import load_dataset
-    from optim.recipe import DataSpec
+    from optim.settings import DataSpec
 
     ds = load_dataset(DataSpec(kind="synthetic", count=32), (3, 8, 8)).head(64)
     assert len(ds) == 32

@@ -166,8 +166,12 @@ def _fake_openvino(broken_when):
         def measure(self, batch, warmup, iterations, *, on_run=None):
             return [t / 10 for t in super().measure(batch, warmup, iterations, on_run=on_run)]
 
+    from optim.backends.select import OPENVINO_HINTS
+
+    # the same part in optim run as the real one: a CPU family, whose FP16/BF16 entries are hinted
     register_backend("openvino", lambda path, threads=None, **kw: Miscomputing(path, threads=threads),
-                     handles=(".onnx",), replace=True)
+                     handles=(".onnx",), family=True, package="openvino", precision_hints=OPENVINO_HINTS,
+                     replace=True)
 
 
 def _quantized(model: onnx.ModelProto, name: str | None = None) -> bool:

@@ -13,7 +13,7 @@ from optim.data.idx import read_idx
 from optim.data.loaders import Dataset, load_dataset, parse_data_arg
 from optim.data.preprocess import model_inputs, preprocess, validate_inputs
 from optim.errors import DataError, RecipeError
-from optim.recipe import DataSpec, InputSpec, Preprocess
+from optim.settings import DataSpec, InputSpec, Preprocess
 
 # --------------------------------------------------------------------------- helpers
 

@@ -256,7 +256,7 @@ def test_detector_layout_and_sizes(detector):
 @pytest.mark.slow  # exports the detector
 def test_detector_exports_to_onnx_with_dynamic_batch(tmp_path, detector):
     from optim.backends.onnxruntime import OrtRunner
-    from optim.recipe import ExportSettings, InputSpec
+    from optim.settings import ExportSettings, InputSpec
     from optim.sources import LoadedModel
     from optim.stages.export import onnx_from_torch
 
@@ -358,7 +358,7 @@ def test_decode_nodes_name_the_exported_head(tmp_path, detector):
 
     import onnx
 
-    from optim.recipe import ExportSettings, InputSpec
+    from optim.settings import ExportSettings, InputSpec
     from optim.sources import LoadedModel
     from optim.sources.detector import DECODE_NODES
     from optim.stages.export import onnx_from_torch

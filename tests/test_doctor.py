@@ -6,13 +6,14 @@ import json
 
 import pytest
 
-from optim.doctor import inventory, render, stages
+from optim.doctor import backend_rows, inventory, render, stages
 from optim.backends.engine_compat import TARGETS
 from optim.backends.machine import Gpu, Machine
 from tests.helpers.cli import optim
 
 H100 = TARGETS["h100"]
-BASE = {"torch": "2.14.1", "onnx": "1.21.0", "nvidia-modelopt": "0.47.0"}
+BASE = {"torch": "2.14.1", "torchvision": "0.29.1", "onnx": "1.21.0", "onnxslim": "0.1.80", "nvidia-modelopt": "0.47.0",
+        "matplotlib": "3.10.8", "tritonclient": "2.69.0"}  # what scripts/setup.sh installs
 CPU = ["AzureExecutionProvider", "CPUExecutionProvider"]
 
 
@@ -30,27 +31,35 @@ def _h100_box() -> Machine:
 
 
 def _by_stage(m: Machine) -> dict:
-    return {r.stage: r for r in stages(m, H100)}
+    """Doctor's stage rows by "stage: what", the what cut to its first word ("check: on", "build: TensorRT-RTX")."""
+    return {r.stage.split(" ")[0] + " " + r.stage.split(" ")[1]: r for r in stages(m, H100)}
 
 
 def test_cpu_machine_runs_cpu_stages_and_says_how_to_get_tensorrt():
     rows = _by_stage(_cpu_box())
-    assert all(rows[s].ok for s in ("export (PyTorch -> ONNX)", "quantize (modelopt, ORT)", "check, bench on CPU (ORT)"))
-    build = rows["build TensorRT engines for H100 (sm_90)"]
+    assert all(rows[s].ok for s in ("export: PyTorch", "quantize: INT8/FP8", "check: on", "bench: on"))
+    assert [r.stage.split(":")[0] for r in stages(_cpu_box(), H100)] == [
+        "export", "quantize", "tune", "study", "fuse", "resize", "nms", "build", "build", "check", "check", "bench",
+        "bench", "report", "deploy"]  # the registry's order: the order a run takes them
+    build = rows["build: TensorRT"]
     assert not build.ok and "TensorRT is not importable" in build.why and "scripts/setup_gpu.sh" in build.why
-    assert "no CUDA GPU" in rows["bench --backend ort-cuda"].why
+    backends = {r.backend: r for r in backend_rows(_cpu_box())}
+    assert "no CUDA GPU" in backends["ort-cuda"].why and not backends["tensorrt"].ok
+    assert backends["onnxruntime, cpu"].ok and backends["onnxruntime, cpu"].family
+    assert backends["openvino"].family and not backends["openvino"].ok  # not installed on this box
+    assert "pip install openvino" in backends["openvino"].why and not backends["openvino-bf16"].family
     text = render(_cpu_box(), H100)
     assert "CPU stages only; TensorRT-RTX engines for sm86/89/120 are built; H100 build and GPU bench are skipped" in text
     assert "-> bash scripts/setup_gpu.sh" in text  # the install command under the missing piece
     # TensorRT-RTX builds here without a GPU, and doctor says its engines run only on its GPUs
-    assert rows["build TensorRT-RTX engines for sm86/89/120 (no GPU needed)"].ok
+    assert rows["build: TensorRT-RTX"].ok and not rows["check: TensorRT"].ok
     assert "1.7.1.116: builds engines on this machine without a GPU; they run only on RTX and workstation GPUs" in text
 
 
 def test_without_tensorrt_rtx_doctor_says_how_to_install_it():
     m = _cpu_box()
     m.tensorrt_rtx, m.tensorrt_rtx_error = None, "No module named 'tensorrt_rtx'"
-    row = _by_stage(m)["build TensorRT-RTX engines for sm86/89/120 (no GPU needed)"]
+    row = _by_stage(m)["build: TensorRT-RTX"]
     assert not row.ok and "pip install tensorrt-rtx-cu12==1.7.1.116" in row.why
     text = render(m, H100)
     assert "CPU stages only; H100 build" in text and "-> .venv/bin/pip install tensorrt-rtx-cu12" in text
@@ -59,6 +68,7 @@ def test_without_tensorrt_rtx_doctor_says_how_to_install_it():
 def test_h100_machine_with_tensorrt_runs_everything():
     m = _h100_box()
     assert all(r.ok for r in stages(m, H100)), [r for r in stages(m, H100) if not r.ok]
+    assert all(r.ok for r in backend_rows(m) if not r.backend.startswith("openvino"))
     assert all(i.ok for i in inventory(m))
     text = render(m, H100)
     assert "0: NVIDIA H100 80GB HBM3, sm_90, 81559 MiB" in text and "580.65.06" in text
@@ -68,7 +78,7 @@ def test_h100_machine_with_tensorrt_runs_everything():
 def test_other_gpu_cannot_build_for_h100():
     m = _h100_box()
     m.gpus = [Gpu(0, "NVIDIA A100-SXM4-80GB", (8, 0))]
-    assert "must be built on an sm_90 GPU" in _by_stage(m)["build TensorRT engines for H100 (sm_90)"].why
+    assert "must be built on an sm_90 GPU" in _by_stage(m)["build: TensorRT"].why
     assert all(r.ok for r in stages(m, H100, "ampere_plus"))
 
 
@@ -77,7 +87,8 @@ def test_both_onnxruntime_wheels_is_reported_broken_with_the_fix():
     m.packages["onnxruntime-gpu"] = "1.24.4"
     ort = next(i for i in inventory(m) if i.name == "onnxruntime")
     assert not ort.ok and "BROKEN" in ort.value and "--force-reinstall" in ort.fix
-    assert not _by_stage(m)["check, bench on CPU (ORT)"].ok
+    assert not _by_stage(m)["check: on"].ok and not _by_stage(m)["quantize: INT8/FP8"].ok
+    assert "both onnxruntime and onnxruntime-gpu" in backend_rows(m)[0].why
 
 
 @pytest.mark.slow  # optim doctor subprocess probes the machine
@@ -86,4 +97,12 @@ def test_doctor_runs_here():
     assert p.returncode == 0, p.stderr
     assert "TensorRT" in p.stdout and "Stages (target GPU: H100, sm_90)" in p.stdout and "optim run here:" in p.stdout
     data = json.loads(optim("doctor", "--json").stdout)
-    assert {"machine", "items", "stages"} <= set(data)
+    assert {"machine", "items", "stages", "backends", "tasks"} <= set(data)
+    assert "* onnxruntime, cpu" in p.stdout and "classification, detection" in p.stdout
+
+
+def test_a_stage_without_its_tools_says_what_is_missing():
+    m = _cpu_box()
+    del m.packages["tritonclient"]
+    row = _by_stage(m)["deploy: a"]
+    assert not row.ok and row.why == "tritonclient missing: bash scripts/setup.sh"

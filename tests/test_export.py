@@ -10,7 +10,7 @@ from torch import nn
 from optim.errors import ExportError, InputError
 from optim.stages.export import onnx_from_torch
 from optim.onnx_tools import graph_inputs, graph_outputs, load_onnx
-from optim.recipe import BatchRange, ExportSettings, InputSpec
+from optim.settings import BatchRange, ExportSettings, InputSpec
 from optim.backends import open_runner
 from optim.sources import LoadedModel
 from tests.helpers.models import TINY_SHAPE, tiny_cnn

@@ -37,7 +37,7 @@ def test_fused_model_matches_host_preprocessing(fused, tiny_onnx):
 @pytest.mark.slow  # quantizes
 def test_fused_quantized_variant_matches_too(tmp_path, fused, tiny_onnx, calib_x):
     from optim.stages.quantize.stage import quantize_onnx
-    from optim.recipe import QuantizeSettings
+    from optim.settings import QuantizeSettings
 
     _, op = fused
     q = tmp_path / "int8.onnx"

@@ -116,7 +116,8 @@ def test_optims_avx2_file_of_the_bundled_classifier_is_right_on_an_emulated_avx2
     from optim import data as data_mod
     from optim.backends import open_runner
     from optim.stages.quantize.scheme import resolve
-    from optim.recipe import QuantizeSettings, load_recipe
+    from optim.recipe import load_recipe
+    from optim.settings import QuantizeSettings
     from optim.stages.export import onnx_from_torch
     from optim.stages.quantize.stage import quantize_onnx
     from optim.sources import load_model

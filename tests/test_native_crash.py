@@ -133,7 +133,7 @@ def test_check_cli_survives_and_reports(tiny_onnx, tmp_path):
 
 
 def test_quantize_worker_killed_by_signal(tiny_onnx, tmp_path, monkeypatch):
-    from optim.recipe import QuantizeSettings
+    from optim.settings import QuantizeSettings
     from optim.stages.quantize import stage as q
 
     monkeypatch.setattr(q.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -11))

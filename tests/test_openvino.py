@@ -161,7 +161,7 @@ def test_describe_f16_int8_fp8_and_unknown_features():
 @pytest.fixture(scope="module")
 def int8_files(tmp_path_factory, tiny_onnx, calib_x):
     """The tiny CNN quantized to INT8 Q/DQ with modelopt (TensorRT placement) and ORT quantize_static."""
-    from optim.recipe import QuantizeSettings
+    from optim.settings import QuantizeSettings
     from optim.stages.quantize.stage import quantize_onnx
 
     d = tmp_path_factory.mktemp("ov-int8")
@@ -248,7 +248,7 @@ def test_f16_hint_says_what_ran(tiny_onnx, eval_xy):
 @pytest.mark.slow  # quantizes to FP8 and BF16 (modelopt)
 @needs_ov
 def test_fp8_and_bf16_files_load_or_say_why(tmp_path, tiny_onnx, calib_x, eval_xy):
-    from optim.recipe import QuantizeSettings
+    from optim.settings import QuantizeSettings
     from optim.stages.quantize.stage import quantize_onnx
 
     x, _ = eval_xy

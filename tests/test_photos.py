@@ -8,7 +8,7 @@ import pytest
 from optim.data import load_dataset, parse_data_arg
 from optim.data.photos import base_photos, natural_photos
 from optim.errors import DataError
-from optim.recipe import DataSpec
+from optim.settings import DataSpec
 
 
 def test_photos_are_real_and_deterministic():
@@ -37,7 +37,7 @@ def test_pretrained_efficientnet_classifies_the_cat():
     import torchvision
 
     from optim.data.preprocess import preprocess
-    from optim.recipe import Preprocess
+    from optim.settings import Preprocess
     from optim.sources import load_model
 
     m = load_model("pretrained:efficientnet_lite0")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from optim.errors import ModelError, QuantizeError
 from optim.onnx_tools import has_bfloat16, has_float8, load_onnx, quant_coverage
 from optim.stages.quantize.stage import quantize_onnx
-from optim.recipe import QuantizeSettings
+from optim.settings import QuantizeSettings
 from optim.backends import open_runner
 
 
@@ -113,17 +115,11 @@ def test_corrupt_or_truncated_onnx(tmp_path, tiny_onnx, calib_x, content):
     assert not (tmp_path / "q.onnx").exists()
 
 
-@pytest.mark.slow  # quantizes (a quantize worker)
-def test_onnxruntime_target_quantizes_a_scale_factor_upsample(tmp_path, calib_x):
-    """An exported nn.Upsample(scale_factor=2) makes a Resize whose batch is floor(1.0*batch): ORT's
-    symbolic shape inference refuses it ("Incomplete symbolic shape inference", as on every Ultralytics
-    export) unless it may merge the two; optim retries with auto_merge and says so."""
+def _upsampler(with_max: bool):
+    """Conv, ReLU, a scale-factor Upsample (its Resize batch is floor(1.0*batch)) and a concat with the
+    input; ``with_max``: the channel max appended too (a ReduceMax)."""
     import torch
     from torch import nn
-
-    from optim.settings import ExportSettings, InputSpec
-    from optim.sources import LoadedModel
-    from optim.stages.export import onnx_from_torch
 
     class Up(nn.Module):
         def __init__(self) -> None:
@@ -132,19 +128,38 @@ def test_onnxruntime_target_quantizes_a_scale_factor_upsample(tmp_path, calib_x)
             self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
 
         def forward(self, x):
-            return self.b(torch.cat([self.up(torch.relu(self.a(x))), x], 1))
+            y = self.b(torch.cat([self.up(torch.relu(self.a(x))), x], 1))
+            return torch.cat([y, y.amax(1, keepdim=True)], 1) if with_max else y
 
     torch.manual_seed(0)
-    src = tmp_path / "up.onnx"
-    onnx_from_torch(LoadedModel(Up().eval(), "test:Up", None), InputSpec(name="x", shape=(3, 16, 16)),
-                    ExportSettings(verify_batches=(1, 2)), src)
-    assert any(n.op_type == "Resize" for n in onnx.load(str(src)).graph.node)
+    return Up().eval()
+
+
+def _ort_int8_against_fp32(src: Path, tmp_path: Path):
+    """``src`` quantized for ONNX Runtime INT8 on 16 random samples: (report, FP32 outputs, INT8 outputs) of 4."""
     x = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
-    out = tmp_path / "up.int8.onnx"
+    out = tmp_path / src.name.replace(".onnx", ".int8.onnx")
     rep = quantize_onnx(src, QuantizeSettings(precision="int8", target="onnxruntime"), out, x)
-    assert rep.coverage["quantized"] == 2 and any("auto_merge" in n for n in rep.notes), rep.notes
     with open_runner(src) as ref, open_runner(out) as q:
         a, b = (next(iter(r.infer({"x": x[:4]}).values())) for r in (ref, q))
+    return rep, a, b
+
+
+@pytest.mark.slow  # quantizes (a quantize worker)
+def test_onnxruntime_target_quantizes_a_scale_factor_upsample(tmp_path, calib_x):
+    """An exported nn.Upsample(scale_factor=2) makes a Resize whose batch is floor(1.0*batch): ORT's
+    symbolic shape inference refuses it ("Incomplete symbolic shape inference", as on every Ultralytics
+    export) unless it may merge the two; optim retries with auto_merge and says so."""
+    from optim.settings import ExportSettings, InputSpec
+    from optim.sources import LoadedModel
+    from optim.stages.export import onnx_from_torch
+
+    src = tmp_path / "up.onnx"
+    onnx_from_torch(LoadedModel(_upsampler(False), "test:Up", None), InputSpec(name="x", shape=(3, 16, 16)),
+                    ExportSettings(verify_batches=(1, 2)), src)
+    assert any(n.op_type == "Resize" for n in onnx.load(str(src)).graph.node)
+    rep, a, b = _ort_int8_against_fp32(src, tmp_path)
+    assert rep.coverage["quantized"] == 2 and any("auto_merge" in n for n in rep.notes), rep.notes
     assert a.shape == b.shape == (4, 4, 16, 16)
     cos = float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
     assert cos > 0.99, cos
@@ -156,29 +171,12 @@ def test_onnxruntime_target_without_symbolic_shapes(tmp_path):
     which ORT's symbolic shape inference has no handler for even with auto_merge. optim quantizes
     after ONNX's own shape inference then, and says so."""
     import torch
-    from torch import nn
 
-    class UpMax(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.a, self.b = nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(11, 4, 3, 1, 1)
-            self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
-
-        def forward(self, x):
-            y = self.b(torch.cat([self.up(torch.relu(self.a(x))), x], 1))
-            return torch.cat([y, y.amax(1, keepdim=True)], 1)
-
-    torch.manual_seed(0)
     src = tmp_path / "upmax.onnx"
-    torch.onnx.export(UpMax().eval(), (torch.zeros(1, 3, 16, 16),), str(src), dynamo=False, opset_version=18,
+    torch.onnx.export(_upsampler(True), (torch.zeros(1, 3, 16, 16),), str(src), dynamo=False, opset_version=18,
                       input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
-    m = onnx.load(str(src))
-    assert any(n.op_type == "ReduceMax" and len(n.input) == 2 for n in m.graph.node)
-    x = np.random.default_rng(0).standard_normal((16, 3, 16, 16)).astype(np.float32)
-    out = tmp_path / "upmax.int8.onnx"
-    rep = quantize_onnx(src, QuantizeSettings(precision="int8", target="onnxruntime"), out, x)
+    assert any(n.op_type == "ReduceMax" and len(n.input) == 2 for n in onnx.load(str(src)).graph.node)
+    rep, a, b = _ort_int8_against_fp32(src, tmp_path)
     assert rep.coverage["quantized"] == 2 and any("skip_symbolic_shape" in n for n in rep.notes), rep.notes
-    with open_runner(src) as ref, open_runner(out) as q:
-        a, b = (next(iter(r.infer({"x": x[:4]}).values())) for r in (ref, q))
     assert a.shape == b.shape == (4, 5, 16, 16)
     assert float(np.abs(a - b).max()) < 0.1 * float(np.abs(a).max())

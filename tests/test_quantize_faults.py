@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from optim.recipe import QuantizeSettings
+from optim.settings import QuantizeSettings
 from optim.stages.quantize.stage import JOB_PREFIX, quantize_onnx, sweep_jobs
 from tests.helpers import REPO
 from tests.helpers.processes import alive, quantize_workers

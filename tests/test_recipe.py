@@ -11,10 +11,8 @@ import pytest
 import yaml
 
 from optim.errors import InputError, RecipeError
-from optim.recipe import (
-    BatchRange, Candidate, DataSpec, InputSpec, Preprocess, QuantizeOptions, Recipe,
-    apply_overrides, load_data_spec, load_recipe,
-)
+from optim.recipe import Recipe, apply_overrides, load_data_spec, load_recipe
+from optim.settings import BatchRange, Candidate, DataSpec, InputSpec, Preprocess, QuantizeOptions
 from optim.tasks.classification import Gates
 
 REPO = Path(__file__).resolve().parents[1]

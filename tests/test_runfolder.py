@@ -113,6 +113,43 @@ def test_layout_paths(tmp_path):
         "check/fp16.json", "bench/fp16.json", "quantize/fp16.json", "tune/fp16.json", "bench/640/fp16.json"]
 
 
+def test_engine_names_and_the_files_beside_an_engine():
+    e = Entry.parse("int8-tensorrt")
+    assert e.engine_name("h100") == "int8-tensorrt.h100"
+    assert e.engine_name("rtx", nms=True) == "int8-tensorrt.nms.rtx"
+    at = e.replace(size="640")
+    assert at.engine_name("rtx") == "int8-tensorrt.rtx@640"
+    assert at.engine_name("h100", nms=True) == "int8-tensorrt.nms.h100@640"
+    assert Entry.parse("fp16").replace(budget=False).engine_name("h100") == "fp16-nobudget.h100"
+    # the engine's name is its file name in the run folder, without model. and .plan (and the size folder)
+    for entry, nms in ((e, False), (e, True), (at, False), (at, True)):
+        rel = RunLayout.model(entry, nms=nms, engine="rtx")
+        file_name = rel.rsplit("/", 1)[-1]
+        assert entry.replace(size=None).engine_name("rtx", nms=nms) == file_name[len("model."):-len(".plan")]
+    engine = RunLayout.model(at, engine="rtx")
+    assert RunLayout.engine_manifest(engine) == "sizes/640/model.int8-tensorrt.rtx.plan.json"
+    assert RunLayout.engine_layers(engine) == "sizes/640/model.int8-tensorrt.rtx.layers.json"
+    assert RunLayout.engine_manifest("model.fp16.h100.plan") == "model.fp16.h100.plan.json"
+
+
+@pytest.mark.parametrize("rel", ["model.fp16.onnx", "sizes/640/model.int8-tensorrt.onnx"])
+def test_made_from_reads_variant_backwards(rel):
+    for kind in ("frames", "nms"):
+        assert RunLayout.made_from(RunLayout.variant(rel, kind), kind) == rel
+    assert RunLayout.made_from(rel, "frames") is None
+    assert RunLayout.made_from(RunLayout.variant(rel, "nms"), "frames") is None
+
+
+def test_settings_name_entries_through_entry():
+    from optim.settings import QuantizeSettings, TuningSettings
+
+    assert QuantizeSettings(precision="fp16", target="onnxruntime").tag == "fp16"
+    assert QuantizeSettings(precision="int8", target="onnxruntime").tag == "int8-onnxruntime"
+    tuning = TuningSettings(max_drop={"int8": 0.5, "fp8-tensorrt": 0.1})
+    assert tuning.budget_for("int8-onnxruntime") == 0.5 and tuning.budget_for("int8-tensorrt-nobudget") == 0.5
+    assert tuning.budget_for("fp8-tensorrt") == 0.1 and tuning.budget_for("fp16") is None
+
+
 OLD_RUN_JSON = {  # a run.json as optim wrote it before batch/input were recorded
     "recipe": "demo", "description": "", "task": "classification", "tags": ["fp32", "int8-tensorrt"],
     "files": {"fp32": "model.fp32.onnx", "int8-tensorrt": "model.int8-tensorrt.onnx"},

@@ -36,7 +36,7 @@ def pooling_model(shape) -> onnx.ModelProto:
 def test_symbolic_height_and_width_error_says_how_to_fix_it(tmp_path):
     """The error names the recipe's input.shape and the export that writes a fixed copy; doing
     what it says gives a file optim takes."""
-    from optim.recipe import ExportSettings, InputSpec
+    from optim.settings import ExportSettings, InputSpec
     from optim.stages.export import onnx_from_file
 
     src = tmp_path / "hw.onnx"
@@ -102,7 +102,7 @@ def narrow_cnn():
 
 @pytest.fixture(scope="module")
 def narrow_onnx(tmp_path_factory) -> Path:
-    from optim.recipe import ExportSettings, InputSpec
+    from optim.settings import ExportSettings, InputSpec
     from optim.sources import LoadedModel
     from optim.stages.export import onnx_from_torch
 
@@ -118,7 +118,7 @@ def test_quantize_names_the_nodes_it_left_unquantized(tmp_path, narrow_onnx, cap
     and quantize/<name>.json name them, not only count them."""
     from optim.artifacts import Artifact, Data
     from optim.executor import StageContext
-    from optim.recipe import QuantizeSettings
+    from optim.settings import QuantizeSettings
     from optim.stages.quantize import stage as quantize
 
     calib = np.random.default_rng(0).standard_normal((32, 3, 16, 16)).astype(np.float32)
@@ -154,7 +154,7 @@ def test_left_unquantized_text_names_five_then_counts():
 def test_budget_log_names_the_users_file_not_an_internal_one(tmp_path, tiny_onnx, calib_x, eval_xy, capsys):
     from optim.artifacts import Data
     from optim.cli.tuning import _tuning_settings, quantize_with_budget
-    from optim.recipe import QuantizeSettings
+    from optim.settings import QuantizeSettings
 
     x, y = eval_xy
     out = tmp_path / "mine.int8.onnx"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_calibration_study_rows_and_skips(tiny_onnx, calib_x, eval_xy):
-    from optim.recipe import CalibrationStudySettings
+    from optim.settings import CalibrationStudySettings
     from optim.stages.study import calibration_study
 
     x, y = eval_xy

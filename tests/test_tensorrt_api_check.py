@@ -23,7 +23,7 @@ import pytest
 from optim.backends.engine_compat import SUPPORTED_MAJORS
 from optim.backends.tensorrt_api import TensorRT
 from optim.errors import OptimError
-from optim.recipe import BatchRange, BuildSettings
+from optim.settings import BatchRange, BuildSettings
 from optim.stages.build import onnx_precision, plan_engine, profile_for
 from optim.onnx_tools import TensorInfo
 from tests.helpers.fake_tensorrt_versions import REMOVED, fake_tensorrt, strict

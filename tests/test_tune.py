@@ -18,7 +18,7 @@ from optim.stages.tune.budget import apply_budget
 from optim.errors import QuantizeError
 from optim.stages.tune.edit import dequantize_nodes, quantized_nodes
 from optim.stages.quantize.stage import quantize_onnx
-from optim.recipe import QuantizeSettings
+from optim.settings import QuantizeSettings
 from optim.backends import open_runner
 from optim.stages.tune.sensitivity import Evaluator, node_sensitivity
 
@@ -52,7 +52,7 @@ def _inputs() -> np.ndarray:
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
     from optim.stages.export import onnx_from_torch
-    from optim.recipe import ExportSettings, InputSpec
+    from optim.settings import ExportSettings, InputSpec
     from optim.sources import LoadedModel
 
     d = tmp_path_factory.mktemp("broken")
@@ -168,7 +168,7 @@ def test_onnxruntime_file_with_folded_relu_is_refused(tmp_path, tiny_onnx, calib
     q, calib = tmp_path / "ort.onnx", tmp_path / "calib.npy"
     np.save(calib, calib_x)
     code = ("import sys, numpy as np; from pathlib import Path; import optim.stages.quantize.stage as Q; "
-            "from optim.recipe import QuantizeSettings; Q.KEEP_ACTIVATIONS = False; "
+            "from optim.settings import QuantizeSettings; Q.KEEP_ACTIVATIONS = False; "
             "Q.quantize_here(Path(sys.argv[1]), QuantizeSettings(precision='int8', target='onnxruntime', "
             "method='max'), Path(sys.argv[2]), np.load(sys.argv[3]))")
     p = subprocess.run([sys.executable, "-c", code, str(tiny_onnx), str(q), str(calib)], capture_output=True,
@@ -202,7 +202,7 @@ def test_tune_stage_writes_the_budgeted_model(tmp_path, broken, broken_files):
 
     from optim.artifacts import Artifact, Data
     from optim.executor import StageContext
-    from optim.recipe import TuningSettings
+    from optim.settings import TuningSettings
     from optim.stages.tune import stage as tune
 
     model, x, ref = broken

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from optim.errors import DataError
+from optim.tasks import get_task
 from tests.helpers.cli import invoke
 from tests.helpers.detectors import IMAGES, SIZE, coco_spec, export, write_data
 
@@ -43,15 +44,15 @@ def unlabelled(tmp_path_factory):
 def test_an_image_folder_is_letterboxed_for_detection(unlabelled):
     from optim.data import prepare
     from optim.data.loaders import load_dataset
-    from optim.recipe import DataSpec, InputSpec, Preprocess
+    from optim.settings import DataSpec, InputSpec, Preprocess
 
     folder = DataSpec(kind="folder", path=unlabelled / "images")
-    ds = load_dataset(folder, (3, SIZE, SIZE), letterbox=True)
+    ds = load_dataset(folder, (3, SIZE, SIZE), task=get_task("detection"))
     coco = load_dataset(coco_spec(unlabelled), (3, SIZE, SIZE))
     assert ds.labels is None and "letterboxed to 64x64" in ds.source
     np.testing.assert_array_equal(ds.images, coco.images)  # the same pixels the COCO kind gives (file order)
     x, y, _ = prepare(folder, Preprocess(scale=1 / 255), InputSpec(name="images", shape=(3, SIZE, SIZE)), 4,
-                      letterbox=True)
+                      task=get_task("detection"))
     assert x.shape == (4, 3, SIZE, SIZE) and y is None
     with pytest.raises(DataError, match="samples have shape"):  # without the letterbox: the old error
         prepare(folder, Preprocess(), InputSpec(name="images", shape=(3, SIZE, SIZE)))
@@ -59,18 +60,18 @@ def test_an_image_folder_is_letterboxed_for_detection(unlabelled):
 
 def test_detection_refuses_a_folder_of_class_folders(tmp_path):
     from optim.data.loaders import load_dataset
-    from optim.recipe import DataSpec
+    from optim.settings import DataSpec
 
     for c in ("cat", "dog"):
         (tmp_path / c).mkdir()
     with pytest.raises(DataError, match="flat folder of images .* or kind: coco") as e:
-        load_dataset(DataSpec(kind="folder", path=tmp_path), (3, SIZE, SIZE), letterbox=True)
+        load_dataset(DataSpec(kind="folder", path=tmp_path), (3, SIZE, SIZE), task=get_task("detection"))
     assert "\n" not in str(e.value)
 
 
 def test_no_annotations_means_no_labels(unlabelled, tmp_path):
     from optim.data.loaders import load_dataset
-    from optim.recipe import DataSpec
+    from optim.settings import DataSpec
     from optim.tasks.detect_ops import BoxLabels
 
     spec = DataSpec(kind="coco", path=unlabelled / "images", annotations=unlabelled / "empty.json")

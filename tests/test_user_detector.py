@@ -57,7 +57,7 @@ def test_the_model_finds_the_squares(user):
     """FP32 on the letterboxed data: every square found, mAP@0.5:0.95 near 100."""
     from optim.backends.onnxruntime import OrtRunner
     from optim.data import prepare
-    from optim.recipe import InputSpec, Preprocess
+    from optim.settings import InputSpec, Preprocess
     from optim.tasks import get_task
 
     x, y, _ = prepare(coco_spec(user), Preprocess(), InputSpec(name="images", shape=(3, SIZE, SIZE)))
@@ -208,7 +208,7 @@ def test_run_recipe_with_onnx_source(user, tmp_path):
 # -- the ONNX-file source ----------------------------------------------------------------------
 
 def _settings(src: Path, **input_kw):
-    from optim.recipe import InputSpec
+    from optim.settings import InputSpec
     from optim.stages.export import Settings
 
     return Settings(source=f"onnx:{src}", input=InputSpec(**{"name": "images", "shape": (3, SIZE, SIZE),

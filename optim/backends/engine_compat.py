@@ -24,6 +24,7 @@ from optim.backends.trt_flavour import FLAVOURS, TENSORRT, TENSORRT_RTX
 from optim.errors import InputError
 from optim.install import INSTALL
 from optim.backends.machine import Gpu, Machine, gpu_missing, tensorrt_missing
+from optim.runfolder.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ def engine_problem(manifest: dict[str, Any], tensorrt_here: str, gpu: Gpu) -> st
 
 
 def manifest_path(engine: Path) -> Path:
-    return Path(engine).with_name(Path(engine).name + ".json")
+    """The build manifest beside an engine (``RunLayout.engine_manifest``)."""
+    return Path(RunLayout.engine_manifest(str(engine)))
 
 
 def read_manifest(engine: Path) -> dict[str, Any]:

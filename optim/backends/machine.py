@@ -65,13 +65,12 @@ class Machine:
         return d
 
 
-#: optional packages doctor reports besides ``tool_versions``
-_OPTIONAL = ("openvino",)
+def _packages(more: tuple[str, ...] = ()) -> dict[str, str]:
+    """``tool_versions``, the package of every registered backend (``optim.backends.registry``) and ``more``."""
+    from optim.backends.registry import backend_packages
 
-
-def _packages() -> dict[str, str]:
     found = {k: v for k, v in tool_versions().items() if k not in ("optim", "python")}
-    return {**found, **installed_versions(_OPTIONAL)}
+    return {**found, **installed_versions((*backend_packages(), *more))}
 
 
 def _tensorrt(flavour: str = "tensorrt") -> tuple[str | None, str]:
@@ -147,12 +146,13 @@ def onnxruntime_providers() -> list[str]:
         return []
 
 
-def probe() -> Machine:
+def probe(packages: tuple[str, ...] = ()) -> Machine:
+    """This machine; ``packages``: more distributions to look up (the stages' tools, for ``optim doctor``)."""
     trt_version, trt_error = _tensorrt()
     rtx_version, rtx_error = _tensorrt("tensorrt_rtx")
     torch_cuda, gpus, cuda_error = cuda_gpus()
     return Machine(
-        python=platform.python_version(), packages=_packages(), ort_providers=onnxruntime_providers(),
+        python=platform.python_version(), packages=_packages(packages), ort_providers=onnxruntime_providers(),
         tensorrt=trt_version, tensorrt_error=trt_error, tensorrt_rtx=rtx_version, tensorrt_rtx_error=rtx_error,
         torch_cuda=torch_cuda, cuda_error=cuda_error,
         gpus=gpus, driver=driver_version(), nvcc=_nvcc(), plugin_sources=(REPO / "csrc").is_dir(),

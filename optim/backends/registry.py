@@ -1,16 +1,23 @@
-"""Backends by name: each one opens a runner for a model file.
+"""Backends by name: each one opens a runner for a model file, and says what it needs.
 
 ``open_runner(path, backend=...)`` looks the name up here. The built-in backends
 (``optim.backends.select``) register themselves when ``optim.backends`` is imported;
 ``register_backend`` adds another (a plugin, a test's toy backend), ``unregister_backend``
-takes it away again.
+takes it away again. Everything that lists backends reads this registry:
+
+- ``optim run`` checks and times every entry on each backend registered as a CPU ``family``
+  whose ``package`` is installed (``optim.backends.cpu``), and the report gets its rows;
+- ``optim doctor`` lists every backend, and whether it can run here (``needs``);
+- the check and bench stages record the versions of every backend's ``package`` in their cache keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from optim.backends.base import Runner
 from optim.errors import InputError
@@ -19,6 +26,7 @@ from optim.errors import InputError
 Opener = Callable[..., Runner]
 
 AUTO = "auto"
+_SIZE = re.compile(r"^\d+(x\d+)?$")
 #: where ``auto`` sends a file whose suffix no backend claims (ONNX Runtime)
 DEFAULT_BACKEND = "onnxruntime"
 
@@ -35,6 +43,28 @@ class Backend:
     #: appended when it is asked to run a file another backend claims ({path} is filled in)
     hint: str = ""
     aliases: tuple[str, ...] = ()
+    #: a CPU backend family: ``optim run`` checks and times every entry on it (a recipe's ``backends:``
+    #: names it; its results are ``TAG@name``, the first family's plain ``TAG``)
+    family: bool = False
+    #: the Python distribution it needs: its version goes into check and bench cache keys, and a
+    #: family whose package is not installed is not offered (empty: nothing beyond optim's own)
+    package: str = ""
+    #: entries of these precisions run as the FP32 file on the named backend instead, the precision
+    #: set as the runtime's inference hint (OpenVINO's bf16/f16); others run their own file
+    precision_hints: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: why it cannot run on a machine (an ``optim.backends.machine.Machine``; ``optim doctor``), None
+    #: when it can; default: whether its package is installed there
+    needs: Callable[[Any], str | None] | None = None
+    #: the command that installs what it needs
+    install: str = ""
+
+    def blocker(self, machine: Any) -> str | None:
+        """Why this backend cannot run on ``machine``; None when it can."""
+        if self.needs is not None:
+            return self.needs(machine)
+        if self.package and not machine.packages.get(self.package):
+            return f"{self.package} is not installed" + (f" ({self.install})" if self.install else "")
+        return None
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -42,12 +72,18 @@ _ALIASES: dict[str, str] = {}
 
 
 def register_backend(name: str, opener: Opener, *, handles: tuple[str, ...] | str = (".onnx",),
-                     files: str = "", hint: str = "",
-                     aliases: tuple[str, ...] = (), replace: bool = False) -> Backend:
+                     files: str = "", hint: str = "", aliases: tuple[str, ...] = (), family: bool = False,
+                     package: str = "", precision_hints: Mapping[str, str] | None = None,
+                     needs: Callable[[Any], str | None] | None = None, install: str = "",
+                     replace: bool = False) -> Backend:
     """Make ``open_runner(path, backend=name)`` call ``opener(path, threads=..., cuda_graph=...)``.
 
     ``handles``: the file suffixes the backend runs; ``auto`` sends a file to the first
-    registered backend claiming its suffix. ``replace``: replace a backend of the same name (else ``ValueError``)."""
+    registered backend claiming its suffix. ``family``, ``package``, ``precision_hints``, ``needs``,
+    ``install``: its part in ``optim run`` and ``optim doctor`` (the ``Backend`` fields).
+    ``replace``: replace a backend of the same name (else ``ValueError``)."""
+    if family and ("@" in name or _SIZE.match(name)):
+        raise ValueError(f"backend family '{name}': a family name has no '@' and is not a size")
     if isinstance(handles, str):
         handles = (handles,)
     handles = tuple(h.lower() if h.startswith(".") else f".{h.lower()}" for h in handles)
@@ -58,7 +94,8 @@ def register_backend(name: str, opener: Opener, *, handles: tuple[str, ...] | st
         if n == AUTO or (n not in own and (n in _BACKENDS or n in _ALIASES)):
             raise ValueError(f"backend name '{n}' is already taken")
     unregister_backend(name)
-    b = Backend(name, opener, handles, files or f"{', '.join(handles)} files", hint, tuple(aliases))
+    b = Backend(name, opener, handles, files or f"{', '.join(handles)} files", hint, tuple(aliases), family,
+                package, dict(precision_hints or {}), needs, install)
     _BACKENDS[name] = b
     for a in aliases:
         _ALIASES[a] = name
@@ -76,6 +113,21 @@ def unregister_backend(name: str) -> None:
 def backend_names() -> tuple[str, ...]:
     """Every name ``open_runner`` takes: ``auto``, then each backend followed by its aliases."""
     return (AUTO, *(n for b in _BACKENDS.values() for n in (b.name, *b.aliases)))
+
+
+def backends() -> tuple[Backend, ...]:
+    """Every registered backend, in registration order."""
+    return tuple(_BACKENDS.values())
+
+
+def families() -> tuple[str, ...]:
+    """The CPU backend families (``Backend.family``), in registration order: the report's order."""
+    return tuple(b.name for b in _BACKENDS.values() if b.family)
+
+
+def backend_packages() -> tuple[str, ...]:
+    """The packages of every registered backend, once each: the tools of the check and bench stages."""
+    return tuple(dict.fromkeys(b.package for b in _BACKENDS.values() if b.package))
 
 
 def get_backend(name: str) -> Backend:

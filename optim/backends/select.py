@@ -19,7 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from optim.backends.base import Runner
+from optim.backends.machine import Machine, gpu_missing, ort_conflict, tensorrt_missing
 from optim.backends.registry import register_backend
+from optim.install import INSTALL
 from optim.onnx_tools import has_bfloat16, has_float8, load_onnx
 from optim.ops.preprocess import has_op
 
@@ -68,6 +70,9 @@ def _ort_gpu(backend: str):
 
 #: OpenVINO backend names -> the inference precision hint each sets (None: f32, the file's own types)
 OPENVINO_BACKENDS = {"openvino": None, "openvino-bf16": "bf16", "openvino-f16": "f16"}
+#: on the openvino family, FP16/BF16 entries run the FP32 file with OpenVINO's inference precision set
+#: (how OpenVINO runs a model in reduced precision on a CPU: the AutoCast file is for TensorRT)
+OPENVINO_HINTS = {"bf16": "openvino-bf16", "fp16": "openvino-f16"}
 
 
 def _openvino(precision: str | None):
@@ -79,12 +84,44 @@ def _openvino(precision: str | None):
     return open_openvino
 
 
+# -- what each built-in backend needs on a machine (``optim doctor``) ----------------------------
+def _onnxruntime_needs(machine: Machine) -> str | None:
+    if ort_conflict(machine):
+        return "both onnxruntime and onnxruntime-gpu are installed: " + INSTALL["ort-conflict"]
+    if "CPUExecutionProvider" not in machine.ort_providers:
+        return f"onnxruntime is not installed or has no CPU provider: {INSTALL['base']}"
+    return None
+
+
+def _engine_needs(machine: Machine) -> str | None:
+    return tensorrt_missing(machine) or gpu_missing(machine)
+
+
+def _ort_gpu_needs(provider: str):
+    def needs(machine: Machine) -> str | None:
+        why = gpu_missing(machine) or (None if provider in machine.ort_providers else
+                                       f"ONNX Runtime has no {provider}: {INSTALL['onnxruntime-gpu']}")
+        if not why and provider == "TensorrtExecutionProvider":
+            why = tensorrt_missing(machine)
+        return why
+
+    return needs
+
+
+_ORT_GPU = {"ort-cuda": "CUDAExecutionProvider", "ort-tensorrt": "TensorrtExecutionProvider"}
+
+
 def register_builtin_backends() -> None:
-    register_backend("onnxruntime", open_onnxruntime_cpu, handles=ONNX_SUFFIXES, files="ONNX models (.onnx)",
-                     aliases=("cpu",), replace=True)
+    onnx = dict(handles=ONNX_SUFFIXES, files="ONNX models (.onnx)", replace=True)
+    register_backend("onnxruntime", open_onnxruntime_cpu, aliases=("cpu",), family=True, package="onnxruntime",
+                     needs=_onnxruntime_needs, install=INSTALL["base"], **onnx)
     register_backend("tensorrt", open_engine, handles=ENGINE_SUFFIXES, files="TensorRT engines (.plan, .engine)",
-                     hint="build one first: optim build {path} --target h100", replace=True)
-    for name in ("ort-cuda", "ort-tensorrt"):  # ONNX Runtime's GPU providers (onnxruntime-gpu)
-        register_backend(name, _ort_gpu(name), handles=ONNX_SUFFIXES, files="ONNX models (.onnx)", replace=True)
+                     hint="build one first: optim build {path} --target h100", package="tensorrt",
+                     needs=_engine_needs, install=INSTALL["tensorrt"], replace=True)
+    for name, provider in _ORT_GPU.items():  # ONNX Runtime's GPU providers (onnxruntime-gpu)
+        register_backend(name, _ort_gpu(name), package="onnxruntime-gpu", needs=_ort_gpu_needs(provider),
+                         install=INSTALL["onnxruntime-gpu"], **onnx)
     for name, precision in OPENVINO_BACKENDS.items():  # after onnxruntime: auto keeps ONNX on ORT
-        register_backend(name, _openvino(precision), handles=ONNX_SUFFIXES, files="ONNX models (.onnx)", replace=True)
+        register_backend(name, _openvino(precision), family=name == "openvino", package="openvino",
+                         precision_hints=OPENVINO_HINTS if name == "openvino" else None,
+                         install=INSTALL["openvino"], **onnx)

@@ -39,9 +39,9 @@ def register(app: typer.Typer) -> None:
 
         check_output_file(out, "OUT")
         check_params(max_det, conf, iou, form=form, max_candidates=max_candidates)
-        m = load_onnx(model)
-        raw = raw_output(m, output_name)
-        new = with_nms(m, max_det=max_det, conf=conf, iou=iou, output=output_name, keep_raw=keep_raw, form=form,
+        src = load_onnx(model)
+        raw = raw_output(src, output_name)
+        new = with_nms(src, max_det=max_det, conf=conf, iou=iou, output=output_name, keep_raw=keep_raw, form=form,
                        max_candidates=max_candidates)
         with stage_writes("add-nms"), atomic_path(out) as tmp:
             onnx.save(new, str(tmp))

@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         """Latency (median/p90/p99) and throughput per batch size: ORT CPU, TensorRT engines, ORT GPU providers."""
         from optim import api
         from optim.artifacts import check_output_file, write_json
-        from optim.recipe import BenchSettings
+        from optim.settings import BenchSettings
 
         if json_out:
             check_output_file(json_out, "--json")

@@ -9,9 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from optim.cli.common import _ints, _recipe
 from optim.console import info
-from optim.errors import InputError
 
 
 def register(app: typer.Typer) -> None:
@@ -32,36 +30,14 @@ def register(app: typer.Typer) -> None:
         recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Take the build settings and batch range from this recipe.")] = None,
     ) -> None:
         """Build a TensorRT engine (.plan) for the target GPU, with its manifest (and per-layer JSON where a GPU loads it)."""
-        from pydantic import ValidationError
+        from optim import api
 
-        from optim.artifacts import check_output_file, stage_writes
-        from optim.stages.build import engine_from_onnx
-        from optim.recipe import BatchRange, BuildSettings, RecipeError, validation_message
-
-        r = _recipe(recipe)
-        try:
-            if r is not None:
-                settings, brange = r.build, r.input.batch
-            else:
-                settings = BuildSettings(tf32=tf32, optimization_level=opt_level, workspace_mib=workspace_mib,
-                                         hardware_compatibility=hardware_compat, version_compatible=version_compatible,
-                                         plugins=tuple(p.resolve() for p in plugin or ()))
-                b = _ints(batch, "--batch") if batch else (1, 1, 256)
-                if len(b) != 3:
-                    raise InputError(f"--batch takes min,opt,max, got '{batch}'")
-                brange = BatchRange(min=b[0], opt=b[1], max=b[2])
-        except ValidationError as exc:
-            raise RecipeError(validation_message("bad option", exc)) from None
-        if precision is not None and precision not in ("fp16", "bf16"):
-            raise InputError(f"--precision takes fp16 or bf16 (for an FP32 ONNX), got '{precision}'")
-        stem = onnx_path.name.removesuffix(".onnx") + (f".{precision}" if precision else "")
-        out = output or onnx_path.with_name(f"{stem}.{target}.plan")
+        rep = api.build(onnx_path, target=target, output=output, precision=precision, batch=batch or None,
+                        recipe=recipe, tf32=tf32, opt_level=opt_level, workspace_mib=workspace_mib,
+                        hardware_compat=hardware_compat, version_compatible=version_compatible,
+                        plugins=plugin or (), timing_cache=timing_cache, flags=True)
+        out = Path(rep.engine)
         cache = timing_cache or out.with_name("timing.cache")
-        check_output_file(out, "-o/--output" if output else "engine (beside the ONNX)")
-        check_output_file(cache, "--timing-cache" if timing_cache else "timing cache (beside the engine)")
-        with stage_writes("build"):
-            rep = engine_from_onnx(onnx_path, out, settings, target, batch=brange, precision=precision,
-                                   timing_cache=cache, sample_shape=r.input.shape if r is not None else None)
         m = rep.manifest
         plan, summary = m["plan"], m["layer_summary"]
         typing = "strongly typed" if plan["strongly_typed"] else "builder flags " + "+".join(plan["flags_on"])
@@ -86,10 +62,9 @@ def register(app: typer.Typer) -> None:
         """What this machine has, which stages can run here, and the command for each missing piece."""
         from optim import doctor as doc
         from optim.backends.engine_compat import target as get_target
-        from optim.backends.machine import probe
 
         t = get_target(target)
-        m = probe()
+        m = doc.probe()
         print(json.dumps(doc.as_dict(m, t), indent=2) if json_out else doc.render(m, t), end="" if not json_out else "\n")
 
 

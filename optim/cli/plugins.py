@@ -101,8 +101,9 @@ def register(app: typer.Typer) -> None:
         from optim.onnx_tools import graph_inputs, load_onnx, save_onnx
         from optim.ops.preprocess import PreprocessOp, prepend
         from optim.recipe import load_recipe
+        from optim.runfolder import RunLayout
 
-        out = output or model.with_name(model.name.removesuffix(".onnx") + ".frames.onnx")
+        out = output or model.with_name(RunLayout.variant(model.name, "frames"))
         check_output_file(out, "-o/--output" if output else "output (beside the model)")
         src = load_onnx(model)
         ins = graph_inputs(src)

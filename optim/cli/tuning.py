@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,6 +10,13 @@ import typer
 
 from optim.console import info
 from optim.cli.common import RecipeOpt, _load_data as load_data
+
+# the options of ``optim quantize`` for the accuracy budget
+MaxDropOpt = Annotated[Optional[float], typer.Option(help="Accuracy budget in points vs FP32: keep the fewest most sensitive nodes in high precision until met.")]
+TuneDataOpt = Annotated[Optional[str], typer.Option(help="Tuning data for --max-drop (default: the calibration data).")]
+TuneSamplesOpt = Annotated[int, typer.Option(help="Tuning samples for --max-drop.")]
+MetricOpt = Annotated[str, typer.Option(help="Budget metric: auto, top1 or map (need labels: classification, detection) or agreement.")]
+MaxExcludedOpt = Annotated[Optional[int], typer.Option(help="At most this many nodes in high precision.")]
 
 
 def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensitivity_samples: int,
@@ -28,26 +34,20 @@ def _tuning_settings(metric: str, samples: int, max_excluded: int | None, sensit
 
 
 def quantize_with_budget(fp32: Path, qs, out: Path, calib, data, s) -> None:
-    """INT8/FP8 (the caller checks): the quantize stage into a temporary folder, then the tune
-    stage (budget ``s.max_drop``) into ``out``:
-    the same stage functions ``optim run`` uses."""
-    from optim.artifacts import Artifact, Data
-    from optim.executor import StageContext
-    from optim.stages.quantize import stage as quantize
-    from optim.stages.tune import stage as tune
+    """INT8/FP8 (the caller checks): quantize, then tune to the budget ``s.max_drop``
+    (``optim.api.quantize_to_budget``), with the lines ``optim quantize --max-drop`` prints."""
+    from optim.api import quantize_to_budget
 
-    with tempfile.TemporaryDirectory(prefix="optim-budget-") as d:
-        src = Artifact.of_file(fp32, "fp32", "onnx")
-        # named as the user's output: the quantize stage's lines (and any error) name the file being made
-        ctx = StageContext(Path(d), Path(d) / Path(out).name, qs.tag)
-        rep = quantize.run([src, Data.of("calibration", calib)], qs, ctx).result
-        info(f"tuning {Path(out).name} ({rep.tool}, {rep.method}) on {len(data.x)} samples")
-        raw = Artifact.of_file(ctx.out, "raw", "onnx")
-        res = tune.run([raw, src, data], s, StageContext(Path(d), Path(out), qs.tag)).result
-    b = res.budget
+    report_budget(quantize_to_budget(fp32, qs, out, calib, data, s))
+
+
+def report_budget(tuned) -> None:
+    """The last lines of ``optim quantize --max-drop``: what ``tuned`` (a ``TunedQuantizeReport``) kept
+    in high precision, and the drop with and without the budget."""
+    b = tuned.tuning.budget
     for e in b.excluded:
         info(f"  kept in high precision: {e['node']} ({e['op_type']}): {e['why']}")
-    info(f"wrote {out}: drop {b.after.drop:.3f} points ({b.metric}) vs {b.before.drop:.3f} without the budget")
+    info(f"wrote {tuned.path}: drop {b.after.drop:.3f} points ({b.metric}) vs {b.before.drop:.3f} without the budget")
 
 
 def register(app: typer.Typer) -> None:
@@ -90,14 +90,3 @@ def register(app: typer.Typer) -> None:
               f"from {ds.source} in {rep.seconds:.1f} s")
         if json_out:
             write_json(json_out, json.loads(json.dumps(rep.as_dict())))
-
-
-def budget_options():
-    """The extra options of ``optim quantize`` for the accuracy budget."""
-    return {
-        "max_drop": Annotated[Optional[float], typer.Option(help="Accuracy budget in points vs FP32: keep the fewest most sensitive nodes in high precision until met.")],
-        "tune_data": Annotated[Optional[str], typer.Option(help="Tuning data for --max-drop (default: the calibration data).")],
-        "tune_samples": Annotated[int, typer.Option(help="Tuning samples for --max-drop.")],
-        "metric": Annotated[str, typer.Option(help="Budget metric: auto, top1 or map (need labels: classification, detection) or agreement.")],
-        "max_excluded": Annotated[Optional[int], typer.Option(help="At most this many nodes in high precision.")],
-    }

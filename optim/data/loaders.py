@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from optim.data.dataset import Dataset
 from optim.data.idx import read_idx
-from optim.console import info
 from optim.errors import DataError
 from optim.settings import DataSpec
+
+if TYPE_CHECKING:
+    from optim.tasks import Task
 
 BOX_KEYS = {"boxes", "classes", "image_index"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -173,26 +176,13 @@ def _coco(spec: DataSpec, input_shape: tuple[int, ...]) -> Dataset:
     return load_coco(spec, input_shape)
 
 
-def _check_labels(ds: Dataset) -> None:
-    if hasattr(ds.labels, "boxes"):  # detection: per-image boxes
-        if len(ds.labels) != len(ds):
-            raise DataError(f"{ds.source}: {len(ds)} images but box labels for {len(ds.labels)}")
-        if ds.labels.count == 0:  # mAP against no boxes would read 100 or 0 whatever the model does
-            info(f"{ds.source}: the labels hold no boxes: treated as unlabelled data (agreement with FP32 only)")
-            ds.labels = None
-        return
-    ds.labels = np.asarray(ds.labels)
-    if ds.labels.dtype.kind not in "iu" or ds.labels.ndim != 1:
-        raise DataError(f"{ds.source}: labels must be a 1-D integer array, got "
-                        f"{ds.labels.dtype} of shape {ds.labels.shape}")
-    if len(ds.labels) != len(ds):
-        raise DataError(f"{ds.source}: {len(ds)} images but {len(ds.labels)} labels")
+def load_dataset(spec: DataSpec, input_shape: tuple[int, ...], task: Task | None = None) -> Dataset:
+    """The images (and labels, as ``task`` reads them: ``Task.check_labels``) a spec names.
 
-
-def load_dataset(spec: DataSpec, input_shape: tuple[int, ...], letterbox: bool = False) -> Dataset:
-    """The images (and labels) a spec names. ``letterbox``: a flat image folder is letterboxed to the
-    model's ``[3, H, W]`` input, as detection evaluates (``optim.data.coco``)."""
-    if spec.kind == "folder" and letterbox:
+    ``task`` decides what labels it takes, and whether a flat image folder is letterboxed to the
+    model's ``[3, H, W]`` input, as detection evaluates (``optim.data.coco``). Without one, box
+    labels are read as detection reads them and other labels as classification does."""
+    if spec.kind == "folder" and task is not None and task.letterbox_images:
         if len(input_shape) != 3 or input_shape[0] != 3:
             raise DataError(f"letterboxed images are RGB: the model input must be [3, H, W], not {list(input_shape)}")
         ds = _from_folder(spec, (int(input_shape[2]), int(input_shape[1])))
@@ -211,8 +201,15 @@ def load_dataset(spec: DataSpec, input_shape: tuple[int, ...], letterbox: bool =
     if len(ds) == 0:
         raise DataError(f"{ds.source}: the data set is empty")
     if ds.labels is not None:
-        _check_labels(ds)
+        rule = task or _task("detection" if hasattr(ds.labels, "boxes") else "classification")
+        ds.labels = rule.check_labels(ds.labels, len(ds), ds.source)
     return ds
+
+
+def _task(name: str) -> Task:
+    from optim.tasks import get_task
+
+    return get_task(name)
 
 
 def parse_data_arg(arg: str) -> DataSpec:

@@ -20,9 +20,8 @@ from optim.errors import InputError
 NOBUDGET = "-nobudget"
 #: what the report shows for a number that was not measured
 NOT_RUN = "not run"
-#: CPU backend families, in report order; the first one's results keep their plain names
-FAMILIES = ("onnxruntime", "openvino")
-PRIMARY = FAMILIES[0]
+#: the first CPU backend family (``optim.backends.cpu``): its results keep their plain names
+PRIMARY = "onnxruntime"
 #: precisions whose tag names the target the file is placed for (``optim.settings.QUANTIZED``)
 QUANTIZED = ("int8", "fp8")
 _SIZE = re.compile(r"^\d+(x\d+)?$")
@@ -62,7 +61,7 @@ class Entry:
         tag, at, backend = text.partition("@")
         if at and not backend:
             raise InputError(f"'{text}' is not an entry name: nothing after '@'")
-        if backend and _SIZE.match(backend) and backend not in FAMILIES:  # TAG@SIZE (a step name)
+        if backend and _SIZE.match(backend):  # TAG@SIZE (a step name; no backend family is named like a size)
             if size is not None:
                 raise InputError(f"'{text}' names two sizes")
             size, backend = backend, ""
@@ -101,6 +100,12 @@ class Entry:
     def step_name(self) -> str:
         """``TAG@SIZE``: the manifest name of the entry's file carried over to a size (``optim.stages.resize``)."""
         return f"{self.tag}@{self.size}" if self.size else self.tag
+
+    def engine_name(self, target: str, *, nms: bool = False) -> str:
+        """``TAG[.nms].TARGET[@SIZE]``: the manifest name of the entry's engine for ``target`` (h100, rtx),
+        also its key in run.json ``engines``; ``nms``: the engine of its decode + NMS deployable."""
+        name = ".".join([self.tag, *(["nms"] if nms else []), target])
+        return f"{name}@{self.size}" if self.size else name
 
     @property
     def target_label(self) -> str:

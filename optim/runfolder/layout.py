@@ -79,6 +79,23 @@ class RunLayout:
         return rel.removesuffix(".onnx") + f".{kind}.onnx"
 
     @staticmethod
+    def made_from(rel: str, kind: str) -> str | None:
+        """The model file a ``kind`` deployable was made from (``variant`` read backwards):
+        ``model.TAG.KIND.onnx`` -> ``model.TAG.onnx``; None when ``rel`` is not such a deployable."""
+        suffix = f".{kind}.onnx"
+        return rel.removesuffix(suffix) + ".onnx" if rel.endswith(suffix) else None
+
+    @staticmethod
+    def engine_manifest(engine: str) -> str:
+        """``ENGINE.plan.json``: the build manifest beside the engine ``ENGINE.plan``."""
+        return engine + ".json"
+
+    @staticmethod
+    def engine_layers(engine: str) -> str:
+        """``ENGINE.layers.json``: the engine inspector's per-layer JSON beside the engine ``ENGINE.plan``."""
+        return engine.removesuffix(".plan") + ".layers.json"
+
+    @staticmethod
     def sizes_dir(size: str) -> str:
         return f"sizes/{size}"
 

@@ -19,7 +19,8 @@ import numpy as np
 from optim.console import progress
 from optim.executor import StageOutput
 from optim.settings import BenchSettings
-from optim.backends import open_runner
+from optim.backends import backend_packages, open_runner
+from optim.stages.check import doctor  # noqa: F401  (a bench runs where a check runs)
 
 
 @dataclass
@@ -85,7 +86,9 @@ def bench_model(path: Path, s: BenchSettings, *, tag: str = "", backend: str = "
 
 
 NAME = "bench"
-TOOLS = ("onnxruntime", "onnxruntime-gpu", "tensorrt", "openvino")
+SUMMARY = "latency percentiles at batch 1, throughput at large batch"
+#: the packages of every registered backend (any of them may run the model)
+TOOLS = backend_packages
 
 
 def environment() -> dict:

@@ -41,6 +41,7 @@ from optim.errors import BackendUnavailable, InputError
 from optim.backends.machine import Gpu, Machine, cuda_gpus, driver_version, gpu_missing
 from optim.onnx_tools import TensorInfo, graph_inputs, has_float8, load_onnx, single_input, tensor_types
 from optim.executor import StageOutput
+from optim.runfolder import RunLayout
 from optim.settings import BatchRange, BuildSettings, Strict
 
 HW_LEVELS = {"none": "NONE", "ampere_plus": "AMPERE_PLUS"}
@@ -113,11 +114,11 @@ def profile_for(inputs: list[TensorInfo], batch: BatchRange, sample_shape: tuple
             note = f"the ONNX input has a fixed batch of {first}, so the profile is {first}/{first}/{first}"
     else:
         sizes = (batch.min, batch.opt, batch.max)
-    mk = lambda b: (b, *rest)  # noqa: E731
-    return Profile(name, mk(sizes[0]), mk(sizes[1]), mk(sizes[2]), note)
+    min_shape, opt_shape, max_shape = ((b, *rest) for b in sizes)
+    return Profile(name, min_shape, opt_shape, max_shape, note)
 
 
-def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, profile: Profile,
+def plan_engine(model_precision: str, requested: str | None, settings: BuildSettings, profile: Profile,
                 tensorrt: str | int, flavour: str = TENSORRT.key) -> EnginePlan:
     """How to build a model whose graph computes in ``model_precision`` as a ``requested`` engine,
     with ``flavour`` (tensorrt, tensorrt_rtx) version ``tensorrt`` (a version string such as
@@ -151,15 +152,16 @@ def plan_engine(model_precision: str, requested: str | None, s: BuildSettings, p
         raise InputError(f"{want} engines are built from Q/DQ models: run `optim quantize --precision {want}` "
                          "first (TensorRT deprecated implicit INT8 calibration)")
     off: list[str] = []
-    (on if s.tf32 else off).append("TF32")  # TF32 is on by default in TensorRT
-    if s.version_compatible:
+    (on if settings.tf32 else off).append("TF32")  # TF32 is on by default in TensorRT
+    if settings.version_compatible:
         on.append("VERSION_COMPATIBLE")
     return EnginePlan(
         precision=want, strongly_typed=typed, flags_on=tuple(on), flags_off=tuple(off),
-        optimization_level=s.optimization_level,
-        workspace_bytes=s.workspace_mib * (1 << 20) if s.workspace_mib else None,
-        hardware_compatibility=HW_LEVELS[s.hardware_compatibility], version_compatible=s.version_compatible,
-        profile=profile, plugins=tuple(str(p) for p in s.plugins), tensorrt_major=major, flavour=fl.key,
+        optimization_level=settings.optimization_level,
+        workspace_bytes=settings.workspace_mib * (1 << 20) if settings.workspace_mib else None,
+        hardware_compatibility=HW_LEVELS[settings.hardware_compatibility],
+        version_compatible=settings.version_compatible,
+        profile=profile, plugins=tuple(str(p) for p in settings.plugins), tensorrt_major=major, flavour=fl.key,
         compute_capabilities=fl.targets_for(want),
     )
 
@@ -211,7 +213,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: str = "h100", *,
+def engine_from_onnx(onnx_path: Path, out: Path, settings: BuildSettings, target_key: str = "h100", *,
                      batch: BatchRange = BatchRange(), sample_shape: tuple[int, ...] | None = None,
                      precision: str | None = None, timing_cache: Path | None = None,
                      api: Any = None, gpu: Gpu | None = None) -> BuildReport:
@@ -228,21 +230,21 @@ def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: s
         from optim.backends.tensorrt_api import TensorRT
 
         api = TensorRT.load(fl.key)
-    plan = plan_engine(model_precision, precision, s, profile, api.version, fl.key)
+    plan = plan_engine(model_precision, precision, settings, profile, api.version, fl.key)
     torch_cuda, found, cuda_error = cuda_gpus()
     gpus = [gpu] if gpu else found
     if not fl.builds_without_gpu:
         if not gpus:
             raise BackendUnavailable(f"cannot build: {gpu_missing(Machine(cuda_error=cuda_error))}")
-        problem = target_problem(tgt, gpus[0], s.hardware_compatibility)
+        problem = target_problem(tgt, gpus[0], settings.hardware_compatibility)
         if problem:
             raise BackendUnavailable(f"cannot build for {tgt.name}: {problem}")
-    keep_cache = bool(timing_cache and s.timing_cache and fl.timing_cache)
+    keep_cache = bool(timing_cache and settings.timing_cache and fl.timing_cache)
     cache_in = timing_cache.read_bytes() if keep_cache and timing_cache.is_file() else b""
     t_build = time.perf_counter()
     data, cache_out, reused = api.build(onnx_path, plan, cache_in)
     build_seconds = round(time.perf_counter() - t_build, 3)
-    layers_path = out.with_name(out.name.removesuffix(".plan") + ".layers.json")
+    layers_path = out.with_name(RunLayout.engine_layers(out.name))
     if fl.builds_without_gpu:  # loading the engine needs one of the GPUs it is for: no inspector here
         layers = None
         summary: dict[str, Any] = {"compute_layers": None, "note": f"not read: the inspector needs the engine "
@@ -259,7 +261,8 @@ def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: s
     if keep_cache:
         with atomic_path(timing_cache) as tmp:
             tmp.write_bytes(cache_out)
-    g = gpus[0] if gpus and not fl.builds_without_gpu else None
+    built_on = gpus[0] if gpus and not fl.builds_without_gpu else None
+    built_cc = f"{built_on.compute_capability[0]}.{built_on.compute_capability[1]}" if built_on else None
     manifest = {
         "engine": out.name, "engine_sha256": _sha256(data), "bytes": len(data),
         "onnx": str(onnx_path), "onnx_sha256": sha256_file(onnx_path), "model_precision": model_precision,
@@ -267,11 +270,10 @@ def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: s
         "tensorrt_major_implies": major_implies(plan.tensorrt_major, fl.key),
         "runs_on": fl.runs_on,
         "compute_capabilities": [f"{c[2:-1]}.{c[-1]}" for c in plan.compute_capabilities]
-        or ([f"{g.compute_capability[0]}.{g.compute_capability[1]}"] if g else []),
-        "gpu": {"name": g.name, "compute_capability": f"{g.compute_capability[0]}.{g.compute_capability[1]}"}
-        if g else None,
+        or ([built_cc] if built_on else []),
+        "gpu": {"name": built_on.name, "compute_capability": built_cc} if built_on else None,
         "cuda": torch_cuda, "driver": driver_version(),
-        "settings": s.model_dump(mode="json"), "plan": plan.as_dict(),
+        "settings": settings.model_dump(mode="json"), "plan": plan.as_dict(),
         "profile": {"input": profile.input, "min": list(profile.min), "opt": list(profile.opt),
                     "max": list(profile.max)},
         "build_seconds": build_seconds,
@@ -288,6 +290,17 @@ def engine_from_onnx(onnx_path: Path, out: Path, s: BuildSettings, target_key: s
 
 NAME = "build"
 TOOLS = ("tensorrt",)
+SUMMARY = "TensorRT engines for the target GPU, TensorRT-RTX engines without a GPU"
+
+
+def doctor(machine: Machine, target_gpu, hardware_compatibility: str = "none") -> list[tuple[str, str | None]]:
+    """The target's engines (TensorRT and, for the H100, its GPU) and TensorRT-RTX's (no GPU needed)."""
+    from optim.backends.engine_compat import TARGETS, build_blocker
+
+    rtx = TARGETS["rtx"]
+    return [(f"TensorRT engines for {target_gpu.name} ({target_gpu.sm})",
+             build_blocker(machine, target_gpu, hardware_compatibility)),
+            (f"TensorRT-RTX engines for {rtx.sm} (no GPU needed)", build_blocker(machine, rtx))]
 
 
 def environment() -> dict[str, Any]:
@@ -324,34 +337,36 @@ def run(inputs: list, settings: Settings, ctx) -> StageOutput:
     src = inputs[0]
     name = ctx.name
     with console.status(f"build {name} engine ..."):
-        rep = engine_from_onnx(src.path, ctx.out, settings.build, settings.target, batch=settings.batch,
-                               sample_shape=settings.sample_shape, precision=settings.precision,
-                               timing_cache=ctx.path("timing.cache"))
-    man = rep.manifest
-    info(escape(f"  {name}: {engine_cell(man)}"))
-    stem = ctx.out.relative_to(ctx.root).as_posix().removesuffix(".plan")  # sizes/640/model.TAG.TARGET
-    ctx.side(f"{name}.manifest", f"{stem}.plan.json")
-    if man.get("layers"):
-        ctx.side(f"{name}.layers", f"{stem}.layers.json")
+        report = engine_from_onnx(src.path, ctx.out, settings.build, settings.target, batch=settings.batch,
+                                  sample_shape=settings.sample_shape, precision=settings.precision,
+                                  timing_cache=ctx.path(RunLayout.TIMING_CACHE))
+    manifest = report.manifest
+    info(escape(f"  {name}: {engine_cell(manifest)}"))
+    engine = ctx.out.relative_to(ctx.root).as_posix()  # [sizes/SIZE/]model.TAG.TARGET.plan
+    ctx.side(f"{name}.manifest", RunLayout.engine_manifest(engine))
+    if manifest.get("layers"):
+        ctx.side(f"{name}.layers", RunLayout.engine_layers(engine))
     tag = src.tag or name
     fl = FLAVOURS[target(settings.target).flavour]
-    rec = f"engines/{settings.target}/{name}" if fl.builds_without_gpu else f"gpu/build/{tag}"  # the GPU columns
-    write_json(ctx.side(rec, f"{rec}.json"), {**rep.as_dict(), "engine": ctx.out.name})
-    if fl.timing_cache and ctx.path("timing.cache").is_file():
-        ctx.side("timing.cache", "timing.cache", "cache")
-    return StageOutput({"plan": man["plan"], "flavour": man.get("flavour"), "tensorrt": man["tensorrt"],
-                        "gpu": man["gpu"]}, rep)
+    # a GPU-less target's record is kept per engine; a GPU build's fills the entry's GPU columns
+    rec = RunLayout.engine_record(settings.target, name) if fl.builds_without_gpu else RunLayout.gpu_build(tag)
+    write_json(ctx.side(RunLayout.record_name(rec), rec), {**report.as_dict(), "engine": ctx.out.name})
+    if fl.timing_cache and ctx.path(RunLayout.TIMING_CACHE).is_file():
+        ctx.side(RunLayout.TIMING_CACHE, RunLayout.TIMING_CACHE, "cache")
+    return StageOutput({"plan": manifest["plan"], "flavour": manifest.get("flavour"),
+                        "tensorrt": manifest["tensorrt"], "gpu": manifest["gpu"]}, report)
 
 
-def engine_cell(man: dict[str, Any]) -> str:
+def engine_cell(manifest: dict[str, Any]) -> str:
     """One line for an engine manifest: "built (RTX, sm86/89/120, 1.2 MB, 0.9 s)"; a TensorRT one names
     its version, GPU and layer precisions."""
-    fl = flavour_of(man)
-    size = f"{(man.get('bytes') or 0) / 1e6:.1f} MB"
-    secs = man.get("build_seconds")
+    fl = flavour_of(manifest)
+    size = f"{(manifest.get('bytes') or 0) / 1e6:.1f} MB"
+    secs = manifest.get("build_seconds")
     took = f", {secs:.1f} s" if isinstance(secs, (int, float)) else ""
     if fl.builds_without_gpu:
-        return f"built ({fl.short} {man.get('tensorrt')}, {sms(man.get('compute_capabilities') or [])}, {size}{took})"
-    gpu = (man.get("gpu") or {}).get("name", "?")
-    layers = (man.get("layer_summary") or {}).get("by_input_precision")
-    return f"built (TensorRT {man.get('tensorrt')} on {gpu}, {size}{took}; layers by input precision {layers})"
+        ccs = sms(manifest.get("compute_capabilities") or [])
+        return f"built ({fl.short} {manifest.get('tensorrt')}, {ccs}, {size}{took})"
+    gpu = (manifest.get("gpu") or {}).get("name", "?")
+    layers = (manifest.get("layer_summary") or {}).get("by_input_precision")
+    return f"built (TensorRT {manifest.get('tensorrt')} on {gpu}, {size}{took}; layers by input precision {layers})"

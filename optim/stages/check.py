@@ -18,7 +18,8 @@ import numpy as np
 from pydantic import Field
 
 from optim.artifacts import Artifact, Data, write_json
-from optim.backends import open_runner, run_batched
+from optim.backends import backend_packages, open_runner, run_batched
+from optim.runfolder.entry import PRIMARY
 from optim.errors import DataError, GateError
 from optim.executor import StageContext, StageOutput
 from optim.settings import Strict
@@ -26,7 +27,9 @@ from optim.tasks import GateResult, get_task
 from optim.tasks.classification import output_deltas, topk_accuracy  # noqa: F401  (re-exported)
 
 NAME = "check"
-TOOLS = ("onnxruntime", "onnxruntime-gpu", "tensorrt", "openvino")
+SUMMARY = "candidate vs FP32: output deltas, task accuracy, gates"
+#: the packages of every registered backend (any of them may run the model)
+TOOLS = backend_packages
 
 
 class Settings(Strict):
@@ -167,3 +170,13 @@ def check_files(candidate: Path, reference: Path, data: Data, settings: Settings
 
 def settings_for(task: str, gates: Any, **kw: Any) -> Settings:
     return Settings(task=task, gates=gates.model_dump(mode="json") if gates is not None else {}, **kw)
+
+
+def doctor(machine, target, hardware_compatibility: str = "none") -> list[tuple[str, str | None]]:
+    """Where checks (and benches) run: the CPU families (they need ONNX Runtime's CPU provider; the
+    others are optional) and the target's TensorRT engines on its GPU."""
+    from optim.backends.engine_compat import build_blocker
+    from optim.backends.registry import families, get_backend
+
+    return [(f"on the CPU ({', '.join(families())})", get_backend(PRIMARY).blocker(machine)),
+            (f"TensorRT engines on the GPU ({target.name})", build_blocker(machine, target, hardware_compatibility))]

@@ -340,6 +340,7 @@ def onnx_from_file(src: Path, spec: InputSpec, settings: ExportSettings, out: Pa
 
 
 NAME = "export"
+SUMMARY = "PyTorch -> FP32 ONNX (dynamic batch, verified against PyTorch)"
 TOOLS = ("torch", "torchvision", "onnx", "onnxslim", "onnxruntime")
 
 

@@ -11,6 +11,7 @@ from optim.onnx_tools import load_onnx, save_onnx
 from optim.settings import Strict
 
 NAME = "fuse"
+SUMMARY = "the preprocessing op (csrc/) in front of the model"
 TOOLS = ("onnx",)
 
 

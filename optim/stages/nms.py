@@ -18,6 +18,7 @@ from optim.onnx_tools import load_onnx, save_onnx
 from optim.settings import NmsSettings
 
 NAME = "nms"
+SUMMARY = "a detector's decode + NMS in the graph"
 TOOLS = ("onnx", "onnxruntime")
 CHECK_IMAGES = 8
 

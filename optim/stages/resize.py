@@ -27,6 +27,7 @@ from optim.onnx_tools import load_onnx, save_onnx
 from optim.settings import Strict
 
 NAME = "resize"
+SUMMARY = "each entry carried over to another input size"
 TOOLS = ("onnx",)
 
 

@@ -19,6 +19,7 @@ from optim.stages.tune.stage import reference_outputs
 from optim.tasks import get_task
 
 NAME = "study"
+SUMMARY = "calibration methods and sample counts, each scored against FP32"
 TOOLS = ("nvidia-modelopt", "onnxruntime", "onnx")
 
 

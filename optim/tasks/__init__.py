@@ -1,4 +1,6 @@
-"""Tasks (classification now, detection next): a registry keyed by name."""
+"""Tasks: a registry keyed by name (classification and detection built in; ``register_task`` adds one).
+
+A recipe's ``task:`` names one; ``optim doctor`` lists them (``task_names``)."""
 
 from __future__ import annotations
 

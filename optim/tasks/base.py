@@ -66,6 +66,13 @@ def require_labels(gates: BaseModel, names: Iterable[str], accuracy: dict[str, f
             raise DataError(f"gate {gate} needs labelled evaluation data; this data has no labels")
 
 
+def output_value(deltas: dict[str, float], key: str, gate: str, needs: str) -> float:
+    """``deltas[key]``, or ``DataError`` naming the output ``gate`` needs when this output has no ``key``."""
+    if key not in deltas:
+        raise DataError(f"gate {gate} needs {needs}")
+    return deltas[key]
+
+
 def max_abs_error(outputs: dict[str, dict[str, float]]) -> float:
     """The largest ``max_abs_error`` over a check's outputs (``Task.output_deltas`` of each)."""
     return max(o["max_abs_error"] for o in outputs.values())
@@ -163,10 +170,21 @@ class Task(abc.ABC):
                                f"{spread:.1e} of values up to {scale:.1e})")
         return out
 
-    @abc.abstractmethod
+    #: gates that read labelled metrics: setting one on unlabelled data is an error
+    labelled_gates: ClassVar[tuple[str, ...]] = ()
+
+    def gate_values(self, outputs: dict[str, dict[str, float]],
+                    accuracy: dict[str, float] | None) -> dict[str, Callable[[], float]]:
+        """Gate name -> how to read its value from a check's per-output deltas and accuracy, in report
+        order (read only for the gates a recipe sets)."""
+        raise NotImplementedError(f"task {self.name} defines no gate values")
+
     def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
                     gates: BaseModel) -> list[GateResult]:
-        """Gate results for a check's per-output deltas and accuracy."""
+        """Gate results for a check's per-output deltas and accuracy: each gate ``gates`` sets, judged
+        on the value ``gate_values`` reads (``GateResult.judge``)."""
+        require_labels(gates, self.labelled_gates, accuracy)
+        return gate_results(gates, self.gate_values(outputs, accuracy))
 
     def fidelity(self, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], labels: Any,
                  metric: str) -> Fidelity:
@@ -228,6 +246,19 @@ class Task(abc.ABC):
 
     #: a flat image folder given as data is letterboxed to the model input (detection), not resized/cropped
     letterbox_images: ClassVar[bool] = False
+
+    def check_labels(self, labels: Any, count: int, source: str) -> Any:
+        """The labels of ``count`` samples as this task reads them (None: unlabelled), or ``DataError``.
+
+        Default: a numeric array with one entry per sample, of any shape after the first axis
+        (a task with per-sample vectors or maps takes them as they are)."""
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iufb" or labels.ndim == 0:
+            raise DataError(f"{source}: labels must be a numeric array with one entry per sample, got "
+                            f"{labels.dtype} of shape {labels.shape}")
+        if len(labels) != count:
+            raise DataError(f"{source}: {count} images but {len(labels)} labels")
+        return labels
 
     #: keep the output head's decode unquantized unless the recipe says otherwise (``quantize.keep_head``)
     keep_head_default: ClassVar[bool] = False

@@ -6,6 +6,7 @@ Outputs are compared per output (error, cosine); the first output holds the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from pydantic import Field
 from optim.errors import DataError
 from optim.settings import Strict
 from optim.tasks import register_task
-from optim.tasks.base import Column, GateResult, Task, first_output, gate_results, max_abs_error, require_labels
+from optim.tasks.base import Column, Task, first_output, max_abs_error, output_value
 
 
 def output_deltas(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
@@ -88,6 +89,13 @@ class Classification(Task):
     def accuracy(self, outputs: dict[str, np.ndarray], labels: Any) -> dict[str, float]:
         return topk_accuracy(first_output(outputs), labels)
 
+    def check_labels(self, labels: Any, count: int, source: str) -> np.ndarray:
+        """Class ids: a 1-D integer array, one per sample."""
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise DataError(f"{source}: labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
+        return super().check_labels(labels, count, source)
+
     def reference_warnings(self, ref_outputs: dict[str, np.ndarray], labels: Any = None) -> list[str]:
         out = super().reference_warnings(ref_outputs, labels)
         logits = first_output(ref_outputs)
@@ -104,18 +112,16 @@ class Classification(Task):
                            "untrained weights, or labels/preprocessing that do not fit the model")
         return out
 
-    def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
-                    gates: Gates) -> list[GateResult]:
+    labelled_gates = ("max_top1_drop",)
+
+    def gate_values(self, outputs: dict[str, dict[str, float]],
+                    accuracy: dict[str, float] | None) -> dict[str, Callable[[], float]]:
         first = first_output(outputs)
-        require_labels(gates, ("max_top1_drop",), accuracy)
-        if gates.min_top1_agreement is not None and "top1_agreement" not in first:
-            raise DataError("gate min_top1_agreement needs a (N, classes) output")
-        return gate_results(gates, {
-            "max_top1_drop": lambda: -accuracy["top1_delta"],
-            "min_cosine": lambda: first["cosine"],
-            "min_top1_agreement": lambda: first["top1_agreement"],
-            "max_abs_error": lambda: max_abs_error(outputs),
-        })
+        return {"max_top1_drop": lambda: -accuracy["top1_delta"],
+                "min_cosine": lambda: first["cosine"],
+                "min_top1_agreement": lambda: output_value(first, "top1_agreement", "min_top1_agreement",
+                                                           "a (N, classes) output"),
+                "max_abs_error": lambda: max_abs_error(outputs)}
 
     def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
         first = first_output(outputs)

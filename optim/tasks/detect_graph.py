@@ -156,10 +156,10 @@ class RawOutput:
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | str | None] | None:
-    t = vi.type.tensor_type
-    if not t.HasField("shape"):
+    tensor_type = vi.type.tensor_type
+    if not tensor_type.HasField("shape"):
         return None
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim]
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -250,16 +250,16 @@ class _Builder:
         self.used |= {o.name for o in graph.output}
 
     def name(self, base: str) -> str:
-        n, k = PREFIX + base, 1
-        while n in self.used:
-            n, k = f"{PREFIX}{base}_{k}", k + 1
-        self.used.add(n)
-        return n
+        name, k = PREFIX + base, 1
+        while name in self.used:
+            name, k = f"{PREFIX}{base}_{k}", k + 1
+        self.used.add(name)
+        return name
 
     def const(self, base: str, value: np.ndarray) -> str:
-        n = self.name(base)
-        self.inits.append(numpy_helper.from_array(np.asarray(value), n))
-        return n
+        name = self.name(base)
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
 
     def op(self, op_type: str, inputs: list[str], base: str, n_out: int = 1, out: str | None = None,
            **attrs) -> str | list[str]:
@@ -289,10 +289,10 @@ def with_nms(model: onnx.ModelProto, *, max_det: int = 100, conf: float = 0.25, 
     raw = raw_output(model, output)
     nc, k = raw.classes, int(max_det)
 
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    b = _Builder(g)
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    b = _Builder(graph)
 
     x = raw.name
     if raw.elem_type != TensorProto.FLOAT:  # float32 decode and IoU, whatever the model's precision
@@ -328,25 +328,25 @@ def with_nms(model: onnx.ModelProto, *, max_det: int = 100, conf: float = 0.25, 
         candidates = width
     _outputs(b, ranked, count, cand_boxes, cand_cls, width, k)
 
-    g.node.extend(b.nodes)
-    g.initializer.extend(b.inits)
+    graph.node.extend(b.nodes)
+    graph.initializer.extend(b.inits)
     n = raw.batch if raw.batch is not None else "batch"
     new_outs = [helper.make_tensor_value_info(OUTPUTS[0], TensorProto.INT32, [n, 1]),
                 helper.make_tensor_value_info(OUTPUTS[1], TensorProto.FLOAT, [n, k, 4]),
                 helper.make_tensor_value_info(OUTPUTS[2], TensorProto.FLOAT, [n, k]),
                 helper.make_tensor_value_info(OUTPUTS[3], TensorProto.INT32, [n, k])]
-    rest = [o for o in g.output if keep_raw or o.name != raw.name]
-    del g.output[:]
-    g.output.extend(new_outs + rest)
-    for p in list(m.metadata_props):
-        if p.key == METADATA_KEY:
-            m.metadata_props.remove(p)
-    m.metadata_props.add(key=METADATA_KEY, value=json.dumps(
+    rest = [o for o in graph.output if keep_raw or o.name != raw.name]
+    del graph.output[:]
+    graph.output.extend(new_outs + rest)
+    for prop in list(result.metadata_props):
+        if prop.key == METADATA_KEY:
+            result.metadata_props.remove(prop)
+    result.metadata_props.add(key=METADATA_KEY, value=json.dumps(
         {"max_det": k, "conf": float(conf), "iou": float(iou), "raw_output": raw.name, "classes": nc,
          "raw_kept": bool(keep_raw), "form": form,
          "max_candidates": int(max_candidates) if form == "ops" else None, "candidates": candidates,
          "builders": BUILDERS[form]}))
-    return m
+    return result
 
 
 def _i64(*v: int) -> np.ndarray:
@@ -404,12 +404,13 @@ def _nms_ops(b: _Builder, best2: str, cls2: str, boxes: str, minus1: str, anchor
     # candidates: the M best scores above conf, best first (equal scores: lower anchor first)
     conf_c = b.const("conf", np.array(conf, np.float32))
     above = b.op("Where", [b.op("Greater", [best2, conf_c], "above_conf"), best2, minus1], "above_scores")  # [N, A]
+    # n_cand: M, the number of candidates that enter NMS
     if isinstance(anchors, int):
-        m = min(max_candidates, anchors)
+        n_cand = min(max_candidates, anchors)
     else:  # A read at run time: M -1 columns make TopK(M) valid for any A
-        m = max_candidates
-        above = _pad_columns(b, above, m, "cand")
-    cand_scores, cand_idx = b.op("TopK", [above, b.const("m", _i64(m))], "candidates", n_out=2, axis=1, largest=1,
+        n_cand = max_candidates
+        above = _pad_columns(b, above, n_cand, "cand")
+    cand_scores, cand_idx = b.op("TopK", [above, b.const("m", _i64(n_cand))], "candidates", n_out=2, axis=1, largest=1,
                                  sorted=1)  # [N, M]
     valid = b.op("Greater", [cand_scores, conf_c], "cand_valid")  # [N, M] bool; pad columns are -1
     idx = b.op("Where", [valid, cand_idx, b.const("zero_i64_c", np.array(0, np.int64))], "cand_index")  # in range
@@ -437,8 +438,8 @@ def _nms_ops(b: _Builder, best2: str, cls2: str, boxes: str, minus1: str, anchor
     iou_m = b.op("Div", [inter, b.op("Max", [union, b.const("eps", np.array(1e-12, np.float32))], "union_pos")],
                  "iou")
     # S[i, j]: candidate j ranks above i, has i's class, and overlaps it by more than iou
-    order = np.arange(m, dtype=np.int64)
-    above_i = b.op("Less", [b.const("rank_j", order.reshape(1, m)), b.const("rank_i", order.reshape(m, 1))],
+    order = np.arange(n_cand, dtype=np.int64)
+    above_i = b.op("Less", [b.const("rank_j", order.reshape(1, n_cand)), b.const("rank_i", order.reshape(n_cand, 1))],
                    "ranks_above")  # [M, M], j < i
     same = b.op("Equal", [b.op("Unsqueeze", [ccls, axes2], "cls_i"), b.op("Unsqueeze", [ccls, axes1], "cls_j")],
                 "same_class")
@@ -471,12 +472,12 @@ def _nms_ops(b: _Builder, best2: str, cls2: str, boxes: str, minus1: str, anchor
         [helper.make_tensor_value_info(c_out, TensorProto.BOOL, []),
          helper.make_tensor_value_info(keep_out, TensorProto.FLOAT, None)],
         initializer=body.inits)
-    keep = b.op("Loop", [b.const("trip_count", np.array(m, np.int64)), b.const("true", np.array(True)), valid_f],
+    keep = b.op("Loop", [b.const("trip_count", np.array(n_cand, np.int64)), b.const("true", np.array(True)), valid_f],
                 "greedy_keep", body=body_graph)  # [N, M] 0/1
     ranked = b.op("Where", [b.op("Greater", [keep, b.const("half_keep", np.array(0.5, np.float32))], "kept"),
                             cand_scores, minus1], "ranked")  # [N, M]
     count = b.op("Cast", [b.op("ReduceSum", [keep, axes1], "count_f", keepdims=1)], "count", to=TensorProto.INT32)
-    return ranked, count, cbox, ccls, m
+    return ranked, count, cbox, ccls, n_cand
 
 
 def _outputs(b: _Builder, ranked: str, count: str, boxes: str, classes: str, width: int | None, k: int) -> None:

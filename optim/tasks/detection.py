@@ -22,16 +22,17 @@ pixels on anchors FP32 is confident about (``box_error``) and the max abs error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
+from optim.console import info
 from optim.errors import DataError
 from optim.settings import Strict
 from optim.tasks import register_task
-from optim.tasks.base import (Column, GateResult, Head, Task, first_output, gate_results, max_abs_error,
-                              require_labels)
+from optim.tasks.base import Column, Head, Task, first_output, max_abs_error, output_value
 from optim.tasks.detect_head import find_head, head_nodes  # noqa: F401  (head_nodes re-exported)
 from optim.tasks.detect_ops import BoxLabels, as_box_labels, coco_map, decode
 
@@ -152,6 +153,20 @@ class Detection(Task):
     def accuracy(self, outputs: dict[str, np.ndarray], labels: Any) -> dict[str, float]:
         return detection_accuracy(first_output(outputs), labels)
 
+    def check_labels(self, labels: Any, count: int, source: str) -> BoxLabels | None:
+        """Per-image boxes and classes; labels holding no box at all are unlabelled data (mAP against
+        no boxes would read 100 or 0 whatever the model does)."""
+        try:
+            boxes = as_box_labels(labels)
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}") from None
+        if len(boxes) != count:
+            raise DataError(f"{source}: {count} images but box labels for {len(boxes)}")
+        if boxes.count == 0:
+            info(f"{source}: the labels hold no boxes: treated as unlabelled data (agreement with FP32 only)")
+            return None
+        return boxes
+
     def reference_warnings(self, ref_outputs: dict[str, np.ndarray], labels: Any = None) -> list[str]:
         out = super().reference_warnings(ref_outputs, labels)
         y = first_output(ref_outputs)
@@ -172,18 +187,16 @@ class Detection(Task):
                            "whose boxes are not in the model input's pixels")
         return out
 
-    def apply_gates(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None,
-                    gates: Gates) -> list[GateResult]:
+    labelled_gates = ("max_map_drop", "min_map")
+
+    def gate_values(self, outputs: dict[str, dict[str, float]],
+                    accuracy: dict[str, float] | None) -> dict[str, Callable[[], float]]:
         first = first_output(outputs)
-        require_labels(gates, ("max_map_drop", "min_map"), accuracy)
-        if gates.min_agreement is not None and "agreement" not in first:
-            raise DataError("gate min_agreement needs a [N, 4 + classes, anchors] detection output")
-        return gate_results(gates, {
-            "max_map_drop": lambda: -accuracy["map_delta"],
-            "min_map": lambda: accuracy["map"],
-            "min_agreement": lambda: first["agreement"],
-            "max_abs_error": lambda: max_abs_error(outputs),
-        })
+        return {"max_map_drop": lambda: -accuracy["map_delta"],
+                "min_map": lambda: accuracy["map"],
+                "min_agreement": lambda: output_value(first, "agreement", "min_agreement",
+                                                      "a [N, 4 + classes, anchors] detection output"),
+                "max_abs_error": lambda: max_abs_error(outputs)}
 
     def summary(self, outputs: dict[str, dict[str, float]], accuracy: dict[str, float] | None) -> str:
         first = first_output(outputs)

@@ -24,7 +24,7 @@ from optim.backends.engine_compat import build_blocker, read_manifest, target
 from optim.backends.trt_flavour import FLAVOURS
 from optim.console import info
 from optim.errors import OptimError, first_line
-from optim.runfolder import RunLayout
+from optim.runfolder import Entry, RunLayout
 from optim.stages import build, nms
 
 #: evaluation images the NMS deployable at another size is checked on (resized; the check compares
@@ -53,74 +53,80 @@ class OfflineEngines:
     def build_all(self, models: dict[str, Artifact], nms_models: dict[str, Artifact],
                   sized: dict[str, dict[str, Artifact]], evaluation: Data) -> list[str]:
         """Every engine of every ``build.extra_targets`` target; returns the build failures (one line each)."""
-        from optim.backends import machine
+        from optim.backends.machine import probe
 
-        r = self.wf.recipe
-        if not r.build.extra_targets:
+        recipe = self.wf.recipe
+        if not recipe.build.extra_targets:
             return []
-        m = machine.probe()
-        tags = r.build_tags()
-        for key in r.build.extra_targets:
+        machine = probe()
+        tags = recipe.build_tags()
+        for key in recipe.build.extra_targets:
             tgt = target(key)
-            why = build_blocker(m, tgt)
-            if why is None and r.fused_preprocess is not None:
+            why = build_blocker(machine, tgt)
+            if why is None and recipe.fused_preprocess is not None:
                 why = ("the models take frames through OptimPreprocess, whose plugin is built against TensorRT "
                        "10/11 headers: TensorRT-RTX's parser aborts on it and its own headers are not public "
                        "(README: Custom plugins)")
             cells = self.cells.setdefault(key, {})
-            others = {f"{t}.{key}": "not built: " + self.wf.not_built_reason(t) for t in models if t not in tags}
+            others = {Entry.parse(tag).engine_name(key): "not built: " + self.wf.not_built_reason(tag)
+                      for tag in models if tag not in tags}
             if why:
                 self.wf.ex.skip(f"build ({tgt.name} engines)", "", escape(why))
                 self.wf.notes.append(f"{tgt.name} engines: not built: {why}.")
-                cells.update({f"{t}.{key}": f"not built: {why}" for t in tags})
+                cells.update({Entry.parse(tag).engine_name(key): f"not built: {why}" for tag in tags})
                 cells.update(others)
                 continue
-            for t, name, rel, src, shape in self.jobs(key, tags, models, nms_models, sized, evaluation):
-                cells[name] = self.build_one(key, t, name, rel, src, shape)
+            for tag, name, rel, src, shape in self.jobs(key, tags, models, nms_models, sized, evaluation):
+                cells[name] = self.build_one(key, tag, name, rel, src, shape)
             cells.update(others)
             built = sum(c.startswith("built") for c in cells.values())
-            fl = FLAVOURS[tgt.flavour]
-            self.wf.notes.append(f"{tgt.name} engines ({fl.label}, {tgt.sm}): {built} built on this machine, ahead "
-                                 f"of time and without a GPU; they run on {fl.runs_on}, so their accuracy and speed "
-                                 "are not measured here.")
+            flavour = FLAVOURS[tgt.flavour]
+            self.wf.notes.append(f"{tgt.name} engines ({flavour.label}, {tgt.sm}): {built} built on this machine, "
+                                 f"ahead of time and without a GPU; they run on {flavour.runs_on}, so their accuracy "
+                                 "and speed are not measured here.")
         return self.failures
 
     def jobs(self, key: str, tags: list[str], models: dict[str, Artifact], nms_models: dict[str, Artifact],
              sized: dict[str, dict[str, Artifact]], evaluation: Data):
         """(entry, engine name, path in the run folder, ONNX artifact, sample shape or None) per engine."""
-        r = self.wf.recipe
+        recipe = self.wf.recipe
         # the images each size's NMS deployables are checked on: resized once per size, not per entry
-        at_size = {z.label: resized(evaluation, z.hw, SIZE_CHECK_IMAGES) for z in r.bench.sizes} \
-            if r.nms and nms_models else {}
-        for t in tags:
-            yield t, f"{t}.{key}", RunLayout.model(t, engine=key), models[t], None
-            if t in nms_models:
-                yield t, f"{t}.nms.{key}", RunLayout.model(t, nms=True, engine=key), nms_models[t], None
-            for z in r.bench.sizes:
-                src = sized.get(z.label, {}).get(t)
+        at_size = {size.label: resized(evaluation, size.hw, SIZE_CHECK_IMAGES) for size in recipe.bench.sizes} \
+            if recipe.nms and nms_models else {}
+        for tag in tags:
+            entry = Entry.parse(tag)
+            yield tag, entry.engine_name(key), RunLayout.model(entry, engine=key), models[tag], None
+            if tag in nms_models:
+                yield (tag, entry.engine_name(key, nms=True), RunLayout.model(entry, nms=True, engine=key),
+                       nms_models[tag], None)
+            for size in recipe.bench.sizes:
+                src = sized.get(size.label, {}).get(tag)
                 if src is None:
                     continue
-                shape = (r.input.shape[0], *z.hw)
-                yield t, f"{t}.{key}@{z.label}", RunLayout.model(t, engine=key, size=z.label), src, shape
-                if r.nms and t in nms_models:
-                    with_nms = self.nms_at(t, z.label, src, at_size[z.label])
+                entry_at_size = entry.replace(size=size.label)
+                shape = (recipe.input.shape[0], *size.hw)
+                yield tag, entry_at_size.engine_name(key), RunLayout.model(entry_at_size, engine=key), src, shape
+                if recipe.nms and tag in nms_models:
+                    with_nms = self.nms_at(entry_at_size, src, at_size[size.label])
                     if with_nms is not None:
-                        yield (t, f"{t}.nms.{key}@{z.label}", RunLayout.model(t, nms=True, engine=key, size=z.label),
-                               with_nms, shape)
+                        yield (tag, entry_at_size.engine_name(key, nms=True),
+                               RunLayout.model(entry_at_size, nms=True, engine=key), with_nms, shape)
 
-    def nms_at(self, t: str, label: str, src: Artifact, data: Data) -> Artifact | None:
-        """The entry's NMS deployable at another size (checked like at the recipe's size), or None."""
+    def nms_at(self, entry: Entry, src: Artifact, data: Data) -> Artifact | None:
+        """The entry's NMS deployable at its ``size`` (checked like at the recipe's size), or None."""
         try:
-            return self.wf.ex.step(nms, f"{t}@{label}.nms", RunLayout.model(t, nms=True, size=label), [src, data],
-                                   self.wf.recipe.nms, tag=t)
+            return self.wf.ex.step(nms, f"{entry.step_name}.nms", RunLayout.model(entry, nms=True), [src, data],
+                                   self.wf.recipe.nms, tag=entry.tag)
         except OptimError as exc:
-            self.fail(f"{t}.nms@{label}", f"add-nms at {label}: {first_line(exc)}")
+            self.fail(f"{entry.tag}.nms@{entry.size}", f"add-nms at {entry.size}: {first_line(exc)}")
             return None
 
-    def build_one(self, key: str, t: str, name: str, rel: str, src: Artifact, shape: tuple[int, ...] | None) -> str:
+    def build_one(self, key: str, tag: str, name: str, rel: str, src: Artifact,
+                  shape: tuple[int, ...] | None) -> str:
         try:
-            s = self.wf.build_settings(None, shape).model_copy(update={"target": key})
-            engine = self.wf.ex.step(build, name, rel, [dataclasses.replace(src, tag=t)], s, kind="engine", tag=t)
+            settings = self.wf.build_settings(None, shape).model_copy(update={"target": key})
+            engine = self.wf.ex.step(build, name, rel, [dataclasses.replace(src, tag=tag)], settings, kind="engine",
+                                     tag=tag)
         except OptimError as exc:
             return self.fail(name, first_line(exc))
         return build.engine_cell(read_manifest(engine.path))

@@ -38,9 +38,8 @@ from optim.recipe import Recipe
 from optim.runlock import RunLock
 from optim.settings import DataSpec, QuantizeOptions, QuantizeSettings
 from optim.sources import BUNDLED, WEIGHTS_DIR, trained_weights_reason
-from optim.backends import cpu
+from optim.backends import cpu, get_backend
 from optim.errors import BackendUnavailable, BuildError, ModelError, OptimError, first_line
-from optim.install import INSTALL
 from optim.stages.quantize import scheme
 from optim.workflow.engines import OfflineEngines
 from optim.workflow.sizes import Sizes
@@ -83,11 +82,11 @@ class Workflow:
         r = self.recipe
         op = r.preprocess_op()
         if op is None:
-            x, y, ds = data_mod.prepare(spec, r.preprocess, r.input, samples, self.task.letterbox_images)
+            x, y, ds = data_mod.prepare(spec, r.preprocess, r.input, samples, self.task)
             frames = None
         else:
             hwc = (*r.fused_preprocess.frame, r.input.shape[0])
-            frames, x, y, ds = data_mod.prepare_frames(spec, op, hwc, samples)
+            frames, x, y, ds = data_mod.prepare_frames(spec, op, hwc, samples, self.task)
             x = data_mod.validate_inputs(x, r.input, ds.source)
         desc = spec.description or ds.source
         if name == "evaluation" and ds.total is not None:
@@ -210,7 +209,8 @@ class Workflow:
         wanted = list(self.recipe.backends) if self.recipe.backends is not None else have
         for f in wanted:
             if f not in have:
-                why = f"{f} is not installed here ({INSTALL.get(f, 'pip install ' + f)})"
+                backend = get_backend(f)
+                why = f"{backend.package or f} is not installed here ({backend.install or 'pip install ' + f})"
                 self.ex.skip(f"check and bench on {f}", "", why)
                 self.notes.append(f"CPU backend {f}: not run: {why}.")
         return [f for f in wanted if f in have]
@@ -244,11 +244,11 @@ class Workflow:
         jobs = []
         main = self.recipe.bench.at_recipe_size()  # the other sizes: sizes.Sizes.bench
         for family in families:
-            for t, m in models.items():
+            for t, model in models.items():
                 name = cpu.result_name(t, family)
                 if name in self.cpu_not_run:
                     continue
-                src, backend = cpu.route(family, t, m, fp32)
+                src, backend = cpu.route(family, t, model, fp32)
                 s = main if family == cpu.PRIMARY else bench.Settings(**main.model_dump(), backend=backend)
                 jobs.append((name, src, s, t))
         stale = [n for n, src, s, _ in jobs
@@ -297,8 +297,8 @@ class Workflow:
         r = self.recipe
         wanted = r.build_tags()
         not_run = {t: self.not_built_reason(t) for t in models if t not in wanted}
-        m = machine.probe()
-        why = build_blocker(m, target(r.target_gpu), r.build.hardware_compatibility)
+        here = machine.probe()
+        why = build_blocker(here, target(r.target_gpu), r.build.hardware_compatibility)
         if why:
             self.ex.skip("build (TensorRT engines) and GPU bench", "", escape(why))
             self.notes.append(f"TensorRT build and GPU bench: not run: {why}.")
@@ -308,7 +308,7 @@ class Workflow:
             src, precision = models[t], None
             if t in ("fp16", "bf16") and r.build.fp16_bf16 == "builder_flags":
                 src, precision = models["fp32"], t
-            name = f"{t}.{r.target_gpu}"
+            name = Entry.parse(t).engine_name(r.target_gpu)
             try:
                 s = self.build_settings(precision)
                 plugins = [Artifact.of_file(p, f"plugin:{p.name}", "plugin") for p in s.build.plugins if p.is_file()]
@@ -325,8 +325,8 @@ class Workflow:
             self.ex.step(bench, RunLayout.record_name(rel), rel, [engine],
                          r.bench.at_recipe_size(), kind="result", tag=t)
             failures += self.sizes.engines(t, precision, (sized or {}), not_run)
-        gpu = m.gpu
-        self.notes.append(f"GPU columns: TensorRT {m.tensorrt} engines for {target(r.target_gpu).name}, checked "
+        gpu = here.gpu
+        self.notes.append(f"GPU columns: TensorRT {here.tensorrt} engines for {target(r.target_gpu).name}, checked "
                         f"against the ONNX Runtime CPU FP32 reference and timed on {gpu.name} ({gpu.sm}) with "
                         "CUDA events (device time, input already on the GPU).")
         return results, not_run, failures
@@ -344,9 +344,9 @@ class Workflow:
 
     def _run(self) -> dict[str, Path]:
         r = self.recipe
-        m = self.ex.rd.manifest
-        m.recipe, m.recipe_sha256 = str(self.recipe_path), sha256_file(self.recipe_path)
-        m.target_gpu = f"{r.target_gpu} ({target(r.target_gpu).sm})"
+        manifest = self.ex.rd.manifest
+        manifest.recipe, manifest.recipe_sha256 = str(self.recipe_path), sha256_file(self.recipe_path)
+        manifest.target_gpu = f"{r.target_gpu} ({target(r.target_gpu).sm})"
         info(f"[bold]optim run[/] {r.name} -> {self.ex.root}")
         fp32 = self.export()
         models = {"fp32": fp32}

@@ -18,7 +18,8 @@ from optim.data import prepare
 from optim.backends.engine_compat import engine_problem, manifest_path, read_manifest
 from optim.errors import BackendUnavailable
 from optim.backends.machine import cuda_gpus, onnxruntime_providers
-from optim.recipe import BenchSettings, load_recipe
+from optim.recipe import load_recipe
+from optim.settings import BenchSettings
 from optim.backends import open_runner, run_batched
 from optim.backends.tensorrt_api import installed_version
 from tests.helpers import REPO

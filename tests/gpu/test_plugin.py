@@ -177,7 +177,7 @@ def test_v2_auto_kernel_small():
 
 def _engine(tmp_path, model: onnx.ModelProto, name: str, sample_shape):
     from optim.stages.build import engine_from_onnx
-    from optim.recipe import BatchRange, BuildSettings
+    from optim.settings import BatchRange, BuildSettings
 
     src, plan = tmp_path / f"{name}.onnx", tmp_path / f"{name}.plan"
     onnx.save(model, str(src))

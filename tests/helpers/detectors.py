@@ -138,7 +138,7 @@ def write_data(root: Path, seed: int = 0) -> tuple[Path, Path]:
 
 
 def coco_spec(root: Path, **kw):
-    from optim.recipe import DataSpec
+    from optim.settings import DataSpec
 
     return DataSpec(kind="coco", path=root / "images", annotations=root / "ann.json", **kw)
 

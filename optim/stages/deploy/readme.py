@@ -9,33 +9,37 @@ TAG_PLACEHOLDER = "<yy.mm>"  # an NGC release, e.g. the one whose TensorRT built
 SERVER_IMAGE = "nvcr.io/nvidia/tritonserver"
 
 
-def _tensor(t: TensorSpec, batched: bool) -> str:
-    dims = ",".join("?" if d < 0 else str(d) for d in t.dims)
-    return f"`{t.name}` {t.data_type.removeprefix('TYPE_').lower()} [{'N,' if batched else ''}{dims}]"
+def _tensor(tensor: TensorSpec, batched: bool) -> str:
+    dims = ",".join("?" if d < 0 else str(d) for d in tensor.dims)
+    return f"`{tensor.name}` {tensor.data_type.removeprefix('TYPE_').lower()} [{'N,' if batched else ''}{dims}]"
 
 
-def _row(m: ModelPlan) -> str:
-    batched = m.max_batch_size > 0
-    kind = "TensorRT plan" if m.backend == "tensorrt" else f"ONNX Runtime ({m.instance_kind.removeprefix('KIND_')})"
-    files = ", ".join(f.dest for f in m.files if f.dest.startswith("1/") and not f.dest.endswith(".json"))
-    pref = ",".join(map(str, m.preferred_batch_sizes)) or "-"
-    return (f"| `{m.name}` | {m.tag} | {kind} | {files} | {m.source} | "
-            f"{'; '.join(_tensor(t, batched) for t in m.inputs)} | {'; '.join(_tensor(t, batched) for t in m.outputs)} | "
-            f"{m.max_batch_size or 'fixed'} | {pref} | {m.batch_source} |")
+def _row(model: ModelPlan) -> str:
+    batched = model.max_batch_size > 0
+    kind = ("TensorRT plan" if model.backend == "tensorrt"
+            else f"ONNX Runtime ({model.instance_kind.removeprefix('KIND_')})")
+    files = ", ".join(spec.dest for spec in model.files
+                      if spec.dest.startswith("1/") and not spec.dest.endswith(".json"))
+    pref = ",".join(map(str, model.preferred_batch_sizes)) or "-"
+    inputs = "; ".join(_tensor(tensor, batched) for tensor in model.inputs)
+    outputs = "; ".join(_tensor(tensor, batched) for tensor in model.outputs)
+    return (f"| `{model.name}` | {model.tag} | {kind} | {files} | {model.source} | {inputs} | {outputs} | "
+            f"{model.max_batch_size or 'fixed'} | {pref} | {model.batch_source} |")
 
 
-def _perf_line(m: ModelPlan) -> str:
-    batch = f" -b {m.preferred_batch_sizes[0]}" if m.max_batch_size > 0 and m.preferred_batch_sizes else ""
-    shapes = "".join(f" --shape {t.name}:{','.join('1' if d < 0 else str(d) for d in t.dims)}"
-                     for t in m.inputs if any(d < 0 for d in t.dims))
-    return f"perf_analyzer -m {m.name} -u localhost:8001 -i grpc{batch}{shapes} --concurrency-range 1:8"
+def _perf_line(model: ModelPlan) -> str:
+    preferred = model.preferred_batch_sizes if model.max_batch_size > 0 else ()
+    batch = f" -b {preferred[0]}" if preferred else ""
+    shapes = "".join(f" --shape {tensor.name}:{','.join('1' if d < 0 else str(d) for d in tensor.dims)}"
+                     for tensor in model.inputs if any(d < 0 for d in tensor.dims))
+    return f"perf_analyzer -m {model.name} -u localhost:8001 -i grpc{batch}{shapes} --concurrency-range 1:8"
 
 
 def readme(plan: RepoPlan, command: str, created: str) -> str:
     models = plan.models
-    plugins = [f"/models/{m.name}/{p}" for m in models for p in m.plugins]
+    plugins = [f"/models/{model.name}/{plugin}" for model in models for plugin in model.plugins]
     preload = plugins[:1]  # one copy of each library is enough: the same file is copied per model
-    versions = sorted({v for m in models for v in m.tensorrt})
+    versions = sorted({version for model in models for version in model.tensorrt})
     lines = [
         f"# Triton model repository: {plan.recipe}",
         "",
@@ -48,22 +52,22 @@ def readme(plan: RepoPlan, command: str, created: str) -> str:
         "",
         "| model | entry | runs on | file | from | input | output | max batch | preferred batch | batch profile from |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        *(_row(m) for m in models),
+        *(_row(model) for model in models),
         "",
     ]
     if plan.skipped:
-        lines += ["Not deployed: " + "; ".join(f"{t}: {why}" for t, why in plan.skipped) + ".", ""]
+        lines += ["Not deployed: " + "; ".join(f"{tag}: {why}" for tag, why in plan.skipped) + ".", ""]
     lines += ["Entries ending in `-nobudget` (the quantized model without its accuracy budget, kept for "
               "comparison in the report) are never deployed.", ""]
-    frames = [m for m in models if m.frames]
+    frames = [model for model in models if model.frames]
     if frames:
         lines += ["Models that take raw frames (fused preprocessing, `OptimPreprocess` in the graph): "
-                  + ", ".join(f"`{m.name}`" for m in frames) + ". Send uint8 frames `[N, H, W, C]` (NHWC); the model "
-                  "resizes and normalises them on the GPU.", ""]
-    notes = [f"- `{m.name}`: {n}" for m in models for n in m.notes]
+                  + ", ".join(f"`{model.name}`" for model in frames) + ". Send uint8 frames `[N, H, W, C]` (NHWC); "
+                  "the model resizes and normalises them on the GPU.", ""]
+    notes = [f"- `{model.name}`: {note}" for model in models for note in model.notes]
     if notes:
         lines += ["Notes:", "", *notes, ""]
-    if any(m.backend == "onnxruntime" and m.instance_kind == "KIND_GPU" for m in models):
+    if any(model.backend == "onnxruntime" and model.instance_kind == "KIND_GPU" for model in models):
         lines += ["ONNX Runtime models run on the GPU (`KIND_GPU`, ONNX Runtime's CUDA execution provider); "
                   "`optim deploy triton --onnx-instance cpu` writes them for the CPU.", ""]
     env = f" \\\n  -e LD_PRELOAD={preload[0]}" if preload else ""
@@ -82,7 +86,7 @@ def readme(plan: RepoPlan, command: str, created: str) -> str:
         "```",
         "",
     ]
-    if plugins or any(m.missing_plugins for m in models):
+    if plugins or any(model.missing_plugins for model in models):
         lines += [
             "### Plugin libraries",
             "",
@@ -99,7 +103,8 @@ def readme(plan: RepoPlan, command: str, created: str) -> str:
             "load-time registrar first (not done; nothing here has been tried on a server).",
             "",
         ]
-        missing = [f"`{m.name}` needs {', '.join(m.missing_plugins)}" for m in models if m.missing_plugins]
+        missing = [f"`{model.name}` needs {', '.join(model.missing_plugins)}"
+                   for model in models if model.missing_plugins]
         if missing:
             lines += ["Missing here (copy them into the model's `plugins/` folder before serving): "
                       + "; ".join(missing) + ".", ""]
@@ -110,7 +115,7 @@ def readme(plan: RepoPlan, command: str, created: str) -> str:
         "",
         "```bash",
         f"docker run -it --rm --net=host {SERVER_IMAGE}:$TRITON_TAG-sdk",
-        *(_perf_line(m) for m in models),
+        *(_perf_line(model) for model in models),
         "```",
         "",
     ]

@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 from optim.artifacts import atomic_path, sha256_file, write_json, write_text
-from optim.backends.engine_compat import manifest_path, read_manifest
+from optim.backends.engine_compat import read_manifest
 from optim.backends.trt_flavour import FLAVOURS, flavour_of, sms
 from optim.stages.deploy.publish import building, check_out
 from optim.stages.deploy.triton import Run
 from optim.errors import InputError
+from optim.runfolder import RunLayout
 
 INDEX = "deploy.json"
 
@@ -34,35 +35,36 @@ def engines(run: Run) -> list[tuple[str, dict]]:
     for rec in sorted(run.manifest.artifacts.values(), key=lambda r: r.path):
         if rec.kind != "engine":
             continue
-        man = read_manifest(run.root / rec.path)
-        if flavour_of(man).builds_without_gpu:
+        manifest = read_manifest(run.root / rec.path)
+        if flavour_of(manifest).builds_without_gpu:
             run.file(rec.path, rec.name)  # the engine is the file the run recorded
-            if man.get("engine_sha256") != run.sha(run.root / rec.path):
-                raise InputError(f"{rec.path} does not match its build manifest ({manifest_path(Path(rec.path)).name}); "
-                                 "rerun optim run")
-            out.append((rec.path, man))
+            if manifest.get("engine_sha256") != run.sha(run.root / rec.path):
+                raise InputError(f"{rec.path} does not match its build manifest "
+                                 f"({Path(RunLayout.engine_manifest(rec.path)).name}); rerun optim run")
+            out.append((rec.path, manifest))
     return out
 
 
 def readme(recipe: str, found: list[tuple[str, dict]], command: str, created: str) -> str:
-    fl = next((FLAVOURS[m["flavour"]] for _, m in found), None)
+    flavour = next((FLAVOURS[manifest["flavour"]] for _, manifest in found), None)
     lines = [f"# TensorRT-RTX engines: {recipe}", "",
              f"Written by `{command}` on {created}. Built ahead of time, without a GPU, by "
-             f"{fl.label if fl else 'TensorRT-RTX'}; each engine runs only on the GPUs its row names "
-             f"({fl.runs_on if fl else ''}), with the TensorRT-RTX runtime of the same version. They do not run on "
-             "an H100 and Triton's TensorRT backend cannot load them: load one with `tensorrt_rtx.Runtime` "
-             "(`deserialize_cuda_engine`) in your application.", "",
+             f"{flavour.label if flavour else 'TensorRT-RTX'}; each engine runs only on the GPUs its row names "
+             f"({flavour.runs_on if flavour else ''}), with the TensorRT-RTX runtime of the same version. "
+             "They do not run on an H100 and Triton's TensorRT backend cannot load them: load one with "
+             "`tensorrt_rtx.Runtime` (`deserialize_cuda_engine`) in your application.", "",
              "| engine | entry | precision | runs on | profile (batch min/opt/max) | size | built by | from ONNX |",
              "|---|---|---|---|---|---|---|---|"]
-    for rel, m in found:
-        prof = m.get("profile") or (m.get("plan") or {}).get("profile") or {}
+    for rel, manifest in found:
+        prof = manifest.get("profile") or (manifest.get("plan") or {}).get("profile") or {}
         batch = "/".join(str(prof[k][0]) for k in ("min", "opt", "max")) if prof else "?"
         shape = "x".join(map(str, prof.get("opt", [])[1:])) if prof else "?"
         lines.append(f"| `{Path(rel).name}` ({Path(rel).parent.as_posix() if '/' in rel else 'recipe size'}) | "
-                     f"{Path(m.get('onnx', '')).name} | {(m.get('plan') or {}).get('precision', '?')} | "
-                     f"{sms(m.get('compute_capabilities') or [])} | {batch} of {shape} | "
-                     f"{m.get('bytes', 0) / 1e6:.1f} MB | {FLAVOURS[m['flavour']].label} {m.get('tensorrt')} | "
-                     f"sha256 {str(m.get('onnx_sha256'))[:12]}... |")
+                     f"{Path(manifest.get('onnx', '')).name} | {(manifest.get('plan') or {}).get('precision', '?')} | "
+                     f"{sms(manifest.get('compute_capabilities') or [])} | {batch} of {shape} | "
+                     f"{manifest.get('bytes', 0) / 1e6:.1f} MB | "
+                     f"{FLAVOURS[manifest['flavour']].label} {manifest.get('tensorrt')} | "
+                     f"sha256 {str(manifest.get('onnx_sha256'))[:12]}... |")
     return "\n".join(lines) + "\n"
 
 
@@ -81,16 +83,17 @@ def deploy_rtx(run_dir: Path, out: Path, *, force: bool = False) -> dict:
     command = f"optim deploy rtx {run_dir} -o {out}"
     files = []
     with building(out) as tmp:
-        for rel, man in found:
-            for src in (rel, manifest_path(Path(rel)).as_posix()):
-                with atomic_path(tmp / src) as t:
-                    shutil.copyfile(run_dir / src, t)
+        for rel, manifest in found:
+            for src in (rel, RunLayout.engine_manifest(rel)):
+                with atomic_path(tmp / src) as part:
+                    shutil.copyfile(run_dir / src, part)
                 files.append({"path": src, "sha256": sha256_file(tmp / src), "from": src})
-            if files[-2]["sha256"] != man["engine_sha256"]:
+            if files[-2]["sha256"] != manifest["engine_sha256"]:
                 raise InputError(f"{run_dir / rel} changed while it was copied; run the deploy again")
         write_text(tmp / "README.md", readme(run.recipe, found, command, created))
         index = {"recipe": run.recipe, "run_dir": str(run_dir.resolve()), "command": command, "created": created,
-                 "engines": [{"path": rel, "runs_on": man.get("compute_capabilities"), "flavour": man["flavour"],
-                              "version": man.get("tensorrt")} for rel, man in found], "files": files}
+                 "engines": [{"path": rel, "runs_on": manifest.get("compute_capabilities"),
+                              "flavour": manifest["flavour"], "version": manifest.get("tensorrt")}
+                             for rel, manifest in found], "files": files}
         write_json(tmp / INDEX, index)
     return index

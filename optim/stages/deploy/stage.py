@@ -43,6 +43,7 @@ from optim.settings import Strict
 
 NAME = "deploy"
 TOOLS = ("onnx", "tritonclient")
+SUMMARY = "a Triton model repository (optim deploy triton), the RTX engines (optim deploy rtx)"
 INDEX = "deploy.json"
 
 
@@ -60,27 +61,28 @@ def write_repository(plan: RepoPlan, repo: Path, command: str) -> dict:
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     models = []
     with building(repo) as tmp:
-        for m in plan.models:
+        for model in plan.models:
             files = []
-            for f in m.files:
-                dest = tmp / m.name / f.dest
-                with atomic_path(dest) as t:
-                    shutil.copyfile(f.src, t)
-                if sha256_file(dest) != f.sha256:
-                    raise InputError(f"{f.src} changed while it was copied; run the deploy again")
-                src = Path(f.src)
-                frm = str(src.relative_to(run_dir)) if run_dir in src.parents else str(src)
-                files.append({"path": f"{m.name}/{f.dest}", "sha256": f.sha256, "from": frm, "artifact": f.artifact})
-            text = config_text(m)
-            if schema.parse(text, f"{m.name}/config.pbtxt") != model_config(m):
-                raise AssertionError(f"{m.name}/config.pbtxt does not read back as the message it was printed from")
-            write_text(tmp / m.name / "config.pbtxt", text)
-            models.append({**m.model_dump(mode="json", exclude={"files"}), "files": files,
-                           "config_sha256": sha256_file(tmp / m.name / "config.pbtxt")})
+            for spec in model.files:
+                dest = tmp / model.name / spec.dest
+                with atomic_path(dest) as part:
+                    shutil.copyfile(spec.src, part)
+                if sha256_file(dest) != spec.sha256:
+                    raise InputError(f"{spec.src} changed while it was copied; run the deploy again")
+                src = Path(spec.src)
+                origin = str(src.relative_to(run_dir)) if run_dir in src.parents else str(src)
+                files.append({"path": f"{model.name}/{spec.dest}", "sha256": spec.sha256, "from": origin,
+                              "artifact": spec.artifact})
+            text = config_text(model)
+            if schema.parse(text, f"{model.name}/config.pbtxt") != model_config(model):
+                raise AssertionError(f"{model.name}/config.pbtxt does not read back as the message it was printed from")
+            write_text(tmp / model.name / "config.pbtxt", text)
+            models.append({**model.model_dump(mode="json", exclude={"files"}), "files": files,
+                           "config_sha256": sha256_file(tmp / model.name / "config.pbtxt")})
         write_text(tmp / "README.md", readme(plan, command, created))
         index = {"recipe": plan.recipe, "run_dir": plan.run_dir, "command": command, "created": created,
                  "validated_with": schema.describe(), "models": models,
-                 "skipped": {t: why for t, why in plan.skipped}}
+                 "skipped": {tag: why for tag, why in plan.skipped}}
         write_json(tmp / INDEX, index)
     return index
 
@@ -90,7 +92,7 @@ def run(inputs: list[Artifact], settings: Settings, ctx: StageContext) -> StageO
 
     Writes the repository whose index is ``ctx.out`` (REPO/deploy.json)."""
     index = write_repository(settings.plan, ctx.out.parent, settings.command)
-    return StageOutput({"models": [m["name"] for m in index["models"]], "skipped": index["skipped"],
+    return StageOutput({"models": [model["name"] for model in index["models"]], "skipped": index["skipped"],
                         "validated_with": index["validated_with"]}, index)
 
 
@@ -98,14 +100,14 @@ def run(inputs: list[Artifact], settings: Settings, ctx: StageContext) -> StageO
 def _inputs(plan: RepoPlan) -> list[Artifact]:
     """One artifact per source file, named as the run's manifest names it."""
     run_dir, seen, out = Path(plan.run_dir), set(), []
-    for m in plan.models:
-        for f in m.files:
-            if f.src in seen:
+    for model in plan.models:
+        for spec in model.files:
+            if spec.src in seen:
                 continue
-            seen.add(f.src)
-            src = Path(f.src)
-            name = f.artifact or (f"plugin:{src.name}" if run_dir not in src.parents else src.name)
-            out.append(Artifact(name, src, f.sha256, "plugin" if name.startswith("plugin:") else "file"))
+            seen.add(spec.src)
+            src = Path(spec.src)
+            name = spec.artifact or (f"plugin:{src.name}" if run_dir not in src.parents else src.name)
+            out.append(Artifact(name, src, spec.sha256, "plugin" if name.startswith("plugin:") else "file"))
     return out
 
 
@@ -122,32 +124,33 @@ def deploy_triton(run_dir: Path, out: Path, opts: Options, *, force: bool = Fals
     # a writable run folder is locked: it is read whole while no optim run changes it
     with RunLock(run_dir, wait=wait) if os.access(run_dir, os.W_OK) else nullcontext():
         if inside:
-            ex = Executor(run_dir)
+            executor = Executor(run_dir)
             rel = (out.resolve() / INDEX).relative_to(run_dir.resolve()).as_posix()
-            theirs = [r.path for r in ex.rd.manifest.artifacts.values()
-                      if r.stage != NAME and PurePosixPath(r.path).is_relative_to(PurePosixPath(rel).parent)]
+            theirs = [rec.path for rec in executor.rd.manifest.artifacts.values()
+                      if rec.stage != NAME and PurePosixPath(rec.path).is_relative_to(PurePosixPath(rel).parent)]
             if theirs:
                 raise OutputPathError(f"-o {out} holds results of the run ({theirs[0]}); give a new folder")
         plan = plan_repository(run_dir, opts, exclude=out)
-        for m in plan.models:
-            what = "TensorRT plan" if m.backend == "tensorrt" else f"ONNX Runtime on {m.instance_kind[5:]}"
-            info(escape(f"deploy {m.name}: {what} from {m.source}, max batch {m.max_batch_size or 'fixed'}"
-                        + (", takes uint8 frames" if m.frames else "")))
-            for n in m.notes:
-                info(escape(f"  note: {n}"))
-            for lib in m.missing_plugins:
+        for model in plan.models:
+            what = "TensorRT plan" if model.backend == "tensorrt" else f"ONNX Runtime on {model.instance_kind[5:]}"
+            frames = ", takes uint8 frames" if model.frames else ""
+            info(escape(f"deploy {model.name}: {what} from {model.source}, "
+                        f"max batch {model.max_batch_size or 'fixed'}{frames}"))
+            for note in model.notes:
+                info(escape(f"  note: {note}"))
+            for lib in model.missing_plugins:
                 info("  [yellow]missing[/] " + escape(f"plugin library {lib}: not found here, so not copied (see the README)"))
         for tag, why in plan.skipped:
             skipped(f"deploy {tag}", escape(why))
-        s = Settings(plan=plan, command=command)
+        settings = Settings(plan=plan, command=command)
         inputs = _inputs(plan)
         if inside:
-            a = ex.step(sys.modules[__name__], f"deploy/{PurePosixPath(rel).parent}", rel, inputs, s,
-                        kind="deploy", cache=False)
-            index = json.loads(a.path.read_text())
+            written = executor.step(sys.modules[__name__], f"deploy/{PurePosixPath(rel).parent}", rel, inputs,
+                                    settings, kind="deploy", cache=False)
+            index = json.loads(written.path.read_text())
         else:
             with stage_writes(NAME):
-                index = run(inputs, s, StageContext(run_dir, out / INDEX, "deploy")).result
+                index = run(inputs, settings, StageContext(run_dir, out / INDEX, "deploy")).result
     info(escape(f"wrote {out} ({len(index['models'])} model{'s' if len(index['models']) != 1 else ''}, every config parsed "
          f"by {schema.describe()}); how to serve it: {out / 'README.md'}"))
     return index

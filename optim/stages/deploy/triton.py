@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from optim.artifacts import MANIFEST, Manifest, sha256_file
+from optim.artifacts import Manifest, sha256_file
 from optim.stages.deploy import schema
 from optim.errors import InputError
 from optim.runfolder import Entry, RunInfo, RunLayout
@@ -99,11 +99,12 @@ class Run:
             raise InputError(f"{self.root} is not an optim run folder (no run.json): run `optim run RECIPE` first")
         self.info = RunInfo.read(self.layout.path(RunLayout.RUN_JSON))
         self.manifest = Manifest()
-        if (self.root / MANIFEST).is_file():
+        manifest_json = self.layout.path(RunLayout.MANIFEST)
+        if manifest_json.is_file():
             try:
-                self.manifest = Manifest.model_validate_json((self.root / MANIFEST).read_text())
+                self.manifest = Manifest.model_validate_json(manifest_json.read_text())
             except ValueError:
-                raise InputError(f"{self.root / MANIFEST} is not a valid optim manifest") from None
+                raise InputError(f"{manifest_json} is not a valid optim manifest") from None
         self.exclude = Path(exclude).resolve() if exclude else None
         self._sha: dict[Path, str] = {}
 
@@ -129,11 +130,11 @@ class Run:
         sha = self.sha(p)
         if rec is not None and rec.sha256 != sha:
             raise InputError(f"{self.root / rel} changed since the run recorded it (sha256 differs from "
-                             f"{MANIFEST}); rerun optim run on {self.root}")
+                             f"{RunLayout.MANIFEST}); rerun optim run on {self.root}")
         return FileSpec(src=str(p), dest=p.name, sha256=sha, artifact=rec.name if rec else "")
 
     def record_for(self, rel: str):
-        return next((r for r in self.manifest.artifacts.values() if r.path == rel), None)
+        return next((rec for rec in self.manifest.artifacts.values() if rec.path == rel), None)
 
     def onnx_files(self) -> list[Path]:
         return [p for p in sorted(self.root.glob("*.onnx"))
@@ -148,8 +149,9 @@ class Run:
             p = self.root / rel
             return not manifest_path(p).is_file() or read_manifest(p).get("flavour", "tensorrt") == "tensorrt"
 
-        recs = [(r.path, r.name) for r in self.manifest.artifacts.values() if r.kind == "engine" and r.tag == tag
-                and "/" not in r.path and ".nms." not in r.path and tensorrt(r.path)]
+        recs = [(rec.path, rec.name) for rec in self.manifest.artifacts.values()
+                if rec.kind == "engine" and rec.tag == tag and "/" not in rec.path and ".nms." not in rec.path
+                and tensorrt(rec.path)]
         if recs:
             return sorted(recs)
         prefix = RunLayout.model(tag, engine="*").removesuffix("*.plan")  # model.TAG.
@@ -163,8 +165,8 @@ class Run:
             parent = self.manifest.artifacts.get(rec.parents[0])
             if parent is not None and (self.root / parent.path).is_file():
                 return parent.path
-        guess = rel.removesuffix(".frames.onnx") + ".onnx"  # RunLayout.variant(guess, "frames") == rel
-        return guess if guess != rel and (self.root / guess).is_file() else None
+        plain = RunLayout.made_from(rel, "frames")
+        return plain if plain is not None and (self.root / plain).is_file() else None
 
     def batch_profile(self, engine_manifests: list[dict]) -> tuple[tuple[int, int, int] | None, str]:
         """(min, opt, max) of the batch and where it was read from, or (None, why not)."""
@@ -183,15 +185,15 @@ def tensors(model_path: Path) -> tuple[list[Any], list[Any], bool]:
     """Inputs and outputs of an ONNX graph (TensorInfo), and whether its batch axis is dynamic."""
     from optim.onnx_tools import graph_inputs, graph_outputs, load_onnx
 
-    m = load_onnx(model_path, check=False)
-    ins, outs = graph_inputs(m), graph_outputs(m)
-    batched = all(t.shape and not isinstance(t.shape[0], int) for t in ins + outs)
+    model = load_onnx(model_path, check=False)
+    ins, outs = graph_inputs(model), graph_outputs(model)
+    batched = all(tensor.shape and not isinstance(tensor.shape[0], int) for tensor in ins + outs)
     return ins, outs, batched
 
 
-def _spec(t, batched: bool, where: str) -> TensorSpec:
-    dims = t.shape[1:] if batched else t.shape
-    return TensorSpec(name=t.name, data_type=schema.triton_dtype(t.elem_type, where),
+def _spec(tensor, batched: bool, where: str) -> TensorSpec:
+    dims = tensor.shape[1:] if batched else tensor.shape
+    return TensorSpec(name=tensor.name, data_type=schema.triton_dtype(tensor.elem_type, where),
                       dims=tuple(d if isinstance(d, int) and d > 0 else -1 for d in dims))
 
 
@@ -228,14 +230,14 @@ def _plugin_file(entry: dict) -> Path | None:
 
 
 def plan_engines(run: Run, tag: str, engines: list[tuple[str, str]], opts: Options) -> ModelPlan:
-    from optim.backends.engine_compat import manifest_path, read_manifest
+    from optim.backends.engine_compat import read_manifest
 
-    mans = [read_manifest(run.root / rel) for rel, _ in engines]
-    ccs = [str((m.get("gpu") or {}).get("compute_capability", "?")) for m in mans]
+    manifests = [read_manifest(run.root / rel) for rel, _ in engines]
+    ccs = [str((manifest.get("gpu") or {}).get("compute_capability", "?")) for manifest in manifests]
     if len(set(ccs)) != len(ccs):
         raise InputError(f"entry {tag} has several engines for compute capability {ccs}: "
                          f"{', '.join(rel for rel, _ in engines)}; keep one per GPU architecture")
-    onnx_shas = {m.get("onnx_sha256") for m in mans}
+    onnx_shas = {manifest.get("onnx_sha256") for manifest in manifests}
     if len(onnx_shas) != 1:
         raise InputError(f"the engines of entry {tag} were built from different ONNX files; rebuild them from one")
     src = next((p for p in run.onnx_files() if run.sha(p) == next(iter(onnx_shas))), None)
@@ -243,27 +245,26 @@ def plan_engines(run: Run, tag: str, engines: list[tuple[str, str]], opts: Optio
         raise InputError(f"the ONNX file engine {engines[0][0]} was built from (sha256 {next(iter(onnx_shas))[:12]}...) "
                          f"is not in {run.root}, so its inputs and outputs cannot be read")
     ins, outs, batched = tensors(src)
-    profs = [(m.get("plan") or {}).get("profile") or {} for m in mans]
+    profs = [(manifest.get("plan") or {}).get("profile") or {} for manifest in manifests]
     name = profs[0].get("input")
     if len(ins) != 1 or ins[0].name != name:
         raise InputError(f"engine {engines[0][0]}: its profile is for input '{name}', its ONNX {src.name} has "
-                         f"{[t.name for t in ins]}")
-    mx, opt = min(p["max"][0] for p in profs), profs[0]["opt"][0]
+                         f"{[tensor.name for tensor in ins]}")
+    mx, opt = min(prof["max"][0] for prof in profs), profs[0]["opt"][0]
     if opts.max_batch is not None:
         if opts.max_batch > mx:
             raise InputError(f"--max-batch {opts.max_batch} is more than engine {engines[0][0]} takes (its profile's "
                              f"max batch is {mx})")
         mx, opt = opts.max_batch, min(opt, opts.max_batch)
-    fixed = all(p["min"][0] == p["max"][0] for p in profs) and not batched
+    fixed = all(prof["min"][0] == prof["max"][0] for prof in profs) and not batched
     files, cc_names, plugins, missing = [], [], [], []
-    for (rel, art), man, cc in zip(engines, mans, ccs):
+    for (rel, art), manifest, cc in zip(engines, manifests, ccs):
         dest = "model.plan" if len(engines) == 1 else f"model.sm{cc.replace('.', '')}.plan"
-        f = run.file(rel, art)
-        files += [f.model_copy(update={"dest": f"1/{dest}"}),
-                  run.file(str(manifest_path(Path(rel)))).model_copy(update={"dest": f"1/{dest}.json"})]
+        files += [run.file(rel, art).model_copy(update={"dest": f"1/{dest}"}),
+                  run.file(RunLayout.engine_manifest(rel)).model_copy(update={"dest": f"1/{dest}.json"})]
         if len(engines) > 1:
             cc_names.append((cc, dest))
-        for entry in man.get("plugins") or []:
+        for entry in manifest.get("plugins") or []:
             lib = _plugin_file(entry)
             lib_name = Path(str(entry.get("path"))).name
             if lib is None:
@@ -271,16 +272,17 @@ def plan_engines(run: Run, tag: str, engines: list[tuple[str, str]], opts: Optio
             elif f"plugins/{lib_name}" not in plugins:
                 plugins.append(f"plugins/{lib_name}")
                 files.append(FileSpec(src=str(lib), dest=f"plugins/{lib_name}", sha256=sha256_file(lib)))
-    notes = [p["note"] for p in profs if p.get("note")]
+    notes = [prof["note"] for prof in profs if prof.get("note")]
     return ModelPlan(
-        name=model_name(run.recipe, tag), tag=tag, backend="tensorrt", source=", ".join(r for r, _ in engines),
-        files=tuple(files), inputs=tuple(_spec(t, not fixed, src.name) for t in ins),
-        outputs=tuple(_spec(t, not fixed, src.name) for t in outs),
+        name=model_name(run.recipe, tag), tag=tag, backend="tensorrt", source=", ".join(rel for rel, _ in engines),
+        files=tuple(files), inputs=tuple(_spec(tensor, not fixed, src.name) for tensor in ins),
+        outputs=tuple(_spec(tensor, not fixed, src.name) for tensor in outs),
         max_batch_size=0 if fixed else mx, preferred_batch_sizes=() if fixed else preferred_sizes(opt, mx, opts.preferred),
         max_queue_delay_us=opts.queue_delay_us, instance_kind="KIND_GPU", instance_count=opts.instances,
         cc_model_filenames=tuple(cc_names), plugins=tuple(plugins), missing_plugins=tuple(missing),
-        frames=_has_op(src), tensorrt=tuple(sorted({str(m.get("tensorrt")) for m in mans})),
-        batch_source=f"engine profile{'s' if len(mans) > 1 else ''} ({'/'.join(map(str, (profs[0]['min'][0], opt, mx)))})",
+        frames=_has_op(src), tensorrt=tuple(sorted({str(manifest.get("tensorrt")) for manifest in manifests})),
+        batch_source=f"engine profile{'s' if len(manifests) > 1 else ''} "
+                     f"({'/'.join(map(str, (profs[0]['min'][0], opt, mx)))})",
         notes=tuple(notes))
 
 
@@ -295,8 +297,8 @@ def plan_onnx(run: Run, tag: str, profile: tuple[int, int, int] | None, source: 
         notes.append(f"{with_nms}: decode + NMS in the graph (outputs num_dets, det_boxes, det_scores, "
                      f"det_classes), made from {rel}; --raw deploys the raw-output model")
         rel = with_nms
-    f = run.file(rel)  # checked against the manifest before anything reads it
-    if _has_op(Path(f.src)):
+    spec = run.file(rel)  # checked against the manifest before anything reads it
+    if _has_op(Path(spec.src)):
         plain = run.unfused(rel)
         if plain is None:
             raise InputError(f"{rel} takes frames through OptimPreprocess, which Triton's onnxruntime backend cannot "
@@ -305,8 +307,8 @@ def plan_onnx(run: Run, tag: str, profile: tuple[int, int, int] | None, source: 
                      f"run from an ONNX Runtime custom-op library optim does not build; {plain} (float input, "
                      "preprocess on the client) is deployed instead. Deploy the TensorRT engine for frames input.")
         rel = plain
-        f = run.file(rel)
-    ins, outs, batched = tensors(Path(f.src))
+        spec = run.file(rel)
+    ins, outs, batched = tensors(Path(spec.src))
     cpu_placed = Entry.parse(tag).cpu_placed
     if cpu_placed and opts.onnx_instance == "gpu":
         notes.append(f"{rel} is placed for ONNX Runtime on CPU (integer CPU kernels, in the INT8 format of the "
@@ -319,8 +321,9 @@ def plan_onnx(run: Run, tag: str, profile: tuple[int, int, int] | None, source: 
     mx = profile[2] if batched else 0
     return ModelPlan(
         name=model_name(run.recipe, tag), tag=tag, backend="onnxruntime", source=rel,
-        files=(f.model_copy(update={"dest": "1/model.onnx"}),),
-        inputs=tuple(_spec(t, batched, rel) for t in ins), outputs=tuple(_spec(t, batched, rel) for t in outs),
+        files=(spec.model_copy(update={"dest": "1/model.onnx"}),),
+        inputs=tuple(_spec(tensor, batched, rel) for tensor in ins),
+        outputs=tuple(_spec(tensor, batched, rel) for tensor in outs),
         max_batch_size=mx, preferred_batch_sizes=preferred_sizes(profile[1], mx, opts.preferred) if batched else (),
         max_queue_delay_us=opts.queue_delay_us, instance_count=opts.instances,
         instance_kind="KIND_GPU" if opts.onnx_instance == "gpu" and not cpu_placed else "KIND_CPU",
@@ -335,49 +338,49 @@ def plan_repository(run_dir: Path, opts: Options, exclude: Path | None = None) -
     tags = run.tags()
     if not tags:
         raise InputError(f"{run.layout.path(RunLayout.RUN_JSON)} lists no entries to deploy")
-    engines = {t: run.engines(t) for t in tags}
-    mans = [read_manifest(run.root / rel) for es in engines.values() for rel, _ in es]
-    profile, source = run.batch_profile(mans)
+    engines = {tag: run.engines(tag) for tag in tags}
+    manifests = [read_manifest(run.root / rel) for found in engines.values() for rel, _ in found]
+    profile, source = run.batch_profile(manifests)
     models, skipped = [], []
-    for t in tags:
-        if opts.backend != "onnxruntime" and engines[t]:
-            models.append(plan_engines(run, t, engines[t], opts))
+    for tag in tags:
+        if opts.backend != "onnxruntime" and engines[tag]:
+            models.append(plan_engines(run, tag, engines[tag], opts))
         elif opts.backend == "tensorrt":
-            why = run.info.gpu.not_run.get(t) or "no engine in the run folder"
-            skipped.append((t, f"no TensorRT engine: {why}"))
+            why = run.info.gpu.not_run.get(tag) or "no engine in the run folder"
+            skipped.append((tag, f"no TensorRT engine: {why}"))
         else:
-            models.append(plan_onnx(run, t, profile, source, opts))
+            models.append(plan_onnx(run, tag, profile, source, opts))
     if not models:
         raise InputError(f"nothing to deploy from {run.root} with --backend {opts.backend}: "
-                         + "; ".join(f"{t}: {why}" for t, why in skipped))
+                         + "; ".join(f"{tag}: {why}" for tag, why in skipped))
     return RepoPlan(run_dir=str(run.root.resolve()), recipe=run.recipe, models=tuple(models), skipped=tuple(skipped))
 
 
 # -- the config ----------------------------------------------------------------------------------
-def model_config(m: ModelPlan):
+def model_config(model: ModelPlan):
     """The ModelConfig message of one model (printed with text_format, it is its config.pbtxt)."""
     pb = schema.pb2()
-    c = pb.ModelConfig(name=m.name, max_batch_size=m.max_batch_size)
-    if m.backend == "tensorrt":
-        c.platform = "tensorrt_plan"
+    config = pb.ModelConfig(name=model.name, max_batch_size=model.max_batch_size)
+    if model.backend == "tensorrt":
+        config.platform = "tensorrt_plan"
     else:
-        c.backend = "onnxruntime"
-    for t in m.inputs:
-        c.input.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
-    for t in m.outputs:
-        c.output.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
-    if m.max_batch_size > 0:
-        c.dynamic_batching.preferred_batch_size.extend(m.preferred_batch_sizes)
-        c.dynamic_batching.max_queue_delay_microseconds = m.max_queue_delay_us
-    c.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(m.instance_kind), count=m.instance_count)
-    for cc, fname in m.cc_model_filenames:
-        c.cc_model_filenames[cc] = fname
-    return c
+        config.backend = "onnxruntime"
+    for tensor in model.inputs:
+        config.input.add(name=tensor.name, data_type=pb.DataType.Value(tensor.data_type), dims=list(tensor.dims))
+    for tensor in model.outputs:
+        config.output.add(name=tensor.name, data_type=pb.DataType.Value(tensor.data_type), dims=list(tensor.dims))
+    if model.max_batch_size > 0:
+        config.dynamic_batching.preferred_batch_size.extend(model.preferred_batch_sizes)
+        config.dynamic_batching.max_queue_delay_microseconds = model.max_queue_delay_us
+    config.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(model.instance_kind), count=model.instance_count)
+    for cc, fname in model.cc_model_filenames:
+        config.cc_model_filenames[cc] = fname
+    return config
 
 
-def config_text(m: ModelPlan) -> str:
-    head = [f"# {m.name}: written by optim deploy triton as Triton's ModelConfig message",
-            f"# from {m.source} (entry {m.tag}); schema: {schema.describe()}"]
-    if m.plugins:
-        head.append(f"# the engine needs plugin libraries loaded by Triton: {', '.join(m.plugins)} (see README.md)")
-    return "\n".join(head) + "\n" + schema.to_text(model_config(m))
+def config_text(model: ModelPlan) -> str:
+    head = [f"# {model.name}: written by optim deploy triton as Triton's ModelConfig message",
+            f"# from {model.source} (entry {model.tag}); schema: {schema.describe()}"]
+    if model.plugins:
+        head.append(f"# the engine needs plugin libraries loaded by Triton: {', '.join(model.plugins)} (see README.md)")
+    return "\n".join(head) + "\n" + schema.to_text(model_config(model))

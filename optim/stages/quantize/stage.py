@@ -45,7 +45,8 @@ from optim.errors import OptimError, QuantizeError, first_line
 from optim.onnx_tools import graph_inputs, load_onnx, name_some, quant_coverage, single_input
 from optim.stages.quantize.scheme import resolve
 from optim.process import doing, killed_by, signal_name, sweep
-from optim.settings import QuantizeSettings
+from optim.runfolder import Entry, RunLayout
+from optim.settings import QUANTIZED, QuantizeSettings
 
 CALIB_BATCH = 32
 #: ORT's quantizer keeps Relu/Clip after a quantized node (instead of folding them into the Q/DQ
@@ -248,15 +249,16 @@ def _quantize_in_worker(src: Path, s: QuantizeSettings, out: Path, calib: np.nda
                                 "rerun with --debug to see its log")
             err.detail = detail
             raise err
-        r = json.loads(result.read_text())
-        if r["ok"]:
+        reply = json.loads(result.read_text())
+        if reply["ok"]:
             with atomic_path(Path(out)) as tmp:
                 shutil.copyfile(job / "out.onnx", tmp)
-            return QuantizeReport(**{**r["report"], "path": str(out)})
+            return QuantizeReport(**{**reply["report"], "path": str(out)})
     finally:
         shutil.rmtree(job, ignore_errors=True)
-    cls = getattr(errors, r["type"], QuantizeError)
-    err = cls(r["message"]) if isinstance(cls, type) and issubclass(cls, OptimError) else QuantizeError(r["message"])
+    cls = getattr(errors, reply["type"], QuantizeError)
+    message = reply["message"]
+    err = cls(message) if isinstance(cls, type) and issubclass(cls, OptimError) else QuantizeError(message)
     err.detail = detail
     raise err
 
@@ -308,7 +310,7 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
             raise QuantizeError(f"{tool} produced no model for {s.tag}")
         result = onnx.load(str(tmp))
         coverage = None
-        if s.precision in ("int8", "fp8"):
+        if s.precision in QUANTIZED:
             cov = quant_coverage(result)
             if cov.quantized == 0:
                 raise QuantizeError(
@@ -320,7 +322,7 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
     kept = [n.name for n in model.graph.node if n.op_type in s.exclude_op_types or _matches(n.name, s.exclude_nodes)]
     sc = s.int8_scheme
     scheme = {**sc.model_dump(mode="json"), "label": sc.label()} if sc is not None else None
-    return QuantizeReport(str(out), s.tag, s.precision, s.target if s.precision in ("int8", "fp8") else "any",
+    return QuantizeReport(str(out), s.tag, s.precision, Entry.of(s).target or "any",
                           tool, method, n_calib, coverage, round(time.perf_counter() - t0, 2), kept,
                           [*s.exclude_nodes, *(f"op type {t}" for t in s.exclude_op_types)] if kept else [],
                           scheme, notes)
@@ -328,6 +330,17 @@ def quantize_here(src: Path, s: QuantizeSettings, out: Path,
 
 NAME = "quantize"
 TOOLS = ("nvidia-modelopt", "onnxruntime", "onnx")
+SUMMARY = "INT8/FP8 Q/DQ (modelopt, ONNX Runtime), FP16/BF16"
+
+
+def doctor(machine, target, hardware_compatibility: str = "none") -> list[tuple[str, str | None]]:
+    """modelopt, and an ONNX Runtime that loads (both wheels installed at once break it)."""
+    from optim.backends.registry import get_backend
+    from optim.install import INSTALL
+    from optim.runfolder.entry import PRIMARY
+
+    modelopt = None if machine.packages.get("nvidia-modelopt") else f"nvidia-modelopt missing: {INSTALL['base']}"
+    return [(SUMMARY, get_backend(PRIMARY).blocker(machine) or modelopt)]
 Settings = QuantizeSettings
 
 
@@ -345,7 +358,8 @@ def run(inputs: list, settings: QuantizeSettings, ctx) -> StageOutput:
              f"({', '.join(cov['qdq_dtypes'])}){_left_text(rep)}")
     for note in rep.notes:
         info(f"  {ctx.out.name}: {note}")
-    write_json(ctx.side(f"quantize/{ctx.name}", f"quantize/{ctx.name}.json"), rep.as_dict())
+    rel = RunLayout.quantize(ctx.name)
+    write_json(ctx.side(RunLayout.record_name(rel), rel), rep.as_dict())
     return StageOutput(settings.model_dump(mode="json"), rep)
 
 

@@ -160,7 +160,7 @@ def collect(run_dir: Path) -> tuple[RunInfo, list[Row]]:
     for key, cells in run.engines.items():
         for r in rows:
             if r.primary and isinstance(cells, dict):
-                r.engines[key] = str(cells.get(f"{r.tag}.{key}") or NOT_RUN)
+                r.engines[key] = str(cells.get(Entry.parse(r.tag).engine_name(key)) or NOT_RUN)
     order = {f: i for i, f in enumerate(families)}
     rows.sort(key=lambda r: (ORDER.index(r.precision) if r.precision in ORDER else 99, r.target, order[r.backend]))
     base = next((r for r in rows if r.tag == "fp32" and r.primary), None)
@@ -499,6 +499,7 @@ def _write_report(run_dir: Path, trust: Trust) -> dict[str, Path]:
 
 
 NAME = "report"
+SUMMARY = "report.{md,html,json,png}: accuracy vs speed per entry"
 TOOLS = ("matplotlib",)
 
 

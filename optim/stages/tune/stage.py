@@ -22,6 +22,7 @@ from optim.console import info
 from rich.markup import escape
 from optim.executor import StageContext, StageOutput
 from optim.onnx_tools import load_onnx, quant_coverage, save_onnx
+from optim.runfolder import RunLayout
 from optim.stages.tune.budget import BudgetResult, apply_budget
 from optim.stages.tune.edit import pack_weights, unpack_weights
 from optim.stages.tune.sensitivity import ORT, Evaluator, SensitivityReport, node_sensitivity, worst
@@ -30,6 +31,7 @@ from optim.tasks import get_task
 
 NAME = "tune"
 TOOLS = ("onnxruntime", "onnx")
+SUMMARY = "per-node sensitivity; an accuracy budget takes the most sensitive nodes back"
 
 
 class Settings(Strict):
@@ -124,7 +126,8 @@ def run(inputs: list[Artifact], settings: Settings, ctx: StageContext) -> StageO
     data = data.head(settings.samples)
     res = tune_quantized(fp32.path, raw.path, data.x, data.labels, settings,
                          out=ctx.out if budget else None, tag=ctx.name)
-    json_path = ctx.side(f"tune/{ctx.name}", f"tune/{ctx.name}.json") if budget else ctx.out
+    rel = RunLayout.tune(ctx.name)
+    json_path = ctx.side(RunLayout.record_name(rel), rel) if budget else ctx.out
     coverage = quant_coverage(load_onnx(ctx.out)).as_dict() if budget else None
     write_json(json_path, {**res.as_dict(), "data": data.description, "source": raw.path.name,
                            "output": ctx.out.name if budget else None, "coverage": coverage})
