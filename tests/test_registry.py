@@ -193,6 +193,13 @@ def test_a_task_takes_the_labels_its_check_allows(tmp_path, registered):
     np.savez(tmp_path / "flat.npz", images=x, labels=np.arange(4))
     with pytest.raises(DataError, match="label sets are a 2-D array of 0/1 flags, got shape"):
         load_dataset(DataSpec(kind="npz", path=tmp_path / "flat.npz"), (2, 2), get_task(TASK))
+    # boxes: detection's labels; classification refuses them in one line, no task reads them as boxes
+    boxes = {"boxes": np.zeros((2, 4), np.float32), "classes": np.zeros(2, np.int64), "image_index": np.arange(2)}
+    np.savez(tmp_path / "boxes.npz", images=x, **boxes)
+    spec = DataSpec(kind="npz", path=tmp_path / "boxes.npz")
+    assert load_dataset(spec, (2, 2)).labels.count == 2
+    with pytest.raises(DataError, match="the labels are boxes .detection data.; give the detection task"):
+        load_dataset(spec, (2, 2), get_task("classification"))
 
 
 def test_unregistered_names_are_refused_in_one_line(tmp_path):

@@ -72,10 +72,13 @@ def quantize(onnx: PathLike, precision: str | None = None, *, target: str = "ten
     out = as_path(output, "output") or src.with_name(
         f"{src.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
     check_output_file(out, output_label("output", output, "output (beside the input)", flags))
-    x = _calibration(qs, calib, calib_samples, src, r, t, flags)
+    # a task named by the user (or the recipe) decides how the data's labels are read; without one the
+    # loader reads them by their kind (boxes as detection), as calibration never reads them
+    data_task = t if task is not None or r is not None else None
+    x = _calibration(qs, calib, calib_samples, src, r, data_task, flags)
     if max_drop is not None:
         s = _budget_settings(max_drop, metric, tune_samples, max_excluded, t.name, flags)
-        data = _tuning_data(tune_data, calib, tune_samples, src, r, t, flags)
+        data = _tuning_data(tune_data, calib, tune_samples, src, r, data_task, flags)
         with stage_writes("quantize"):
             return quantize_to_budget(src, qs, out, x, data, s)
     with stage_writes("quantize"):

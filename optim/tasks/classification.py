@@ -91,6 +91,9 @@ class Classification(Task):
 
     def check_labels(self, labels: Any, count: int, source: str) -> np.ndarray:
         """Class ids: a 1-D integer array, one per sample."""
+        if hasattr(labels, "boxes"):
+            raise DataError(f"{source}: the labels are boxes (detection data); give the detection task "
+                            "(--task detection, or task: detection in the recipe)")
         labels = np.asarray(labels)
         if labels.dtype.kind not in "iu" or labels.ndim != 1:
             raise DataError(f"{source}: labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
