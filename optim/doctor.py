@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from optim.backends.engine_compat import (SUPPORTED_MAJORS, TARGETS, TargetGpu, build_blocker, major_implies,
                                          tensorrt_major, tensorrt_unsupported)
 from optim.backends.trt_flavour import TENSORRT_RTX
+from optim.executor import stage_tools
 from optim.install import INSTALL
 from optim.backends.machine import Machine, ort_conflict
 from optim.backends.registry import backends
@@ -151,20 +152,16 @@ def stages(machine: Machine, t: TargetGpu, hardware_compatibility: str = "none")
     return rows
 
 
-def stage_tools() -> tuple[str, ...]:
+def tools_to_probe() -> tuple[str, ...]:
     """The packages every registered stage names in its ``TOOLS`` (what ``probe`` looks up for doctor)."""
-    return tuple(dict.fromkeys(t for stage in registered_stages() for t in _tools(stage)))
+    return tuple(dict.fromkeys(t for stage in registered_stages() for t in stage_tools(stage)))
 
 
 def probe() -> Machine:
     """This machine, with the version of every stage's tools."""
     from optim.backends.machine import probe as probe_machine
 
-    return probe_machine(stage_tools())
-
-
-def _tools(stage) -> tuple[str, ...]:
-    return tuple(stage.TOOLS() if callable(stage.TOOLS) else stage.TOOLS)
+    return probe_machine(tools_to_probe())
 
 
 #: a tool that another distribution provides too (the GPU wheel of ONNX Runtime is ONNX Runtime)
@@ -172,7 +169,7 @@ _PROVIDED_BY = {"onnxruntime": "onnxruntime-gpu"}
 
 
 def _tools_missing(machine: Machine, stage) -> str | None:
-    missing = [t for t in _tools(stage) if not (_pkg(machine, t) or _pkg(machine, _PROVIDED_BY.get(t, t)))]
+    missing = [t for t in stage_tools(stage) if not (_pkg(machine, t) or _pkg(machine, _PROVIDED_BY.get(t, t)))]
     return f"{', '.join(missing)} missing: {INSTALL['base']}" if missing else None
 
 

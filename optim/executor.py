@@ -1,8 +1,9 @@
 """Runs stages and caches their outputs: the one place that derives cache keys.
 
 A stage is a module with ``NAME``, ``TOOLS`` (the packages whose versions change its
-output, or a function giving them: check and bench take every registered backend's), an optional ``environment()`` (what else of this machine changes it: the CPU
-for a benchmark, the GPU and TensorRT for an engine) and
+output, or a function giving them: check and bench take every registered backend's), an
+optional ``environment()`` (what else of this machine changes it: the CPU for a benchmark,
+the GPU and TensorRT for an engine) and
 ``run(inputs, settings, ctx) -> StageOutput``. Stages know nothing of caching:
 ``Executor.step`` derives the key from the stage's name, the sha256 of every input
 artifact, ``settings.model_dump()``, the tool versions and the environment; reuses the
@@ -72,6 +73,11 @@ def settings_dump(settings: BaseModel | dict | None) -> Any:
     return settings.model_dump(mode="json") if isinstance(settings, BaseModel) else settings
 
 
+def stage_tools(stage: ModuleType) -> tuple[str, ...]:
+    """A stage's ``TOOLS``: the tuple, or what its function gives now (check and bench: every backend's package)."""
+    return tuple(stage.TOOLS() if callable(stage.TOOLS) else stage.TOOLS)
+
+
 class Executor:
     def __init__(self, root: Path, *, force: bool = False) -> None:
         self.rd = RunDir(Path(root), reset=force)
@@ -88,7 +94,7 @@ class Executor:
     # -- keys --------------------------------------------------------------------------------
     def tool_versions(self, stage: ModuleType) -> dict[str, str | None]:
         """optim's version and those of the stage's ``TOOLS`` (None: not installed)."""
-        tools = stage.TOOLS() if callable(stage.TOOLS) else stage.TOOLS
+        tools = stage_tools(stage)
         unseen = [t for t in tools if t not in self.versions and t not in self.looked_up]
         self.looked_up.update(unseen)
         self.versions.update(installed_versions(unseen))  # those installed: the run's tools

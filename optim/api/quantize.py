@@ -72,8 +72,8 @@ def quantize(onnx: PathLike, precision: str | None = None, *, target: str = "ten
     out = as_path(output, "output") or src.with_name(
         f"{src.name.removesuffix('.onnx').removesuffix('.fp32')}.{qs.tag}.onnx")
     check_output_file(out, output_label("output", output, "output (beside the input)", flags))
-    # a task named by the user (or the recipe) decides how the data's labels are read; without one the
-    # loader reads them by their kind (boxes as detection), as calibration never reads them
+    # labels are read as a task takes them only when the user or the recipe names the task; otherwise by
+    # their kind (boxes as detection): calibration data need not fit the default task, it reads no labels
     data_task = t if task is not None or r is not None else None
     x = _calibration(qs, calib, calib_samples, src, r, data_task, flags)
     if max_drop is not None:

@@ -12,26 +12,19 @@ first family keep their plain names (``check/TAG.json``), the others get ``@fami
 from __future__ import annotations
 
 import dataclasses
-from importlib import metadata
 
-from optim.artifacts import Artifact
+from optim.artifacts import Artifact, installed_versions
 from optim.backends.registry import families, get_backend
 from optim.runfolder.entry import PRIMARY, Entry
 
 __all__ = ["PRIMARY", "families", "installed", "result_name", "route", "split"]
 
 
-def _installed(package: str) -> bool:
-    try:
-        metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def installed() -> list[str]:
     """The families whose package is installed here (ONNX Runtime always is: it is a dependency)."""
-    return [f for f in families() if f == PRIMARY or not get_backend(f).package or _installed(get_backend(f).package)]
+    packages = {f: get_backend(f).package for f in families()}
+    have = installed_versions(p for p in packages.values() if p)
+    return [f for f, package in packages.items() if f == PRIMARY or not package or package in have]
 
 
 def route(family: str, tag: str, model: Artifact, fp32: Artifact) -> tuple[Artifact, str]:

@@ -13,7 +13,6 @@ takes it away again. Everything that lists backends reads this registry:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +20,12 @@ from typing import Any
 
 from optim.backends.base import Runner
 from optim.errors import InputError
+from optim.runfolder.entry import is_size
 
 #: ``opener(path, *, threads, cuda_graph) -> Runner`` (an un-activated runner)
 Opener = Callable[..., Runner]
 
 AUTO = "auto"
-_SIZE = re.compile(r"^\d+(x\d+)?$")
 #: where ``auto`` sends a file whose suffix no backend claims (ONNX Runtime)
 DEFAULT_BACKEND = "onnxruntime"
 
@@ -82,7 +81,7 @@ def register_backend(name: str, opener: Opener, *, handles: tuple[str, ...] | st
     registered backend claiming its suffix. ``family``, ``package``, ``precision_hints``, ``needs``,
     ``install``: its part in ``optim run`` and ``optim doctor`` (the ``Backend`` fields).
     ``replace``: replace a backend of the same name (else ``ValueError``)."""
-    if family and ("@" in name or _SIZE.match(name)):
+    if family and ("@" in name or is_size(name)):
         raise ValueError(f"backend family '{name}': a family name has no '@' and is not a size")
     if isinstance(handles, str):
         handles = (handles,)

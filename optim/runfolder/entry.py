@@ -27,6 +27,11 @@ QUANTIZED = ("int8", "fp8")
 _SIZE = re.compile(r"^\d+(x\d+)?$")
 
 
+def is_size(text: str) -> bool:
+    """Whether ``text`` is an input-size label (``640``, ``480x640``), as in ``TAG@SIZE`` and ``SIZE/TAG``."""
+    return bool(_SIZE.match(text))
+
+
 @dataclass(frozen=True)
 class Entry:
     """One row of a run: ``precision`` (fp32, int8, ...), ``target`` (tensorrt/onnxruntime for
@@ -56,12 +61,12 @@ class Entry:
         size = None
         if "/" in text:
             size, _, text = text.partition("/")
-            if not _SIZE.match(size):
+            if not is_size(size):
                 raise InputError(f"'{size}/{text}' is not an entry name: '{size}' is not an input size (640, 480x640)")
         tag, at, backend = text.partition("@")
         if at and not backend:
             raise InputError(f"'{text}' is not an entry name: nothing after '@'")
-        if backend and _SIZE.match(backend):  # TAG@SIZE (a step name; no backend family is named like a size)
+        if backend and is_size(backend):  # TAG@SIZE (a step name; no backend family is named like a size)
             if size is not None:
                 raise InputError(f"'{text}' names two sizes")
             size, backend = backend, ""
